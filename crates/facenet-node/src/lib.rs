@@ -1,0 +1,211 @@
+//! Node.js binding of the `facenet` core. Only conversion and error mapping live here;
+//! the TypeScript layer in `src/` is the public API, and these `Binding*` names never
+//! leak into it.
+
+mod error;
+mod worker;
+
+use error::{invalid, to_js};
+use facenet::{Arch, FaceNet, ModelConfig, Normalization};
+use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
+use napi::{Env, Result};
+use napi_derive::napi;
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+use worker::{Deferred, Worker};
+
+#[napi(object)]
+pub struct BindingCreateOptions {
+    pub arch: String,
+    pub embedding_dim: u32,
+    pub seed: i64,
+    pub device: String,
+    pub normalization: String,
+    /// libtorch intra-op threads on this model's worker.
+    pub threads: u32,
+}
+
+#[napi(object)]
+#[derive(Clone)]
+pub struct BindingModelInfo {
+    pub arch: String,
+    pub embedding_dim: u32,
+    pub input_height: u32,
+    pub input_width: u32,
+    pub device: String,
+    pub normalization: String,
+    pub parameter_count: f64,
+}
+
+#[napi]
+pub struct BindingModel {
+    worker: Arc<Worker>,
+    info: BindingModelInfo,
+}
+
+fn model_info(model: &FaceNet) -> BindingModelInfo {
+    let config = model.config();
+    let input = model.input_size();
+    BindingModelInfo {
+        arch: config.arch.name().to_owned(),
+        embedding_dim: config.embedding_dim as u32,
+        input_height: input.height as u32,
+        input_width: input.width as u32,
+        device: facenet::device_name(model.device()),
+        normalization: config.normalization.name().to_owned(),
+        parameter_count: model.parameter_count() as f64,
+    }
+}
+
+fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)> {
+    let arch = Arch::from_name(&options.arch).map_err(to_js)?;
+    if options.seed < 0 {
+        return Err(invalid(format!(
+            "seed must be a non-negative integer, got {}",
+            options.seed
+        )));
+    }
+    if options.threads == 0 {
+        return Err(invalid("threads must be at least 1, got 0"));
+    }
+    let config = ModelConfig {
+        arch,
+        embedding_dim: i64::from(options.embedding_dim),
+        seed: options.seed as u64,
+        device: facenet::parse_device(&options.device).map_err(to_js)?,
+        normalization: Normalization::from_name(&options.normalization).map_err(to_js)?,
+    };
+    Ok((config, options.threads as usize))
+}
+
+/// Builds a model on a new worker thread; resolves to a `BindingModel`.
+#[napi(ts_return_type = "Promise<BindingModel>")]
+pub fn create_model(env: &Env, options: BindingCreateOptions) -> Result<Object<'_>> {
+    let (config, threads) = parse_options(&options)?;
+    let worker = Arc::new(
+        Worker::spawn(&format!("facenet-{}", config.arch.name()), threads).map_err(|e| {
+            error::coded("ERR_TORCH", format!("could not start a worker thread: {e}"))
+        })?,
+    );
+    let (deferred, promise): (Deferred<BindingModel>, Object) = env.create_deferred()?;
+    let handle = Arc::clone(&worker);
+    worker.run(
+        deferred,
+        move |state| {
+            let model = FaceNet::new(config).map_err(to_js)?;
+            let info = model_info(&model);
+            state.model = Some(model);
+            Ok(info)
+        },
+        move |_env, info| {
+            Ok(BindingModel {
+                worker: handle,
+                info,
+            })
+        },
+    );
+    Ok(promise)
+}
+
+#[napi]
+impl BindingModel {
+    #[napi]
+    pub fn info(&self) -> BindingModelInfo {
+        self.info.clone()
+    }
+
+    /// Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
+    /// here, into a tensor; the forward pass runs on the worker.
+    #[napi(ts_return_type = "Promise<Float32Array>")]
+    pub fn embed<'env>(
+        &self,
+        env: &'env Env,
+        pixels: Either<Uint8Array, Float32Array>,
+        count: u32,
+        height: u32,
+        width: u32,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
+        let shape = [i64::from(count), i64::from(height), i64::from(width), 3];
+        let expected = shape.iter().product::<i64>() as usize;
+        let images = match &pixels {
+            Either::A(bytes) => batch_tensor(bytes, expected, &shape, Kind::Uint8),
+            Either::B(floats) => batch_tensor(floats, expected, &shape, Kind::Float),
+        };
+        match images {
+            Ok(images) => self.worker.run(
+                deferred,
+                move |state| {
+                    let model = state.model.as_ref().ok_or_else(error::disposed)?;
+                    let embeddings = model.embed(&images).map_err(to_js)?;
+                    Vec::<f32>::try_from(embeddings.flatten(0, -1)).map_err(|e| to_js(e.into()))
+                },
+                |_env, values| Ok(Float32Array::new(values)),
+            ),
+            Err(error) => deferred.reject(error),
+        }
+        Ok(promise)
+    }
+
+    /// Frees the model's memory once the call running now returns; queued calls reject
+    /// with ERR_DISPOSED. Never blocks.
+    #[napi]
+    pub fn dispose(&self) {
+        self.worker.dispose();
+    }
+
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.worker.is_disposed()
+    }
+}
+
+fn batch_tensor<T: tch::kind::Element>(
+    data: &[T],
+    expected: usize,
+    shape: &[i64; 4],
+    kind: Kind,
+) -> Result<Tensor> {
+    if data.len() != expected {
+        let [n, h, w, c] = shape;
+        return Err(error::coded(
+            "ERR_SHAPE",
+            format!(
+                "pixel data has {} values but {n}×{h}×{w}×{c} needs {expected}",
+                data.len()
+            ),
+        ));
+    }
+    let tensor = Tensor::f_from_slice(data).map_err(|e| to_js(e.into()))?;
+    debug_assert_eq!(tensor.kind(), kind);
+    tensor.f_view(*shape).map_err(|e| to_js(e.into()))
+}
+
+#[napi(object)]
+pub struct BindingDevices {
+    pub cuda_available: bool,
+    pub cuda_device_count: u32,
+    pub cudnn_available: bool,
+    pub cpu_threads: u32,
+}
+
+#[napi]
+pub fn devices() -> BindingDevices {
+    let info = facenet::devices();
+    BindingDevices {
+        cuda_available: info.cuda_available,
+        cuda_device_count: info.cuda_device_count as u32,
+        cudnn_available: info.cudnn_available,
+        cpu_threads: info.cpu_threads as u32,
+    }
+}
+
+#[napi]
+pub fn libtorch_version() -> &'static str {
+    facenet::LIBTORCH_VERSION
+}
+
+#[napi]
+pub fn known_archs() -> Vec<&'static str> {
+    Arch::ALL.iter().map(|arch| arch.name()).collect()
+}

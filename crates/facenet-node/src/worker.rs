@@ -1,0 +1,125 @@
+//! One dedicated OS thread per model. It owns the weights (a `Tensor` is `Send` but not
+//! `Sync`) and runs every long operation, so neither the JS thread nor libuv's small pool
+//! (which sharp and fs need) is ever blocked by a forward or backward pass.
+
+use crate::error::{disposed, from_panic};
+use facenet::FaceNet;
+use napi::bindgen_prelude::ToNapiValue;
+use napi::{Env, JsDeferred, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread::{self, JoinHandle, ThreadId};
+
+/// What lives on the worker thread.
+#[derive(Default)]
+pub struct WorkerState {
+    pub model: Option<FaceNet>,
+}
+
+type Job = Box<dyn FnOnce(&mut WorkerState) + Send>;
+
+/// A promise settled from the worker thread.
+pub type Deferred<T> = JsDeferred<T, Box<dyn FnOnce(Env) -> Result<T> + Send>>;
+
+pub struct Worker {
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: ThreadId,
+    disposed: AtomicBool,
+}
+
+impl Worker {
+    /// Starts the thread. `threads` caps libtorch's intra-op parallelism; the cap is set
+    /// on the worker itself because OpenMP's setting is per calling thread.
+    pub fn spawn(name: &str, threads: usize) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                tch::set_num_threads(threads as i32);
+                let mut state = WorkerState::default();
+                for job in receiver {
+                    job(&mut state);
+                }
+                // The model (and its GPU memory) is dropped here, on the thread that made it.
+            })?;
+        let thread_id = thread.thread().id();
+        Ok(Self {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            thread_id,
+            disposed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_disposed(&self) -> bool {
+        self.disposed.load(Ordering::Acquire)
+    }
+
+    /// Runs `work` on the worker and settles `deferred` with its result, converted to JS
+    /// by `to_js` on the JS thread. A panic in `work` rejects instead of aborting, and a
+    /// call that reaches the worker after `dispose()` rejects with ERR_DISPOSED.
+    pub fn run<T, V, W, C>(self: &std::sync::Arc<Self>, deferred: Deferred<V>, work: W, to_js: C)
+    where
+        T: Send + 'static,
+        V: ToNapiValue + 'static,
+        W: FnOnce(&mut WorkerState) -> Result<T> + Send + 'static,
+        C: FnOnce(Env, T) -> Result<V> + Send + 'static,
+    {
+        let worker = std::sync::Arc::clone(self);
+        let job: Job = Box::new(move |state| {
+            if worker.is_disposed() {
+                deferred.reject(disposed());
+                return;
+            }
+            match catch_unwind(AssertUnwindSafe(|| work(state))) {
+                Ok(Ok(value)) => deferred.resolve(Box::new(move |env| to_js(env, value))),
+                Ok(Err(error)) => deferred.reject(error),
+                Err(payload) => deferred.reject(from_panic(payload)),
+            }
+        });
+        let unsent = match self.sender.lock() {
+            Ok(sender) => match sender.as_ref() {
+                Some(sender) => sender.send(job).err().map(|e| e.0),
+                None => Some(job),
+            },
+            Err(_) => Some(job),
+        };
+        // The channel only closes in dispose(), after the flag is set, so running the job
+        // here rejects it with ERR_DISPOSED without touching any model.
+        if let Some(job) = unsent {
+            job(&mut WorkerState::default());
+        }
+    }
+
+    /// Stops accepting work. Jobs already queued reject with ERR_DISPOSED; the model is
+    /// freed on the worker as soon as the job running now returns. Does not block.
+    pub fn dispose(&self) {
+        self.disposed.store(true, Ordering::Release);
+        if let Ok(mut sender) = self.sender.lock() {
+            if let Some(sender) = sender.as_ref() {
+                let _ = sender.send(Box::new(|state: &mut WorkerState| state.model = None));
+            }
+            sender.take();
+        }
+    }
+
+    /// Disposes and waits for the thread to end: required before process exit, where a
+    /// CUDA context torn down under a running thread can abort the process.
+    pub fn join(&self) {
+        self.dispose();
+        if thread::current().id() == self.thread_id {
+            return;
+        }
+        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.join();
+    }
+}

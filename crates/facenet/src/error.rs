@@ -1,0 +1,49 @@
+//! The one error type of the core. Every variant has a stable `code` that the binding
+//! passes to JavaScript, so callers can branch on it without parsing messages.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option or argument has a value the library cannot use.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Input data has the wrong length, shape or element type.
+    #[error("{0}")]
+    Shape(String),
+    /// The architecture name is not one the model zoo knows.
+    #[error("unknown arch '{name}'; expected one of: {known}")]
+    UnknownArch { name: String, known: String },
+    /// The requested device does not exist on this machine.
+    #[error("{0}")]
+    DeviceUnavailable(String),
+    /// The model was disposed before the call.
+    #[error("{0}")]
+    Disposed(String),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "ERR_INVALID_ARGUMENT",
+            Error::Shape(_) => "ERR_SHAPE",
+            Error::UnknownArch { .. } => "ERR_UNKNOWN_ARCH",
+            Error::DeviceUnavailable(_) => "ERR_DEVICE_UNAVAILABLE",
+            Error::Disposed(_) => "ERR_DISPOSED",
+            Error::Torch(_) => "ERR_TORCH",
+        }
+    }
+
+    pub fn invalid(message: impl fmt::Display) -> Self {
+        Error::InvalidArgument(message.to_string())
+    }
+
+    pub fn shape(message: impl fmt::Display) -> Self {
+        Error::Shape(message.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

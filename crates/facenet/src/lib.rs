@@ -1,0 +1,16 @@
+//! facenet: FaceNet (Schroff et al., CVPR 2015) face-embedding networks on libtorch.
+//!
+//! The crate has no Node.js code in it; `facenet-node` binds it to JavaScript.
+
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod preprocess;
+
+pub use device::{device_name, devices, parse_device, DeviceInfo};
+pub use error::{Error, Result};
+pub use model::{Arch, FaceNet, InputSize, ModelConfig};
+pub use preprocess::Normalization;
+
+/// The libtorch version this crate is built for (checked by torch-sys at build time).
+pub const LIBTORCH_VERSION: &str = "2.11.0";

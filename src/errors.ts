@@ -1,0 +1,97 @@
+/**
+ * Every error the library throws or rejects with is a {@link FaceNetError}: an `Error`
+ * with a stable `code` to branch on, and a message that names the offending value.
+ */
+
+export type FaceNetErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_SHAPE'
+  | 'ERR_UNKNOWN_ARCH'
+  | 'ERR_DEVICE_UNAVAILABLE'
+  | 'ERR_DISPOSED'
+  | 'ERR_TORCH'
+
+export class FaceNetError extends Error {
+  readonly code: FaceNetErrorCode
+
+  constructor(code: FaceNetErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** An option or argument has a value the library cannot use. */
+export class InvalidArgumentError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_INVALID_ARGUMENT', message, options)
+  }
+}
+
+/** Input data has the wrong length, shape or element type. */
+export class ShapeError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHAPE', message, options)
+  }
+}
+
+/** The architecture name is not one the model zoo knows. */
+export class UnknownArchError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_UNKNOWN_ARCH', message, options)
+  }
+}
+
+/** The requested device (e.g. `cuda:1`) does not exist on this machine. */
+export class DeviceUnavailableError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_DEVICE_UNAVAILABLE', message, options)
+  }
+}
+
+/** The model was disposed before, or while, the call was made. */
+export class DisposedError extends FaceNetError {
+  constructor(message = 'the model has been disposed; create a new one with FaceNet.create()') {
+    super('ERR_DISPOSED', message)
+  }
+}
+
+/** libtorch itself failed (out of memory, an internal error). */
+export class TorchError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_TORCH', message, options)
+  }
+}
+
+const byCode: Record<FaceNetErrorCode, new (message: string, options?: ErrorOptions) => FaceNetError> = {
+  ERR_INVALID_ARGUMENT: InvalidArgumentError,
+  ERR_SHAPE: ShapeError,
+  ERR_UNKNOWN_ARCH: UnknownArchError,
+  ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
+  ERR_DISPOSED: DisposedError,
+  ERR_TORCH: TorchError,
+}
+
+const CODED_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/
+
+/**
+ * The native binding reports errors as "ERR_CODE: message"; this turns them into the
+ * matching {@link FaceNetError} subclass and passes anything else through.
+ */
+export function fromBindingError(error: unknown): unknown {
+  if (!(error instanceof Error) || error instanceof FaceNetError) return error
+  const match = CODED_MESSAGE.exec(error.message)
+  if (!match) return error
+  const [, code, message] = match as unknown as [string, FaceNetErrorCode, string]
+  const ErrorClass = byCode[code]
+  return ErrorClass ? new ErrorClass(message, { cause: error }) : error
+}
+
+/** Awaits a binding call and rethrows its error as a {@link FaceNetError}. */
+export async function callBinding<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (error) {
+    throw fromBindingError(error)
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * facenet-torch: train, evaluate and run FaceNet face-embedding models from Node.js,
+ * on libtorch.
+ */
+export { FaceNet } from './model'
+export type { Arch, CreateOptions, ImageBatch, ModelInfo, Normalization } from './model'
+export { devices } from './device'
+export type { Device, DeviceReport } from './device'
+export {
+  DeviceUnavailableError,
+  DisposedError,
+  FaceNetError,
+  InvalidArgumentError,
+  ShapeError,
+  TorchError,
+  UnknownArchError,
+} from './errors'
+export type { FaceNetErrorCode } from './errors'

@@ -1,0 +1,181 @@
+import { availableParallelism } from 'node:os'
+import { binding, type BindingModel } from './binding'
+import type { Device } from './device'
+import { callBinding, DisposedError, fromBindingError, InvalidArgumentError, ShapeError } from './errors'
+
+/** Architectures of the model zoo. */
+export type Arch = 'nn1'
+
+/** How pixel values are scaled before the network; saved with the model. */
+export type Normalization = 'fixed' | 'prewhiten'
+
+export interface CreateOptions {
+  /** Network architecture. Default `'nn1'` (the notebook's NN1, 220×220 input). */
+  arch?: Arch
+  /** Length of the embedding vectors. Default `128`, as in the paper. */
+  embeddingDim?: number
+  /** `'auto'` (default) uses the first CUDA device when there is one, else the CPU. */
+  device?: Device
+  /**
+   * Seed of the weight initialization. The same seed gives bit-identical weights on any
+   * machine. Default `0`, so that runs are reproducible unless asked otherwise.
+   */
+  seed?: number
+  /**
+   * `'fixed'` (default): (x − 127.5) / 128. `'prewhiten'`: per image, subtract the mean
+   * and divide by the standard deviation.
+   */
+  normalization?: Normalization
+  /** libtorch threads for this model's work. Default: the number of CPUs. */
+  threads?: number
+}
+
+/** A batch of N images of H×W RGB pixels, channels last (N×H×W×3), values 0..255. */
+export interface ImageBatch {
+  data: Uint8Array | Float32Array
+  /** `[N, H, W, 3]`. */
+  shape: readonly [number, number, number, number]
+}
+
+export interface ModelInfo {
+  arch: Arch
+  embeddingDim: number
+  /** The input size the network takes; images must be resized to it. */
+  inputSize: { height: number; width: number }
+  /** The device the weights live on, e.g. `'cpu'` or `'cuda:0'`. */
+  device: string
+  normalization: Normalization
+  parameterCount: number
+}
+
+function checkInteger(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+/**
+ * A FaceNet embedding network. It maps a face image to a unit vector, so that the squared
+ * distance between two embeddings measures how alike the faces are.
+ *
+ * Work runs on a thread the model owns; the event loop stays free. Call {@link dispose}
+ * (or use `using`) to free its memory, which V8 cannot see.
+ */
+export class FaceNet implements Disposable {
+  readonly #binding: BindingModel
+  readonly #info: ModelInfo
+
+  private constructor(native: BindingModel) {
+    this.#binding = native
+    const info = native.info()
+    this.#info = {
+      arch: info.arch as Arch,
+      embeddingDim: info.embeddingDim,
+      inputSize: { height: info.inputHeight, width: info.inputWidth },
+      device: info.device,
+      normalization: info.normalization as Normalization,
+      parameterCount: info.parameterCount,
+    }
+  }
+
+  /** Builds a network with freshly initialized weights. */
+  static async create(options: CreateOptions = {}): Promise<FaceNet> {
+    const embeddingDim = checkInteger('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
+    const seed = checkInteger('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
+    const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const native = await callBinding(() =>
+      Promise.resolve().then(() =>
+        binding.createModel({
+          arch: options.arch ?? 'nn1',
+          embeddingDim,
+          seed,
+          device: options.device ?? 'auto',
+          normalization: options.normalization ?? 'fixed',
+          threads,
+        }),
+      ),
+    )
+    return new FaceNet(native)
+  }
+
+  get info(): ModelInfo {
+    return { ...this.#info, inputSize: { ...this.#info.inputSize } }
+  }
+
+  get arch(): Arch {
+    return this.#info.arch
+  }
+
+  get embeddingDim(): number {
+    return this.#info.embeddingDim
+  }
+
+  get inputSize(): { height: number; width: number } {
+    return { ...this.#info.inputSize }
+  }
+
+  get device(): string {
+    return this.#info.device
+  }
+
+  get disposed(): boolean {
+    return this.#binding.disposed
+  }
+
+  /**
+   * Embeds a batch of images. Pass an {@link ImageBatch}, or a bare array holding whole
+   * images of the model's input size (N is then inferred). Returns N×embeddingDim values,
+   * row-major; every row has unit L2 norm.
+   */
+  async embed(images: ImageBatch | Uint8Array | Float32Array): Promise<Float32Array> {
+    if (this.disposed) throw new DisposedError()
+    const { data, shape } = this.#asBatch(images)
+    const [count, height, width, channels] = shape
+    if (channels !== 3) {
+      throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
+    }
+    try {
+      return await this.#binding.embed(data, count, height, width)
+    } catch (error) {
+      throw fromBindingError(error)
+    }
+  }
+
+  /**
+   * Frees the weights once the call running now returns. Calls still queued, and any
+   * call made afterwards, reject with {@link DisposedError}. Safe to call twice.
+   */
+  dispose(): void {
+    this.#binding.dispose()
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose()
+  }
+
+  #asBatch(images: ImageBatch | Uint8Array | Float32Array): ImageBatch {
+    if (images instanceof Uint8Array || images instanceof Float32Array) {
+      const { height, width } = this.#info.inputSize
+      const perImage = height * width * 3
+      if (images.length === 0 || images.length % perImage !== 0) {
+        throw new ShapeError(
+          `a bare pixel array must hold whole ${height}×${width}×3 images (${perImage} values each), got ${images.length} values`,
+        )
+      }
+      return { data: images, shape: [images.length / perImage, height, width, 3] }
+    }
+    if (!images || !(images.data instanceof Uint8Array || images.data instanceof Float32Array)) {
+      throw new InvalidArgumentError('images.data must be a Uint8Array or a Float32Array')
+    }
+    if (!Array.isArray(images.shape) || images.shape.length !== 4) {
+      throw new ShapeError(`images.shape must be [N, H, W, 3], got ${JSON.stringify(images.shape)}`)
+    }
+    for (const dim of images.shape) {
+      if (!Number.isInteger(dim) || dim < 0 || dim > 0xffffffff) {
+        throw new ShapeError(`images.shape must hold non-negative integers, got [${images.shape.join(', ')}]`)
+      }
+    }
+    return images
+  }
+}
