@@ -1,0 +1,28 @@
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+
+const root = resolve(__dirname, '..')
+
+/** The README's TypeScript examples, in order, with the package import pointed at this checkout. */
+function readmeExamples(): string[] {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  return [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) =>
+    match[1]!.replaceAll("from 'facenet-torch'", `from ${JSON.stringify(join(root, 'src'))}`),
+  )
+}
+
+test('every TypeScript example in the README runs as written', (t) => {
+  const examples = readmeExamples()
+  t.true(examples.length > 0)
+  const dir = mkdtempSync(join(tmpdir(), 'facenet-readme-'))
+  examples.forEach((source, index) => {
+    // Top-level await needs a module; .mts makes tsx treat it as one.
+    const file = join(dir, `example-${index}.mts`)
+    writeFileSync(file, source)
+    const run = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: root, encoding: 'utf8', timeout: 300_000 })
+    t.is(run.status, 0, `README example ${index} failed:\n${source}\n--- stderr ---\n${run.stderr}`)
+  })
+})
