@@ -10,6 +10,7 @@ export type FaceNetErrorCode =
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_DISPOSED'
   | 'ERR_TORCH'
+  | 'ERR_DATA'
 
 export class FaceNetError extends Error {
   readonly code: FaceNetErrorCode
@@ -63,7 +64,22 @@ export class TorchError extends FaceNetError {
   }
 }
 
-const byCode: Record<FaceNetErrorCode, new (message: string, options?: ErrorOptions) => FaceNetError> = {
+/**
+ * A dataset file is bad: corrupt, truncated, empty, not an image, unreadable, malformed
+ * (an `.npy` header, a pairs file), or missing. `file` names it.
+ */
+export class DataError extends FaceNetError {
+  /** The offending file or folder. */
+  readonly file: string
+
+  constructor(file: string, message: string, options?: ErrorOptions) {
+    super('ERR_DATA', `${file}: ${message}`, options)
+    this.file = file
+  }
+}
+
+// ERR_DATA is raised in TS only; the native side never reports it.
+const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA'>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,
   ERR_UNKNOWN_ARCH: UnknownArchError,
@@ -82,7 +98,7 @@ export function fromBindingError(error: unknown): unknown {
   if (!(error instanceof Error) || error instanceof FaceNetError) return error
   const match = CODED_MESSAGE.exec(error.message)
   if (!match) return error
-  const [, code, message] = match as unknown as [string, FaceNetErrorCode, string]
+  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, 'ERR_DATA'>, string]
   const ErrorClass = byCode[code]
   return ErrorClass ? new ErrorClass(message, { cause: error }) : error
 }

@@ -1,0 +1,175 @@
+import { readFile } from 'node:fs/promises'
+import sharp, { type Sharp } from 'sharp'
+import { DataError, InvalidArgumentError } from '../errors'
+import type { Rng } from './rng'
+import type { ImageInput } from './source'
+
+/** The network's input size, e.g. a model's `info.inputSize`. */
+export interface InputSize {
+  height: number
+  width: number
+}
+
+/**
+ * How images are resized to the input size. `'cover'` (default) keeps the aspect ratio
+ * and crops the centre; `'fill'` stretches.
+ */
+export type Fit = 'cover' | 'fill'
+
+/** Random augmentation, drawn per image from the loader's seed. */
+export interface AugmentOptions {
+  /**
+   * Random crop: the crop's side is a fraction of the image drawn uniformly from
+   * [`cropScale`, 1], placed at a random position, then resized to the input size.
+   * Default `0.875` (e.g. a 160 crop of a 183 resize). `1` disables cropping.
+   */
+  cropScale?: number
+  /** Horizontal flip with probability ½. Default `true`. */
+  flip?: boolean
+  /** Rotation by an angle drawn from [−maxRotation, maxRotation] degrees. Default `0` (off). */
+  maxRotation?: number
+  /** Brightness factor drawn from [1 − brightness, 1 + brightness]. Default `0` (off). */
+  brightness?: number
+}
+
+/** The augmentation applied to one image; {@link drawTransform} draws one. */
+export interface Transform {
+  /** Crop side as a fraction of the image, in (0, 1]. */
+  scale: number
+  /** Crop position in [0, 1] along x and y (0 = left/top edge). */
+  x: number
+  y: number
+  flip: boolean
+  /** Degrees, counter-clockwise positive as in sharp. */
+  rotation: number
+  brightness: number
+}
+
+export const IDENTITY_TRANSFORM: Transform = { scale: 1, x: 0.5, y: 0.5, flip: false, rotation: 0, brightness: 1 }
+
+export function checkAugment(options: AugmentOptions): Required<AugmentOptions> {
+  const a = { cropScale: 0.875, flip: true, maxRotation: 0, brightness: 0, ...options }
+  if (!(a.cropScale > 0 && a.cropScale <= 1)) throw new InvalidArgumentError(`augment.cropScale must be in (0, 1], got ${a.cropScale}`)
+  if (!(a.maxRotation >= 0 && a.maxRotation <= 45)) throw new InvalidArgumentError(`augment.maxRotation must be 0..45 degrees, got ${a.maxRotation}`)
+  if (!(a.brightness >= 0 && a.brightness < 1)) throw new InvalidArgumentError(`augment.brightness must be in [0, 1), got ${a.brightness}`)
+  return a
+}
+
+export function checkSize(size: InputSize): InputSize {
+  for (const key of ['height', 'width'] as const) {
+    const v = size?.[key]
+    if (!Number.isInteger(v) || v < 1 || v > 4096) throw new InvalidArgumentError(`size.${key} must be an integer 1..4096, got ${String(v)}`)
+  }
+  return { height: size.height, width: size.width }
+}
+
+/** Draws one image's augmentation. The draw order is fixed, so a seed gives the same transforms. */
+export function drawTransform(rng: Rng, augment: Required<AugmentOptions>): Transform {
+  const scale = augment.cropScale < 1 ? rng.uniform(augment.cropScale, 1) : 1
+  const x = rng.next()
+  const y = rng.next()
+  const flip = augment.flip ? rng.next() < 0.5 : false
+  const rotation = augment.maxRotation > 0 ? rng.uniform(-augment.maxRotation, augment.maxRotation) : 0
+  const brightness = augment.brightness > 0 ? rng.uniform(1 - augment.brightness, 1 + augment.brightness) : 1
+  return { scale, x, y, flip, rotation, brightness }
+}
+
+// 'warning' also rejects truncated JPEGs, which libjpeg would otherwise pad with grey.
+const SHARP_INPUT = { failOn: 'warning', limitInputPixels: 1 << 28 } as const
+
+async function readImageFile(path: string): Promise<Buffer> {
+  let bytes: Buffer
+  try {
+    bytes = await readFile(path)
+  } catch (cause) {
+    throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+  }
+  if (bytes.length === 0) throw new DataError(path, 'is empty (0 bytes)')
+  return bytes
+}
+
+function open(input: ImageInput, bytes: Buffer | undefined): Sharp {
+  if (input.kind === 'file') return sharp(bytes!, SHARP_INPUT).autoOrient()
+  return sharp(input.data, { raw: { width: input.width, height: input.height, channels: 3 }, limitInputPixels: false })
+}
+
+function name(input: ImageInput): string {
+  return input.kind === 'file' ? input.path : input.name
+}
+
+/**
+ * Decodes one image and turns it into `size.height × size.width × 3` uint8 RGB,
+ * channels last, applying `transform` (none by default). Grayscale becomes 3 equal
+ * channels; alpha is dropped. All pixel work runs in libvips on libuv's pool.
+ * Errors are {@link DataError}s naming the file.
+ */
+export async function preprocessImage(
+  input: ImageInput,
+  size: InputSize,
+  transform: Transform = IDENTITY_TRANSFORM,
+  fit: Fit = 'cover',
+): Promise<Buffer> {
+  const bytes = input.kind === 'file' ? await readImageFile(input.path) : undefined
+  try {
+    let img = open(input, bytes)
+    if (transform.rotation !== 0) {
+      // sharp grows the canvas to hold the rotated image; cut the original extent back out
+      // of its centre, so the rotation does not shrink the face.
+      const rotated = await img
+        .rotate(transform.rotation, { background: { r: 0, g: 0, b: 0 } })
+        .removeAlpha()
+        .toColourspace('srgb')
+        .raw()
+        .toBuffer({ resolveWithObject: true })
+      const { width: wr, height: hr } = rotated.info
+      const rad = (Math.abs(transform.rotation) * Math.PI) / 180
+      const c = Math.cos(rad)
+      const s = Math.sin(rad)
+      const d = c * c - s * s
+      const w0 = Math.max(1, Math.min(wr, Math.round((wr * c - hr * s) / d)))
+      const h0 = Math.max(1, Math.min(hr, Math.round((hr * c - wr * s) / d)))
+      img = sharp(rotated.data, { raw: { width: wr, height: hr, channels: 3 }, limitInputPixels: false }).extract({
+        left: Math.floor((wr - w0) / 2),
+        top: Math.floor((hr - h0) / 2),
+        width: w0,
+        height: h0,
+      })
+    }
+    const { height, width } = size
+    if (transform.scale < 1) {
+      // Resize so the crop window becomes the input size, then cut it out.
+      const wc = Math.max(width, Math.round(width / transform.scale))
+      const hc = Math.max(height, Math.round(height / transform.scale))
+      img = img.resize(wc, hc, { fit }).extract({
+        left: Math.min(wc - width, Math.floor(transform.x * (wc - width + 1))),
+        top: Math.min(hc - height, Math.floor(transform.y * (hc - height + 1))),
+        width,
+        height,
+      })
+    } else {
+      img = img.resize(width, height, { fit })
+    }
+    if (transform.flip) img = img.flop()
+    if (transform.brightness !== 1) img = img.linear(transform.brightness, 0)
+    const { data, info } = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
+    if (info.width !== width || info.height !== height || info.channels !== 3 || data.length !== width * height * 3) {
+      throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`)
+    }
+    return data
+  } catch (cause) {
+    if (cause instanceof DataError) throw cause
+    throw new DataError(name(input), `cannot be decoded as an image (${(cause as Error).message})`, { cause })
+  }
+}
+
+/** Fully decodes `path`; returns why it is bad, or undefined when it is a good image. */
+export async function decodeCheck(path: string): Promise<string | undefined> {
+  try {
+    const bytes = await readImageFile(path)
+    await sharp(bytes, SHARP_INPUT).raw().toBuffer()
+    return undefined
+  } catch (error) {
+    if (error instanceof DataError) return error.message.slice(path.length + 2)
+    return `cannot be decoded as an image (${(error as Error).message})`
+  }
+}
