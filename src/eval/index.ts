@@ -1,0 +1,14 @@
+export { l2NormalizeRows, rawPixelEmbeddings, resolveEmbeddings } from './embeddings'
+export type { Embeddings, Metric } from './embeddings'
+export { equalErrorRate, rocCurve, trapezoid } from './roc'
+export type { Roc } from './roc'
+export { arange, evaluateVerification, interp1dSlinear, kFold } from './verification'
+export type {
+  IndexPair,
+  MeanStd,
+  PairDistances,
+  Pairs,
+  ThresholdGrid,
+  VerificationOptions,
+  VerificationResult,
+} from './verification'
