@@ -16,3 +16,4 @@ export {
   UnknownArchError,
 } from './errors'
 export type { FaceNetErrorCode } from './errors'
+export * from './eval'
