@@ -7,6 +7,7 @@ export type { Arch, CreateOptions, ImageBatch, ModelInfo, Normalization } from '
 export { devices } from './device'
 export type { Device, DeviceReport } from './device'
 export {
+  DataError,
   DeviceUnavailableError,
   DisposedError,
   FaceNetError,
@@ -16,4 +17,5 @@ export {
   UnknownArchError,
 } from './errors'
 export type { FaceNetErrorCode } from './errors'
+export * from './data'
 export * from './eval'
