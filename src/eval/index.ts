@@ -12,3 +12,7 @@ export type {
   VerificationOptions,
   VerificationResult,
 } from './verification'
+export { evaluateIdentification, splitGalleryProbe } from './identification'
+export type { IdentificationOptions, IdentificationResult } from './identification'
+export { averageLinkage, clusterScores, connectedComponents, evaluateClustering } from './clustering'
+export type { ClusteringMethod, ClusteringOptions, ClusteringResult, ClusterScores } from './clustering'
