@@ -3,7 +3,10 @@
 //! The crate has no Node.js code in it; `facenet-node` binds it to JavaScript.
 
 pub mod device;
+pub mod distance;
 pub mod error;
+pub mod loss;
+pub mod mining;
 pub mod model;
 pub mod preprocess;
 
