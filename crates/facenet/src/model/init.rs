@@ -13,27 +13,6 @@ pub fn xavier_uniform(fan_in: i64, fan_out: i64) -> nn::Init {
     }
 }
 
-/// A k×k convolution without bias (a batch norm follows every conv in these nets,
-/// which makes a conv bias redundant).
-pub fn conv2d(
-    path: nn::Path,
-    c_in: i64,
-    c_out: i64,
-    kernel: i64,
-    stride: i64,
-    padding: i64,
-) -> nn::Conv2D {
-    let receptive = kernel * kernel;
-    let config = nn::ConvConfig {
-        stride,
-        padding,
-        bias: false,
-        ws_init: xavier_uniform(c_in * receptive, c_out * receptive),
-        ..Default::default()
-    };
-    nn::conv2d(path, c_in, c_out, kernel, config)
-}
-
 /// A fully connected layer with Xavier weights and zero bias.
 pub fn linear(path: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
     let config = nn::LinearConfig {

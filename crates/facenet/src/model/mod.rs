@@ -1,15 +1,20 @@
 //! The model zoo and the [`FaceNet`] wrapper that owns a network's weights.
 
+mod inception;
+mod inception_resnet_v1;
 mod init;
 mod layers;
 mod nn1;
+mod nn1_paper;
+mod tiny;
 
 use crate::error::{Error, Result};
 use crate::preprocess::{to_network_input, Normalization};
 use std::sync::Mutex;
 use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
 
-pub use layers::l2_normalize;
+pub use layers::{l2_normalize, LayerRow};
+pub use tiny::TinyConfig;
 
 /// Height and width, in pixels, that a network takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,19 +23,57 @@ pub struct InputSize {
     pub width: i64,
 }
 
+const fn size(height: i64, width: i64) -> InputSize {
+    InputSize { height, width }
+}
+
 /// The architectures the zoo builds, by the names users pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// A small plain CNN (64×64) for tests and demos.
+    Tiny,
     /// The notebook's NN1: Zeiler&Fergus with batch norm, maxout, FC 4096, dropout 0.2.
     Nn1,
+    /// The paper's NN1 (Table 1): maxout fc1/fc2, fc7128, LRN; 220×220.
+    Nn1Paper,
+    /// The paper's Inception NN2 (Table 2), 224×224.
+    Nn2,
+    /// NN2 at 160×160.
+    Nn3,
+    /// NN2 at 96×96 without 5×5 convs in the top modules.
+    Nn4,
+    /// Mini Inception, 165×165.
+    Nns1,
+    /// Tiny Inception, 140×116.
+    Nns2,
+    /// Inception-ResNet-v1 with facenet-pytorch's tensor names, 160×160.
+    InceptionResnetV1,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 1] = [Arch::Nn1];
+    pub const ALL: [Arch; 9] = [
+        Arch::Tiny,
+        Arch::Nn1,
+        Arch::Nn1Paper,
+        Arch::Nn2,
+        Arch::Nn3,
+        Arch::Nn4,
+        Arch::Nns1,
+        Arch::Nns2,
+        Arch::InceptionResnetV1,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Arch::Tiny => "tiny",
             Arch::Nn1 => "nn1",
+            Arch::Nn1Paper => "nn1-paper",
+            Arch::Nn2 => "nn2",
+            Arch::Nn3 => "nn3",
+            Arch::Nn4 => "nn4",
+            Arch::Nns1 => "nns1",
+            Arch::Nns2 => "nns2",
+            Arch::InceptionResnetV1 => "inception-resnet-v1",
         }
     }
 
@@ -46,9 +89,70 @@ impl Arch {
 
     pub fn input_size(self) -> InputSize {
         match self {
+            Arch::Tiny => TinyConfig::default().input,
             Arch::Nn1 => nn1::INPUT,
+            Arch::Nn1Paper => nn1_paper::INPUT,
+            Arch::Nn2 => size(224, 224),
+            Arch::Nn3 => size(160, 160),
+            Arch::Nn4 => size(96, 96),
+            Arch::Nns1 => size(165, 165),
+            Arch::Nns2 => size(140, 116),
+            Arch::InceptionResnetV1 => inception_resnet_v1::INPUT,
         }
     }
+
+    /// Builds the network's variables under `root` and its layer table.
+    fn build(self, root: &nn::Path, embedding_dim: i64) -> (Box<dyn ModuleT>, Vec<LayerRow>) {
+        let mut table = Vec::new();
+        let t = &mut table;
+        let input = self.input_size();
+        let net: Box<dyn ModuleT> = match self {
+            Arch::Tiny => Box::new(tiny::Tiny::new(
+                root,
+                t,
+                &TinyConfig::default(),
+                embedding_dim,
+            )),
+            Arch::Nn1 => Box::new(nn1::Nn1::new(root, t, embedding_dim)),
+            Arch::Nn1Paper => Box::new(nn1_paper::Nn1Paper::new(root, t, embedding_dim)),
+            Arch::Nn2 | Arch::Nn3 => {
+                let spec = inception::nn2_spec(input);
+                Box::new(inception::InceptionNet::new(root, t, &spec, embedding_dim))
+            }
+            Arch::Nn4 => {
+                let spec = inception::nn4_spec(input);
+                Box::new(inception::InceptionNet::new(root, t, &spec, embedding_dim))
+            }
+            Arch::Nns1 => {
+                let spec = inception::nns1_spec(input);
+                Box::new(inception::InceptionNet::new(root, t, &spec, embedding_dim))
+            }
+            Arch::Nns2 => {
+                let spec = inception::nns2_spec(input);
+                Box::new(inception::InceptionNet::new(root, t, &spec, embedding_dim))
+            }
+            Arch::InceptionResnetV1 => Box::new(inception_resnet_v1::InceptionResnetV1::new(
+                root,
+                t,
+                embedding_dim,
+            )),
+        };
+        (net, table)
+    }
+}
+
+/// What `summary()` reports: sizes counted analytically from layer shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub arch: Arch,
+    pub input: InputSize,
+    pub embedding_dim: i64,
+    /// Trainable parameters, counted from the weights themselves.
+    pub parameters: i64,
+    /// Multiply-adds per image of every conv and fully connected layer (the paper's
+    /// "FLOPS").
+    pub multiply_adds: i64,
+    pub layers: Vec<LayerRow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +185,7 @@ pub struct FaceNet {
     config: ModelConfig,
     vs: nn::VarStore,
     net: Box<dyn ModuleT>,
+    layers: Vec<LayerRow>,
 }
 
 impl std::fmt::Debug for FaceNet {
@@ -112,11 +217,14 @@ impl FaceNet {
         // the same seed should give the same model on either device.
         let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
-        let net: Box<dyn ModuleT> = match config.arch {
-            Arch::Nn1 => Box::new(nn1::Nn1::new(&root, config.embedding_dim)),
-        };
+        let (net, layers) = config.arch.build(&root, config.embedding_dim);
         vs.set_device(config.device);
-        Ok(Self { config, vs, net })
+        Ok(Self {
+            config,
+            vs,
+            net,
+            layers,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -146,6 +254,18 @@ impl FaceNet {
             .iter()
             .map(Tensor::numel)
             .sum::<usize>() as i64
+    }
+
+    /// Parameter count, multiply-adds per image and the layer table.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            arch: self.config.arch,
+            input: self.input_size(),
+            embedding_dim: self.config.embedding_dim,
+            parameters: self.parameter_count(),
+            multiply_adds: self.layers.iter().map(|row| row.macs).sum(),
+            layers: self.layers.clone(),
+        }
     }
 
     /// Network input (N×3×H×W float, normalized, on the model's device) → N×D embeddings
@@ -287,6 +407,151 @@ mod tests {
         assert_eq!(err.code(), "ERR_SHAPE");
         assert!(err.to_string().contains("100×120"), "{err}");
         assert!(err.to_string().contains("220×220"), "{err}");
+    }
+
+    fn within(actual: i64, paper: f64, what: &str) {
+        let ratio = actual as f64 / paper;
+        assert!(
+            (0.85..=1.15).contains(&ratio),
+            "{what}: {actual} is {ratio:.3}× the paper's {paper}"
+        );
+    }
+
+    #[test]
+    fn summaries_match_the_papers_figures_within_15_percent() {
+        // (arch, params, multiply-adds) from the paper's Tables 1 and 2 and section 4.
+        let paper: [(Arch, Option<f64>, f64); 5] = [
+            (Arch::Nn1Paper, Some(140e6), 1.6e9),
+            (Arch::Nn2, Some(7.5e6), 1.6e9),
+            (Arch::Nn4, None, 285e6),
+            (Arch::Nns1, Some(26e6), 220e6),
+            (Arch::Nns2, Some(4.3e6), 20e6),
+        ];
+        for (arch, params, macs) in paper {
+            let summary = FaceNet::new(ModelConfig::new(arch)).unwrap().summary();
+            if let Some(params) = params {
+                within(
+                    summary.parameters,
+                    params,
+                    &format!("{} params", arch.name()),
+                );
+            }
+            within(
+                summary.multiply_adds,
+                macs,
+                &format!("{} FLOPs", arch.name()),
+            );
+        }
+    }
+
+    #[test]
+    fn layer_tables_account_for_every_parameter() {
+        for arch in Arch::ALL {
+            let model = FaceNet::new(ModelConfig::new(arch)).unwrap();
+            let summary = model.summary();
+            let from_table: i64 = summary.layers.iter().map(|row| row.params).sum();
+            assert_eq!(from_table, summary.parameters, "{}", arch.name());
+            assert_eq!(summary.input, arch.input_size());
+            assert_eq!(
+                summary.layers.last().unwrap().output,
+                [128],
+                "{}",
+                arch.name()
+            );
+        }
+    }
+
+    #[test]
+    fn nn2_table_rows_match_table_2() {
+        let summary = FaceNet::new(ModelConfig::new(Arch::Nn2)).unwrap().summary();
+        let row = |name: &str| {
+            summary
+                .layers
+                .iter()
+                .find(|row| row.name == name)
+                .unwrap_or_else(|| panic!("no row {name}"))
+                .clone()
+        };
+        // Output sizes of Table 2.
+        assert_eq!(row("conv1").output, [64, 112, 112]);
+        assert_eq!(row("inception_3a.concat").output, [256, 28, 28]);
+        assert_eq!(row("inception_3b.concat").output, [320, 28, 28]);
+        assert_eq!(row("inception_3c.concat").output, [640, 14, 14]);
+        assert_eq!(row("inception_4d.concat").output, [640, 14, 14]);
+        assert_eq!(row("inception_4e.concat").output, [1024, 7, 7]);
+        assert_eq!(row("inception_5b.concat").output, [1024, 7, 7]);
+        assert_eq!(row("inception_3b.pool").kind, "l2pool 3×3");
+        assert_eq!(row("inception_5b.pool").kind, "maxpool 3×3");
+        // conv1: 7·7·3·64 weights (9K), 119M multiply-adds in the table.
+        assert_eq!(row("conv1").macs, 7 * 7 * 3 * 64 * 112 * 112);
+    }
+
+    #[test]
+    fn every_arch_embeds_unit_vectors_in_both_modes() {
+        for arch in Arch::ALL {
+            // The big nets once, at 64-d; the small ones at every size the issue names.
+            let dims: &[i64] = match arch {
+                Arch::Tiny | Arch::Nns2 => &[64, 128, 256, 512],
+                _ => &[64],
+            };
+            for &embedding_dim in dims {
+                let model = FaceNet::new(ModelConfig {
+                    embedding_dim,
+                    ..ModelConfig::new(arch)
+                })
+                .unwrap();
+                let input = to_network_input(
+                    &random_images(2, arch.input_size(), 3),
+                    Device::Cpu,
+                    Normalization::Fixed,
+                )
+                .unwrap();
+                for train in [false, true] {
+                    let out = tch::no_grad(|| model.forward_t(&input, train));
+                    assert_eq!(out.size(), [2, embedding_dim], "{}", arch.name());
+                    let norms =
+                        Vec::<f32>::try_from(out.norm_scalaropt_dim(2, [1], false)).unwrap();
+                    for norm in norms {
+                        assert!((norm - 1.0).abs() < 1e-4, "{} norm {norm}", arch.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inception_resnet_v1_has_facenet_pytorch_names_and_shapes() {
+        let model = FaceNet::new(ModelConfig {
+            embedding_dim: 512,
+            ..ModelConfig::new(Arch::InceptionResnetV1)
+        })
+        .unwrap();
+        let vars = model.var_store().variables();
+        let shape = |name: &str| {
+            vars.get(name)
+                .unwrap_or_else(|| panic!("no tensor {name}"))
+                .size()
+        };
+        assert_eq!(shape("conv2d_1a.conv.weight"), [32, 3, 3, 3]);
+        assert_eq!(shape("conv2d_1a.bn.running_var"), [32]);
+        assert_eq!(shape("conv2d_4b.conv.weight"), [256, 192, 3, 3]);
+        assert_eq!(shape("repeat_1.4.branch2.2.conv.weight"), [32, 32, 3, 3]);
+        assert_eq!(shape("repeat_1.0.conv2d.bias"), [256]);
+        assert_eq!(shape("mixed_6a.branch0.conv.weight"), [384, 256, 3, 3]);
+        assert_eq!(shape("mixed_6a.branch1.2.conv.weight"), [256, 192, 3, 3]);
+        assert_eq!(shape("repeat_2.9.branch1.1.conv.weight"), [128, 128, 1, 7]);
+        assert_eq!(shape("repeat_2.9.branch1.2.conv.weight"), [128, 128, 7, 1]);
+        assert_eq!(shape("mixed_7a.branch2.2.conv.weight"), [256, 256, 3, 3]);
+        assert_eq!(shape("repeat_3.4.branch1.2.conv.weight"), [192, 192, 3, 1]);
+        assert_eq!(shape("block8.conv2d.weight"), [1792, 384, 1, 1]);
+        assert_eq!(shape("last_linear.weight"), [512, 1792]);
+        assert!(!vars.contains_key("last_linear.bias"));
+        assert_eq!(shape("last_bn.running_mean"), [512]);
+        // One batch norm per BasicConv2d: stem 6, repeat_1 5×6, mixed_6a 4, repeat_2 10×4,
+        // mixed_7a 7, repeat_3 5×4, block8 4, plus last_bn.
+        let batch_norms = vars.keys().filter(|k| k.ends_with("running_mean")).count();
+        assert_eq!(batch_norms, 6 + 30 + 4 + 40 + 7 + 20 + 4 + 1);
+        assert_eq!(model.parameter_count(), 23_482_624);
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! 29.5M parameters; the paper's own NN1 head (maxout fc layers, 140M parameters) is a
 //! separate architecture.
 
-use super::layers::{channel_maxout, l2_normalize, max_pool_3x3_s2, ConvBnRelu};
-use super::{init, InputSize};
+use super::layers::{
+    channel_maxout, l2_normalize, linear, record_free, ConvUnit, LayerTable, Shape, MAX_POOL_3X3_S2,
+};
+use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
 
 pub const INPUT: InputSize = InputSize {
@@ -51,27 +53,55 @@ const DROPOUT: f64 = 0.2;
 
 #[derive(Debug)]
 pub struct Nn1 {
-    convs: Vec<(ConvBnRelu, bool)>,
+    convs: Vec<(ConvUnit, bool)>,
     fc1: nn::Linear,
     fc2: nn::Linear,
 }
 
 impl Nn1 {
-    pub fn new(path: &nn::Path, embedding_dim: i64) -> Self {
-        let convs = CONVS
-            .iter()
-            .map(|&(name, c_in, c_out, kernel, stride, pool)| {
-                (
-                    ConvBnRelu::new(&(path / name), c_in, c_out, kernel, stride),
-                    pool,
-                )
-            })
-            .collect();
-        Self {
-            convs,
-            fc1: init::linear(path / "fc1", FEATURES, HIDDEN),
-            fc2: init::linear(path / "fc2", HIDDEN, embedding_dim),
+    pub fn new(path: &nn::Path, table: &mut LayerTable, embedding_dim: i64) -> Self {
+        let mut shape = Shape::new(3, INPUT.height, INPUT.width);
+        let mut convs = Vec::with_capacity(CONVS.len());
+        for &(name, c_in, c_out, kernel, stride, pool) in &CONVS {
+            debug_assert_eq!(c_in, shape.c);
+            let (conv, out) = ConvUnit::same(&(path / name), table, shape, c_out, kernel, stride);
+            shape = out;
+            if pool {
+                shape = MAX_POOL_3X3_S2.record(table, format!("{name}.pool"), "maxpool", shape);
+            }
+            convs.push((conv, pool));
         }
+        shape = shape.with_c(shape.c / MAXOUT_PIECES);
+        record_free(
+            table,
+            "maxout".to_owned(),
+            "channel maxout p=2",
+            vec![shape.c, shape.h, shape.w],
+        );
+        debug_assert_eq!(shape.numel(), FEATURES);
+        let fc1 = linear(
+            &(path / "fc1"),
+            table,
+            FEATURES,
+            HIDDEN,
+            true,
+            "linear + relu + dropout",
+        );
+        let fc2 = linear(
+            &(path / "fc2"),
+            table,
+            HIDDEN,
+            embedding_dim,
+            true,
+            "linear",
+        );
+        record_free(
+            table,
+            "l2norm".to_owned(),
+            "L2 normalization",
+            vec![embedding_dim],
+        );
+        Self { convs, fc1, fc2 }
     }
 }
 
@@ -82,7 +112,7 @@ impl ModuleT for Nn1 {
         for (conv, pool) in &self.convs {
             xs = xs.apply_t(conv, train);
             if *pool {
-                xs = max_pool_3x3_s2(&xs);
+                xs = MAX_POOL_3X3_S2.max(&xs);
             }
         }
         let xs = channel_maxout(&xs, MAXOUT_PIECES)
