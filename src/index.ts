@@ -19,3 +19,4 @@ export {
 export type { FaceNetErrorCode } from './errors'
 export * from './data'
 export * from './eval'
+export * from './report'
