@@ -2,7 +2,11 @@ import { pathToFileURL } from 'node:url'
 import type { Roc } from '../eval/roc'
 
 type VegaModule = typeof import('vega')
-type VegaLiteModule = typeof import('vega-lite')
+// vega-lite's types are reachable only through package exports, which this project's
+// module resolution does not read; the one call used here is typed by hand.
+interface VegaLiteModule {
+  compile(spec: unknown): { spec: import('vega').Spec }
+}
 
 // vega and vega-lite ship as ES modules with top-level await, which require() cannot load.
 // tsc would turn a plain import() into require() in this CommonJS build, so keep a real one.
@@ -44,7 +48,7 @@ export async function renderVegaLite(spec: Record<string, unknown>, options: Plo
     },
     ...spec,
   }
-  const compiled = vl.compile(full as Parameters<VegaLiteModule['compile']>[0]).spec
+  const compiled = vl.compile(full).spec
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' })
   const svg = await view.toSVG()
   view.finalize()
