@@ -20,6 +20,10 @@ pub enum Error {
     /// The model was disposed before the call.
     #[error("{0}")]
     Disposed(String),
+    /// A weights file cannot be read, written or used (missing, truncated, corrupt,
+    /// another arch, missing tensors); the message names the file.
+    #[error("{0}")]
+    Weights(String),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -33,6 +37,7 @@ impl Error {
             Error::UnknownArch { .. } => "ERR_UNKNOWN_ARCH",
             Error::DeviceUnavailable(_) => "ERR_DEVICE_UNAVAILABLE",
             Error::Disposed(_) => "ERR_DISPOSED",
+            Error::Weights(_) => "ERR_WEIGHTS",
             Error::Torch(_) => "ERR_TORCH",
         }
     }

@@ -9,6 +9,7 @@ pub mod loss;
 pub mod mining;
 pub mod model;
 pub mod preprocess;
+pub mod weights;
 
 pub use device::{device_name, devices, parse_device, DeviceInfo};
 pub use error::{Error, Result};

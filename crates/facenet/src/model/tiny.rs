@@ -38,7 +38,7 @@ impl Default for TinyConfig {
 
 #[derive(Debug)]
 enum Step {
-    Conv(ConvUnit),
+    Conv(Box<ConvUnit>),
     Pool,
 }
 
@@ -67,7 +67,7 @@ impl Tiny {
             for &(name, stride) in convs {
                 let stage_path = path / format!("stage{stage}") / name;
                 let (unit, out) = ConvUnit::same(&stage_path, table, shape, width, 3, stride);
-                steps.push(Step::Conv(unit));
+                steps.push(Step::Conv(Box::new(unit)));
                 shape = out;
             }
             if stage != last {
@@ -101,7 +101,7 @@ impl ModuleT for Tiny {
         let mut xs = xs.shallow_clone();
         for step in &self.steps {
             xs = match step {
-                Step::Conv(unit) => xs.apply_t(unit, train),
+                Step::Conv(unit) => xs.apply_t(&**unit, train),
                 Step::Pool => MAX_POOL_3X3_S2.max(&xs),
             };
         }

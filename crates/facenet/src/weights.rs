@@ -1,0 +1,444 @@
+//! Model weights as safetensors files: every variable of the model (batch-norm running
+//! statistics included) as little-endian F32, plus string metadata in the header that
+//! says how to rebuild the network (arch, embeddingDim, input size, normalization) and
+//! which library wrote it. Only safetensors is read: no pickle, no code execution.
+//!
+//! Writes are atomic: the file is written under a temporary name in the same directory,
+//! flushed to disk, then renamed over the destination, so a crash never leaves a
+//! half-written file under the real name.
+
+use crate::error::{Error, Result};
+use crate::model::{Arch, FaceNet, InputSize, ModelConfig};
+use crate::preprocess::Normalization;
+use safetensors::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Value of the `format` metadata key of the files this library writes.
+pub const FORMAT: &str = "facenet-torch";
+
+/// What the header of a weights file says about the model in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightsInfo {
+    pub arch: Arch,
+    pub embedding_dim: i64,
+    pub input: InputSize,
+    pub normalization: Normalization,
+    /// The library version that wrote the file.
+    pub version: String,
+}
+
+fn err(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Weights(format!("{}: {message}", path.display()))
+}
+
+/// One tensor's bytes, ready for the safetensors serializer.
+struct Raw {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn to_raw(name: &str, tensor: &Tensor) -> Result<Raw> {
+    if tensor.kind() != Kind::Float {
+        return Err(Error::invalid(format!(
+            "tensor '{name}' is {:?}; only float32 models can be saved",
+            tensor.kind()
+        )));
+    }
+    let values = Vec::<f32>::try_from(
+        tensor
+            .f_detach()?
+            .f_to_device(Device::Cpu)?
+            .f_contiguous()?
+            .f_flatten(0, -1)?,
+    )?;
+    Ok(Raw {
+        shape: tensor.size().iter().map(|&d| d as usize).collect(),
+        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    })
+}
+
+/// The metadata written into a file's header for `model`.
+pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
+    let config = model.config();
+    let input = model.input_size();
+    HashMap::from([
+        ("format".to_owned(), FORMAT.to_owned()),
+        ("arch".to_owned(), config.arch.name().to_owned()),
+        ("embeddingDim".to_owned(), config.embedding_dim.to_string()),
+        ("inputHeight".to_owned(), input.height.to_string()),
+        ("inputWidth".to_owned(), input.width.to_string()),
+        (
+            "normalization".to_owned(),
+            config.normalization.name().to_owned(),
+        ),
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("libtorch".to_owned(), crate::LIBTORCH_VERSION.to_owned()),
+    ])
+}
+
+/// Writes every variable of `model` to `path` as safetensors, atomically.
+pub fn save(model: &FaceNet, path: &Path) -> Result<()> {
+    let variables = model.var_store().variables();
+    let mut raws = Vec::with_capacity(variables.len());
+    for (name, tensor) in &variables {
+        raws.push((name.clone(), to_raw(name, tensor)?));
+    }
+    raws.sort_by(|a, b| a.0.cmp(&b.0));
+    let data = raws.iter().map(|(name, raw)| (name.as_str(), raw));
+    let bytes = safetensors::serialize(data, &Some(metadata(model)))
+        .map_err(|e| err(path, format!("could not serialize the weights: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("'{}' is not a file path", path.display())))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(file_name);
+    temp.push(format!(".tmp-{}-{nanos}", std::process::id()));
+    Ok(path.with_file_name(temp))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = temp_path(path)?;
+    let written = (|| -> std::io::Result<()> {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, path)?;
+        // The rename itself is durable only once the directory is synced; not every
+        // platform lets a directory be opened, so this part is best effort.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(dir) = fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        err(path, format!("could not write the weights file: {e}"))
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| err(path, format!("could not read the weights file: {e}")))
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        err(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e:?}"),
+        )
+    })
+}
+
+fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<WeightsInfo> {
+    let get = |key: &str| {
+        meta.get(key)
+            .map(String::as_str)
+            .ok_or_else(|| err(path, format!("the header has no '{key}' metadata")))
+    };
+    let int = |key: &str| -> Result<i64> {
+        let text = get(key)?;
+        text.parse::<i64>().map_err(|_| {
+            err(
+                path,
+                format!("metadata '{key}' is not an integer: '{text}'"),
+            )
+        })
+    };
+    let arch = Arch::from_name(get("arch")?)?;
+    let embedding_dim = int("embeddingDim")?;
+    let input = InputSize {
+        height: int("inputHeight")?,
+        width: int("inputWidth")?,
+    };
+    if input != arch.input_size() {
+        return Err(err(
+            path,
+            format!(
+                "the file says input {}×{} but arch '{}' takes {}×{}",
+                input.height,
+                input.width,
+                arch.name(),
+                arch.input_size().height,
+                arch.input_size().width
+            ),
+        ));
+    }
+    let normalization = Normalization::from_name(get("normalization")?)?;
+    Ok(WeightsInfo {
+        arch,
+        embedding_dim,
+        input,
+        normalization,
+        version: meta.get("version").cloned().unwrap_or_default(),
+    })
+}
+
+/// Reads only the header of a weights file.
+pub fn read_info(path: &Path) -> Result<WeightsInfo> {
+    let bytes = read_file(path)?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
+    let meta = metadata.metadata().clone().ok_or_else(|| {
+        err(
+            path,
+            "the header has no metadata; was it written by facenet-torch?",
+        )
+    })?;
+    info_from_metadata(path, &meta)
+}
+
+/// Tensors a state_dict may carry that are not part of the embedding network:
+/// PyTorch's batch-norm step counters and facenet-pytorch's optional classifier.
+fn ignorable(name: &str) -> bool {
+    name.ends_with("num_batches_tracked") || name.starts_with("logits.")
+}
+
+/// Loads a model from a weights file onto `device`. `expected_arch`, when given, must
+/// match the file's. Every variable must be in the file with the same shape; tensors the
+/// model does not have are refused, except [`ignorable`] ones.
+pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<FaceNet> {
+    let bytes = read_file(path)?;
+    let tensors = parse(path, &bytes)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
+    let meta = header.metadata().clone().ok_or_else(|| {
+        err(
+            path,
+            "the header has no metadata; was it written by facenet-torch?",
+        )
+    })?;
+    let info = info_from_metadata(path, &meta)?;
+    if let Some(expected) = expected_arch {
+        if expected != info.arch {
+            return Err(err(
+                path,
+                format!(
+                    "the file holds a '{}' model, not '{}'",
+                    info.arch.name(),
+                    expected.name()
+                ),
+            ));
+        }
+    }
+    let model = FaceNet::new(ModelConfig {
+        arch: info.arch,
+        embedding_dim: info.embedding_dim,
+        seed: 0,
+        device,
+        normalization: info.normalization,
+    })?;
+    let variables = model.var_store().variables();
+    for name in tensors.names() {
+        if !variables.contains_key(name.as_str()) && !ignorable(name) {
+            return Err(err(
+                path,
+                format!(
+                    "tensor '{name}' is not a variable of a '{}' model",
+                    info.arch.name()
+                ),
+            ));
+        }
+    }
+    let _no_grad = tch::no_grad_guard();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    for name in names {
+        let target = &variables[name];
+        let view = tensors.tensor(name).map_err(|_| {
+            err(
+                path,
+                format!(
+                    "tensor '{name}' of a '{}' model is missing",
+                    info.arch.name()
+                ),
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if shape != target.size() {
+            return Err(Error::Shape(format!(
+                "{}: tensor '{name}' has shape {shape:?} but the model needs {:?}",
+                path.display(),
+                target.size()
+            )));
+        }
+        if view.dtype() != Dtype::F32 {
+            return Err(err(
+                path,
+                format!(
+                    "tensor '{name}' is {:?}; only F32 is supported",
+                    view.dtype()
+                ),
+            ));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let source = Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?;
+        let mut target = target.shallow_clone();
+        target.f_copy_(&source)?;
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "facenet-weights-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn images(n: i64, size: InputSize) -> Tensor {
+        let len = n * size.height * size.width * 3;
+        Tensor::arange(len, (Kind::Int64, Device::Cpu))
+            .remainder(251)
+            .to_kind(Kind::Uint8)
+            .view([n, size.height, size.width, 3])
+    }
+
+    fn tiny(seed: u64) -> FaceNet {
+        FaceNet::new(ModelConfig {
+            seed,
+            embedding_dim: 64,
+            normalization: Normalization::Prewhiten,
+            ..ModelConfig::new(Arch::Tiny)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_is_bit_identical_and_keeps_running_stats() {
+        let dir = temp_dir("roundtrip");
+        let path = dir.join("tiny.safetensors");
+        let model = tiny(3);
+        // Give the batch norms non-default running statistics.
+        let batch = crate::preprocess::to_network_input(
+            &images(4, model.input_size()),
+            Device::Cpu,
+            Normalization::Fixed,
+        )
+        .unwrap();
+        let _ = tch::no_grad(|| model.forward_t(&batch, true));
+        save(&model, &path).unwrap();
+        let loaded = load(&path, Device::Cpu, Some(Arch::Tiny)).unwrap();
+        assert_eq!(loaded.config().embedding_dim, 64);
+        assert_eq!(loaded.config().normalization, Normalization::Prewhiten);
+        let a = model.embed(&images(3, model.input_size())).unwrap();
+        let b = loaded.embed(&images(3, model.input_size())).unwrap();
+        assert!(a.equal(&b));
+        let vars = model.var_store().variables();
+        let mean = &vars["stage0.conv1.bn.running_mean"];
+        assert!(mean.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(mean.equal(&loaded.var_store().variables()["stage0.conv1.bn.running_mean"]));
+        let info = read_info(&path).unwrap();
+        assert_eq!(info.arch, Arch::Tiny);
+        assert_eq!(info.input, model.input_size());
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_garbage_and_missing_files_are_weights_errors_naming_the_file() {
+        let dir = temp_dir("bad");
+        let path = dir.join("tiny.safetensors");
+        save(&tiny(1), &path).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let cut = dir.join("cut.safetensors");
+        fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+        let garbage = dir.join("garbage.safetensors");
+        fs::write(&garbage, b"this is not a weights file at all").unwrap();
+        for bad in [cut, garbage, dir.join("absent.safetensors")] {
+            let e = load(&bad, Device::Cpu, None).unwrap_err();
+            assert_eq!(e.code(), "ERR_WEIGHTS", "{e}");
+            assert!(e.to_string().contains(&*bad.to_string_lossy()), "{e}");
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_arch_and_mismatched_shapes_are_refused_naming_the_tensor() {
+        let dir = temp_dir("mismatch");
+        let path = dir.join("tiny.safetensors");
+        let model = tiny(1);
+        save(&model, &path).unwrap();
+        let e = load(&path, Device::Cpu, Some(Arch::Nn4)).unwrap_err();
+        assert_eq!(e.code(), "ERR_WEIGHTS");
+        assert!(e.to_string().contains("'tiny'"), "{e}");
+
+        // Same tensors, header claiming another embedding size.
+        let variables = model.var_store().variables();
+        let raws: Vec<(String, Raw)> = variables
+            .iter()
+            .map(|(n, t)| (n.clone(), to_raw(n, t).unwrap()))
+            .collect();
+        let mut meta = metadata(&model);
+        meta.insert("embeddingDim".into(), "32".into());
+        let lying = dir.join("lying.safetensors");
+        let data = raws.iter().map(|(n, r)| (n.as_str(), r));
+        fs::write(&lying, safetensors::serialize(data, &Some(meta)).unwrap()).unwrap();
+        let e = load(&lying, Device::Cpu, None).unwrap_err();
+        assert_eq!(e.code(), "ERR_SHAPE");
+        assert!(
+            e.to_string()
+                .contains("tensor 'fc.bias' has shape [64] but the model needs [32]"),
+            "{e}"
+        );
+
+        // Header claiming another arch: its tensors are missing.
+        let mut meta = metadata(&model);
+        meta.insert("arch".into(), "nns2".into());
+        meta.insert("inputHeight".into(), "140".into());
+        meta.insert("inputWidth".into(), "116".into());
+        let other = dir.join("other.safetensors");
+        let data = raws.iter().map(|(n, r)| (n.as_str(), r));
+        fs::write(&other, safetensors::serialize(data, &Some(meta)).unwrap()).unwrap();
+        let e = load(&other, Device::Cpu, None).unwrap_err();
+        assert_eq!(e.code(), "ERR_WEIGHTS");
+        assert!(
+            e.to_string()
+                .contains("is not a variable of a 'nns2' model"),
+            "{e}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
