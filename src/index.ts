@@ -6,6 +6,17 @@ export { FaceNet } from './model'
 export type { Arch, CreateOptions, ImageBatch, ModelInfo, Normalization } from './model'
 export { devices } from './device'
 export type { Device, DeviceReport } from './device'
+export { mineTriplets, tripletLoss } from './mining'
+export type {
+  DistanceName,
+  MinedTriplets,
+  MineOptions,
+  MinerName,
+  MiningStats,
+  Triplets,
+  TripletLossOptions,
+  TripletLossResult,
+} from './mining'
 export {
   DataError,
   DeviceUnavailableError,

@@ -3,6 +3,7 @@
 //! leak into it.
 
 mod error;
+mod mining;
 mod worker;
 
 use error::{invalid, to_js};

@@ -1,0 +1,279 @@
+//! Mining and triplet loss for JavaScript callers who bring their own training loop.
+//! Each call copies its arrays into tensors once and runs on a short-lived thread of its
+//! own, so neither the JS thread nor libuv's pool waits on it.
+
+use crate::error::{coded, from_panic, invalid, to_js};
+use crate::worker::Deferred;
+use facenet::distance::Distance;
+use facenet::loss::{triplet_loss_with_count, Reducer, TripletLoss};
+use facenet::mining::{mine, mine_epoch_with, Choice, Fallback, Miner, MiningStats, Triplets};
+use napi::bindgen_prelude::{Float32Array, Int32Array, Object};
+use napi::{Env, Result};
+use napi_derive::napi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use tch::{Kind, Tensor};
+
+#[napi(object)]
+pub struct BindingMineOptions {
+    /// semi-hard | batch-hard | batch-all | hard | random | epoch
+    pub miner: String,
+    pub margin: f64,
+    /// random | hardest
+    pub choice: String,
+    /// nearest-farther-else-farthest | hardest | skip
+    pub fallback: String,
+    pub distance: String,
+    pub seed: f64,
+    /// Anchors per step of the epoch miner.
+    pub chunk: u32,
+    pub threads: u32,
+}
+
+#[napi(object)]
+pub struct BindingMiningStats {
+    pub anchor_positive_pairs: f64,
+    pub triplets: f64,
+    pub active_fraction: f64,
+    pub mean_ap: f64,
+    pub mean_an: f64,
+    pub no_semi_hard_fraction: f64,
+}
+
+#[napi(object)]
+pub struct BindingMined {
+    /// anchors, then positives, then negatives: 3 × triplets indices.
+    pub triplets: Int32Array,
+    pub stats: BindingMiningStats,
+}
+
+#[napi(object)]
+pub struct BindingLossOptions {
+    pub margin: f64,
+    /// mean | mean-active
+    pub reducer: String,
+    pub normalize: bool,
+    pub distance: String,
+    pub threads: u32,
+}
+
+#[napi(object)]
+pub struct BindingLoss {
+    pub loss: f64,
+    pub active: u32,
+    /// d loss / d embeddings, N×d row-major.
+    pub gradient: Float32Array,
+}
+
+fn torch(e: tch::TchError) -> napi::Error {
+    to_js(e.into())
+}
+
+fn embeddings_tensor(values: &[f32], count: u32, dim: u32) -> Result<Tensor> {
+    let expected = count as usize * dim as usize;
+    if values.len() != expected || dim == 0 {
+        return Err(coded(
+            "ERR_SHAPE",
+            format!(
+                "embeddings have {} values but {count}×{dim} needs {expected}",
+                values.len()
+            ),
+        ));
+    }
+    Tensor::f_from_slice(values)
+        .and_then(|t| t.f_view([i64::from(count), i64::from(dim)]))
+        .map_err(torch)
+}
+
+fn parse_miner(o: &BindingMineOptions) -> Result<Miner> {
+    let margin = o.margin;
+    let choice = match o.choice.as_str() {
+        "random" => Choice::Random,
+        "hardest" => Choice::Hardest,
+        other => {
+            return Err(invalid(format!(
+                "unknown choice '{other}'; expected 'random' or 'hardest'"
+            )))
+        }
+    };
+    let fallback = match o.fallback.as_str() {
+        "nearest-farther-else-farthest" => Fallback::NearestFartherElseFarthest,
+        "hardest" => Fallback::Hardest,
+        "skip" => Fallback::Skip,
+        other => {
+            return Err(invalid(format!(
+                "unknown fallback '{other}'; expected 'nearest-farther-else-farthest', 'hardest' or 'skip'"
+            )))
+        }
+    };
+    Ok(match o.miner.as_str() {
+        "semi-hard" | "epoch" => Miner::SemiHard {
+            margin,
+            choice,
+            fallback,
+        },
+        "batch-hard" => Miner::BatchHard { margin },
+        "batch-all" => Miner::BatchAll { margin },
+        "hard" => Miner::Hard { margin },
+        "random" => Miner::Random { margin },
+        other => {
+            return Err(invalid(format!(
+                "unknown miner '{other}'; expected 'semi-hard', 'batch-hard', 'batch-all', 'hard', 'random' or 'epoch'"
+            )))
+        }
+    })
+}
+
+fn stats_to_js(s: &MiningStats) -> BindingMiningStats {
+    BindingMiningStats {
+        anchor_positive_pairs: s.anchor_positive_pairs as f64,
+        triplets: s.triplets as f64,
+        active_fraction: s.active_fraction,
+        mean_ap: s.mean_ap,
+        mean_an: s.mean_an,
+        no_semi_hard_fraction: s.no_semi_hard_fraction,
+    }
+}
+
+/// Runs `work` on a new thread with `threads` libtorch threads and settles the promise.
+fn spawn<T, V, W, C>(env: &Env, threads: u32, work: W, convert: C) -> Result<Object<'_>>
+where
+    T: Send + 'static,
+    V: napi::bindgen_prelude::ToNapiValue + 'static,
+    W: FnOnce() -> Result<T> + Send + 'static,
+    C: FnOnce(T) -> Result<V> + Send + 'static,
+{
+    if threads == 0 {
+        return Err(invalid("threads must be at least 1, got 0"));
+    }
+    let (deferred, promise): (Deferred<V>, Object) = env.create_deferred()?;
+    std::thread::Builder::new()
+        .name("facenet-mining".to_owned())
+        .spawn(move || {
+            tch::set_num_threads(threads as i32);
+            match catch_unwind(AssertUnwindSafe(work)) {
+                Ok(Ok(value)) => deferred.resolve(Box::new(move |_env| convert(value))),
+                Ok(Err(error)) => deferred.reject(error),
+                Err(payload) => deferred.reject(from_panic(payload)),
+            }
+        })
+        .map_err(|e| coded("ERR_TORCH", format!("could not start a thread: {e}")))?;
+    Ok(promise)
+}
+
+/// Mines index triplets from N×dim embeddings and N labels.
+#[napi(ts_return_type = "Promise<BindingMined>")]
+pub fn mine_triplets<'env>(
+    env: &'env Env,
+    embeddings: Float32Array,
+    labels: Int32Array,
+    dim: u32,
+    options: BindingMineOptions,
+) -> Result<Object<'env>> {
+    let count = labels.len() as u32;
+    let e = embeddings_tensor(&embeddings, count, dim)?;
+    let l = Tensor::f_from_slice(&labels).map_err(torch)?;
+    let miner = parse_miner(&options)?;
+    let distance = Distance::from_name(&options.distance).map_err(to_js)?;
+    if !(options.seed >= 0.0
+        && options.seed.fract() == 0.0
+        && options.seed <= 9_007_199_254_740_991.0)
+    {
+        return Err(invalid(format!(
+            "seed must be a non-negative integer, got {}",
+            options.seed
+        )));
+    }
+    let seed = options.seed as u64;
+    let epoch = options.miner == "epoch";
+    let chunk = i64::from(options.chunk);
+    spawn(
+        env,
+        options.threads,
+        move || {
+            let (t, stats) = if epoch {
+                mine_epoch_with(&e, &l, &miner, distance, chunk, seed)
+            } else {
+                mine(&e, &l, &miner, distance, seed)
+            }
+            .map_err(to_js)?;
+            let flat = Tensor::f_cat(&[&t.anchors, &t.positives, &t.negatives], 0)
+                .and_then(|x| x.f_to_kind(Kind::Int))
+                .map_err(torch)?;
+            let flat = Vec::<i32>::try_from(flat).map_err(torch)?;
+            Ok((flat, stats))
+        },
+        |(flat, stats)| {
+            Ok(BindingMined {
+                triplets: Int32Array::new(flat),
+                stats: stats_to_js(&stats),
+            })
+        },
+    )
+}
+
+/// The reduced triplet loss and its gradient with respect to the embeddings.
+#[napi(ts_return_type = "Promise<BindingLoss>")]
+pub fn triplet_loss<'env>(
+    env: &'env Env,
+    embeddings: Float32Array,
+    count: u32,
+    dim: u32,
+    triplets: Int32Array,
+    options: BindingLossOptions,
+) -> Result<Object<'env>> {
+    let e = embeddings_tensor(&embeddings, count, dim)?;
+    if triplets.len() % 3 != 0 {
+        return Err(coded(
+            "ERR_SHAPE",
+            format!("triplets must hold 3 × T indices, got {}", triplets.len()),
+        ));
+    }
+    let t = triplets.len() as i64 / 3;
+    let idx = Tensor::f_from_slice(&triplets)
+        .and_then(|x| x.f_to_kind(Kind::Int64))
+        .map_err(torch)?;
+    let part = |i: i64| idx.f_narrow(0, i * t, t).map_err(torch);
+    let triplets = Triplets {
+        anchors: part(0)?,
+        positives: part(1)?,
+        negatives: part(2)?,
+    };
+    let config = TripletLoss {
+        margin: options.margin,
+        reducer: match options.reducer.as_str() {
+            "mean" => Reducer::Mean,
+            "mean-active" => Reducer::MeanActive,
+            other => {
+                return Err(invalid(format!(
+                    "unknown reducer '{other}'; expected 'mean' or 'mean-active'"
+                )))
+            }
+        },
+        normalize: options.normalize,
+        distance: Distance::from_name(&options.distance).map_err(to_js)?,
+    };
+    spawn(
+        env,
+        options.threads,
+        move || {
+            let x = e.set_requires_grad(true);
+            let out = triplet_loss_with_count(&x, &triplets, &config).map_err(to_js)?;
+            let loss = out.loss.f_double_value(&[]).map_err(torch)?;
+            let grads = Tensor::f_run_backward(&[&out.loss], &[&x], false, false).map_err(torch)?;
+            let grad = grads
+                .first()
+                .ok_or_else(|| coded("ERR_TORCH", "no gradient"))?
+                .f_flatten(0, -1)
+                .map_err(torch)?;
+            let grad = Vec::<f32>::try_from(grad).map_err(torch)?;
+            Ok((loss, out.active as u32, grad))
+        },
+        |(loss, active, gradient)| {
+            Ok(BindingLoss {
+                loss,
+                active,
+                gradient: Float32Array::new(gradient),
+            })
+        },
+    )
+}
