@@ -23,7 +23,7 @@ if ! [ -f "$VENV/.complete" ]; then
   rm -rf "$TMP"
   "$PYTHON" -m venv "$TMP"
   "$TMP/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "torch==$TORCH_VERSION" numpy scikit-learn
+    "torch==$TORCH_VERSION" numpy scikit-learn safetensors
   rm -rf "$VENV"
   mv "$TMP" "$VENV"
   "$PYTHON" -m venv --upgrade "$VENV" >/dev/null

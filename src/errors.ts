@@ -10,6 +10,7 @@ export type FaceNetErrorCode =
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_DISPOSED'
   | 'ERR_TORCH'
+  | 'ERR_WEIGHTS'
   | 'ERR_DATA'
 
 export class FaceNetError extends Error {
@@ -65,6 +66,16 @@ export class TorchError extends FaceNetError {
 }
 
 /**
+ * A weights file cannot be used: missing, unreadable, truncated, not safetensors, holding
+ * another arch or tensors the model does not have. The message names the file.
+ */
+export class WeightsError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_WEIGHTS', message, options)
+  }
+}
+
+/**
  * A dataset file is bad: corrupt, truncated, empty, not an image, unreadable, malformed
  * (an `.npy` header, a pairs file), or missing. `file` names it.
  */
@@ -86,6 +97,7 @@ const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA'>, new (message: string
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
   ERR_DISPOSED: DisposedError,
   ERR_TORCH: TorchError,
+  ERR_WEIGHTS: WeightsError,
 }
 
 const CODED_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/

@@ -3,8 +3,26 @@ import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
 import { callBinding, DisposedError, fromBindingError, InvalidArgumentError, ShapeError } from './errors'
 
-/** Architectures of the model zoo. */
-export type Arch = 'nn1'
+/**
+ * Architectures of the model zoo (input size in pixels, height×width):
+ * - `'tiny'`: a small batch-normalized CNN for tests and demos (64×64).
+ * - `'nn1'`: the notebook's NN1, Zeiler&Fergus with batch norm (220×220).
+ * - `'nn1-paper'`: the paper's NN1 (Table 1): maxout fc layers, LRN; 140M parameters (220×220).
+ * - `'nn2'`: the paper's Inception NN2 (Table 2), with L2 pooling; 7.5M parameters (224×224).
+ * - `'nn3'`: NN2 at 160×160. `'nn4'`: NN2 at 96×96 without top-level 5×5 convs.
+ * - `'nns1'`: mini Inception (165×165). `'nns2'`: tiny Inception (140×116).
+ * - `'inception-resnet-v1'`: facenet-pytorch's network and tensor names (160×160).
+ */
+export type Arch =
+  | 'tiny'
+  | 'nn1'
+  | 'nn1-paper'
+  | 'nn2'
+  | 'nn3'
+  | 'nn4'
+  | 'nns1'
+  | 'nns2'
+  | 'inception-resnet-v1'
 
 /** How pixel values are scaled before the network; saved with the model. */
 export type Normalization = 'fixed' | 'prewhiten'
@@ -28,6 +46,41 @@ export interface CreateOptions {
   normalization?: Normalization
   /** libtorch threads for this model's work. Default: the number of CPUs. */
   threads?: number
+}
+
+export interface LoadOptions {
+  /** `'auto'` (default) uses the first CUDA device when there is one, else the CPU. */
+  device?: Device
+  /** libtorch threads for this model's work. Default: the number of CPUs. */
+  threads?: number
+  /** When given, the file must hold this arch, or loading fails with `WeightsError`. */
+  arch?: Arch
+}
+
+/** One layer of a {@link ModelSummary}. */
+export interface LayerSummary {
+  /** Variable path of the layer, e.g. `'inception_3a.conv3x3'`; tensor names start with it. */
+  name: string
+  /** What it is, e.g. `'conv 3×3/2 + bn + relu'`, `'l2pool 3×3'`, `'linear'`. */
+  kind: string
+  /** Output shape for one image: `[C, H, W]` or `[D]`. */
+  output: number[]
+  /** Trainable parameters (batch-norm scale and shift included). */
+  params: number
+  /** Multiply-adds per image (convolutions and fully connected layers). */
+  multiplyAdds: number
+}
+
+/** Size and cost of a network, counted analytically from its layer shapes. */
+export interface ModelSummary {
+  arch: Arch
+  embeddingDim: number
+  inputSize: { height: number; width: number }
+  /** Trainable parameters. */
+  parameters: number
+  /** Multiply-adds per image: the paper's "FLOPS". */
+  multiplyAdds: number
+  layers: LayerSummary[]
 }
 
 /** A batch of N images of H×W RGB pixels, channels last (N×H×W×3), values 0..255. */
@@ -97,6 +150,65 @@ export class FaceNet implements Disposable {
       ),
     )
     return new FaceNet(native)
+  }
+
+  /**
+   * Restores a model that {@link save} wrote (or any safetensors file with the same tensor
+   * names and facenet-torch metadata). Only safetensors is read, never pickle.
+   * Rejects with `WeightsError` (missing, truncated or corrupt file, another arch, tensors
+   * the model lacks) or `ShapeError` (a tensor of the wrong shape); messages name the file
+   * and the tensor.
+   */
+  static async load(path: string, options: LoadOptions = {}): Promise<FaceNet> {
+    if (typeof path !== 'string' || path.length === 0) {
+      throw new InvalidArgumentError('path must be a non-empty string')
+    }
+    const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const native = await callBinding(() =>
+      Promise.resolve().then(() =>
+        binding.loadModel({
+          path,
+          device: options.device ?? 'auto',
+          threads,
+          ...(options.arch === undefined ? {} : { arch: options.arch }),
+        }),
+      ),
+    )
+    return new FaceNet(native)
+  }
+
+  /**
+   * Writes the weights (batch-norm running statistics included) to `path` as safetensors,
+   * with metadata naming the arch, embeddingDim, input size, normalization and library
+   * version. The file is written under a temporary name and renamed into place, so `path`
+   * never holds a partial file.
+   */
+  async save(path: string): Promise<void> {
+    if (this.disposed) throw new DisposedError()
+    if (typeof path !== 'string' || path.length === 0) {
+      throw new InvalidArgumentError('path must be a non-empty string')
+    }
+    await callBinding(() => this.#binding.save(path))
+  }
+
+  /** Parameter count, multiply-adds per image, input size and the layer table. */
+  async summary(): Promise<ModelSummary> {
+    if (this.disposed) throw new DisposedError()
+    const s = await callBinding(() => this.#binding.summary())
+    return {
+      arch: s.arch as Arch,
+      embeddingDim: s.embeddingDim,
+      inputSize: { height: s.inputHeight, width: s.inputWidth },
+      parameters: s.parameters,
+      multiplyAdds: s.multiplyAdds,
+      layers: s.layers.map((row) => ({
+        name: row.name,
+        kind: row.kind,
+        output: row.output,
+        params: row.params,
+        multiplyAdds: row.macs,
+      })),
+    }
   }
 
   get info(): ModelInfo {

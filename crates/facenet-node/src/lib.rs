@@ -83,17 +83,31 @@ fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)>
 #[napi(ts_return_type = "Promise<BindingModel>")]
 pub fn create_model(env: &Env, options: BindingCreateOptions) -> Result<Object<'_>> {
     let (config, threads) = parse_options(&options)?;
-    let worker = Arc::new(
-        Worker::spawn(&format!("facenet-{}", config.arch.name()), threads).map_err(|e| {
+    let name = format!("facenet-{}", config.arch.name());
+    start_model(env, &name, threads, move || FaceNet::new(config))
+}
+
+/// Starts a worker thread, builds the model on it with `build`, and resolves to the
+/// `BindingModel` that owns that worker. Shared by `createModel` and `loadModel`.
+fn start_model<'env, B>(
+    env: &'env Env,
+    thread_name: &str,
+    threads: usize,
+    build: B,
+) -> Result<Object<'env>>
+where
+    B: FnOnce() -> facenet::Result<FaceNet> + Send + 'static,
+{
+    let worker =
+        Arc::new(Worker::spawn(thread_name, threads).map_err(|e| {
             error::coded("ERR_TORCH", format!("could not start a worker thread: {e}"))
-        })?,
-    );
+        })?);
     let (deferred, promise): (Deferred<BindingModel>, Object) = env.create_deferred()?;
     let handle = Arc::clone(&worker);
     worker.run(
         deferred,
         move |state| {
-            let model = FaceNet::new(config).map_err(to_js)?;
+            let model = build().map_err(to_js)?;
             let info = model_info(&model);
             state.model = Some(model);
             Ok(info)
@@ -108,8 +122,109 @@ pub fn create_model(env: &Env, options: BindingCreateOptions) -> Result<Object<'
     Ok(promise)
 }
 
+#[napi(object)]
+pub struct BindingLoadOptions {
+    pub path: String,
+    pub device: String,
+    pub threads: u32,
+    /// When set, the file must hold this arch.
+    pub arch: Option<String>,
+}
+
+/// Loads a model from a safetensors file on a new worker thread; resolves to a
+/// `BindingModel`.
+#[napi(ts_return_type = "Promise<BindingModel>")]
+pub fn load_model(env: &Env, options: BindingLoadOptions) -> Result<Object<'_>> {
+    if options.threads == 0 {
+        return Err(invalid("threads must be at least 1, got 0"));
+    }
+    let device = facenet::parse_device(&options.device).map_err(to_js)?;
+    let arch = options
+        .arch
+        .as_deref()
+        .map(Arch::from_name)
+        .transpose()
+        .map_err(to_js)?;
+    let path = std::path::PathBuf::from(options.path);
+    start_model(env, "facenet-load", options.threads as usize, move || {
+        facenet::weights::load(&path, device, arch)
+    })
+}
+
+#[napi(object)]
+pub struct BindingLayerRow {
+    pub name: String,
+    pub kind: String,
+    pub output: Vec<u32>,
+    pub params: f64,
+    pub macs: f64,
+}
+
+#[napi(object)]
+pub struct BindingSummary {
+    pub arch: String,
+    pub embedding_dim: u32,
+    pub input_height: u32,
+    pub input_width: u32,
+    pub parameters: f64,
+    pub multiply_adds: f64,
+    pub layers: Vec<BindingLayerRow>,
+}
+
+fn binding_summary(summary: facenet::model::Summary) -> BindingSummary {
+    BindingSummary {
+        arch: summary.arch.name().to_owned(),
+        embedding_dim: summary.embedding_dim as u32,
+        input_height: summary.input.height as u32,
+        input_width: summary.input.width as u32,
+        parameters: summary.parameters as f64,
+        multiply_adds: summary.multiply_adds as f64,
+        layers: summary
+            .layers
+            .into_iter()
+            .map(|row| BindingLayerRow {
+                name: row.name,
+                kind: row.kind,
+                output: row.output.iter().map(|&d| d as u32).collect(),
+                params: row.params as f64,
+                macs: row.macs as f64,
+            })
+            .collect(),
+    }
+}
+
 #[napi]
 impl BindingModel {
+    /// Parameter count, multiply-adds per image and the layer table.
+    #[napi(ts_return_type = "Promise<BindingSummary>")]
+    pub fn summary<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<BindingSummary>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            |state| {
+                let model = state.model.as_ref().ok_or_else(error::disposed)?;
+                Ok(model.summary())
+            },
+            |_env, summary| Ok(binding_summary(summary)),
+        );
+        Ok(promise)
+    }
+
+    /// Writes the weights and their metadata to `path` as safetensors, atomically.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save<'env>(&self, env: &'env Env, path: String) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            move |state| {
+                let model = state.model.as_ref().ok_or_else(error::disposed)?;
+                facenet::weights::save(model, std::path::Path::new(&path)).map_err(to_js)
+            },
+            |_env, ()| Ok(()),
+        );
+        Ok(promise)
+    }
+
     #[napi]
     pub fn info(&self) -> BindingModelInfo {
         self.info.clone()

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Every conv is followed by batch norm and ReLU. With `embedding_dim = 128` this has
-//! 29.5M parameters; the paper's own NN1 head (maxout fc layers, 140M parameters) is a
+//! 29.39M parameters; the paper's own NN1 head (maxout fc layers, 140M parameters) is a
 //! separate architecture.
 
 use super::layers::{
