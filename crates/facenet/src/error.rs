@@ -20,6 +20,9 @@ pub enum Error {
     /// The model was disposed before the call.
     #[error("{0}")]
     Disposed(String),
+    /// A loss, gradient or weight became NaN or infinite during training.
+    #[error("{0}")]
+    NonFinite(String),
     /// A weights file cannot be read, written or used (missing, truncated, corrupt,
     /// another arch, missing tensors); the message names the file.
     #[error("{0}")]
@@ -37,6 +40,7 @@ impl Error {
             Error::UnknownArch { .. } => "ERR_UNKNOWN_ARCH",
             Error::DeviceUnavailable(_) => "ERR_DEVICE_UNAVAILABLE",
             Error::Disposed(_) => "ERR_DISPOSED",
+            Error::NonFinite(_) => "ERR_NON_FINITE",
             Error::Weights(_) => "ERR_WEIGHTS",
             Error::Torch(_) => "ERR_TORCH",
         }

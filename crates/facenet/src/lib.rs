@@ -8,7 +8,9 @@ pub mod error;
 pub mod loss;
 pub mod mining;
 pub mod model;
+pub mod optim;
 pub mod preprocess;
+pub mod train;
 pub mod weights;
 
 pub use device::{device_name, devices, parse_device, DeviceInfo};

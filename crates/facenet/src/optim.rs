@@ -1,0 +1,542 @@
+//! Optimizers, learning-rate schedules and gradient clipping.
+//!
+//! Written over plain tensors instead of tch's `nn::Optimizer` because a checkpoint must
+//! hold the optimizer state (momentum buffers, AdaGrad accumulators, Adam moments) for an
+//! exact resume, and tch does not expose it. The update rules follow `torch.optim`
+//! (SGD, Adagrad, Adam, AdamW) with their default epsilons, so results are comparable.
+
+use crate::error::{Error, Result};
+use tch::{nn::VarStore, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    /// `torch.optim.SGD`: optional momentum (dampening 0) and Nesterov.
+    Sgd { momentum: f64, nesterov: bool },
+    /// `torch.optim.Adagrad` with lr_decay 0 and a zero initial accumulator; the paper's.
+    Adagrad { eps: f64 },
+    /// `torch.optim.Adam` (L2 weight decay added to the gradient).
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    AdamW { beta1: f64, beta2: f64, eps: f64 },
+}
+
+impl OptimizerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd { .. } => "sgd",
+            OptimizerKind::Adagrad { .. } => "adagrad",
+            OptimizerKind::Adam { .. } => "adam",
+            OptimizerKind::AdamW { .. } => "adamw",
+        }
+    }
+
+    /// The state tensors each parameter needs, by slot name.
+    fn slots(&self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
+            OptimizerKind::Sgd { .. } => &[],
+            OptimizerKind::Adagrad { .. } => &["sum"],
+            OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => &["exp_avg", "exp_avg_sq"],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `every` steps.
+    Step {
+        every: i64,
+        gamma: f64,
+    },
+    /// Cosine from the base rate down to `min_lr` over `total_steps`.
+    Cosine {
+        total_steps: i64,
+        min_lr: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warmup from 0 to the scheduled rate over this many steps.
+    pub warmup_steps: i64,
+    /// Clip the global gradient L2 norm to this value.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for OptimizerConfig {
+    /// The paper's choice: AdaGrad, learning rate 0.05.
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Adagrad { eps: 1e-10 },
+            lr: 0.05,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            max_grad_norm: None,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "{name} must be a positive number, got {value}"
+                )))
+            }
+        };
+        let fraction = |name: &str, value: f64| {
+            if (0.0..1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "{name} must be in [0, 1), got {value}"
+                )))
+            }
+        };
+        positive("lr", self.lr)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::invalid(format!(
+                "weightDecay must be a non-negative number, got {}",
+                self.weight_decay
+            )));
+        }
+        if self.warmup_steps < 0 {
+            return Err(Error::invalid(format!(
+                "warmupSteps must be non-negative, got {}",
+                self.warmup_steps
+            )));
+        }
+        if let Some(max) = self.max_grad_norm {
+            positive("maxGradNorm", max)?;
+        }
+        match self.kind {
+            OptimizerKind::Sgd { momentum, nesterov } => {
+                fraction("momentum", momentum)?;
+                if nesterov && momentum == 0.0 {
+                    return Err(Error::invalid("nesterov needs a momentum above 0"));
+                }
+            }
+            OptimizerKind::Adagrad { eps } => positive("eps", eps)?,
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                fraction("beta1", beta1)?;
+                fraction("beta2", beta2)?;
+                positive("eps", eps)?;
+            }
+        }
+        match self.schedule {
+            Schedule::Constant => Ok(()),
+            Schedule::Step { every, gamma } => {
+                if every < 1 {
+                    return Err(Error::invalid(format!(
+                        "schedule step 'every' must be at least 1, got {every}"
+                    )));
+                }
+                positive("gamma", gamma)
+            }
+            Schedule::Cosine {
+                total_steps,
+                min_lr,
+            } => {
+                if total_steps < 1 {
+                    return Err(Error::invalid(format!(
+                        "cosine schedule needs totalSteps of at least 1, got {total_steps}"
+                    )));
+                }
+                if !(min_lr.is_finite() && min_lr >= 0.0 && min_lr <= self.lr) {
+                    return Err(Error::invalid(format!(
+                        "minLr must be in [0, lr], got {min_lr}"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The learning rate of step `step` (0-based).
+    pub fn lr_at(&self, step: i64) -> f64 {
+        let scheduled = match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Step { every, gamma } => self.lr * gamma.powi((step / every) as i32),
+            Schedule::Cosine {
+                total_steps,
+                min_lr,
+            } => {
+                let progress = (step.min(total_steps) as f64) / total_steps as f64;
+                min_lr + 0.5 * (self.lr - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        };
+        if step < self.warmup_steps {
+            scheduled * (step + 1) as f64 / (self.warmup_steps + 1) as f64
+        } else {
+            scheduled
+        }
+    }
+}
+
+/// An optimizer bound to the trainable variables of one `VarStore`.
+pub struct Optimizer {
+    config: OptimizerConfig,
+    params: Vec<(String, Tensor)>,
+    /// state[slot][param]
+    state: Vec<Vec<Tensor>>,
+    /// Completed updates; Adam's bias correction reads it.
+    updates: i64,
+}
+
+impl Optimizer {
+    pub fn new(vs: &VarStore, config: OptimizerConfig) -> Result<Self> {
+        config.validate()?;
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, tensor)| tensor.requires_grad())
+            .collect();
+        // A stable order, so checkpoints and updates do not depend on hash-map order.
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let state = config
+            .kind
+            .slots()
+            .iter()
+            .map(|_| {
+                params
+                    .iter()
+                    .map(|(_, p)| p.f_zeros_like())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            config,
+            params,
+            state,
+            updates: 0,
+        })
+    }
+
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    pub fn updates(&self) -> i64 {
+        self.updates
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, param) in &mut self.params {
+            let mut grad = param.grad();
+            if grad.defined() {
+                let _ = grad.f_zero_();
+            }
+        }
+    }
+
+    /// Global L2 norm of the gradients; clips them in place when above the configured max.
+    pub fn clip_grad_norm(&mut self) -> Result<f64> {
+        let grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .collect();
+        if grads.is_empty() {
+            return Ok(0.0);
+        }
+        let squares = grads
+            .iter()
+            .map(|g| g.f_square()?.f_sum(Kind::Float))
+            .collect::<Result<Vec<_>, _>>()?;
+        let norm = Tensor::f_stack(&squares, 0)?
+            .f_sum(Kind::Float)?
+            .f_sqrt()?
+            .double_value(&[]);
+        if let Some(max) = self.config.max_grad_norm {
+            if norm.is_finite() && norm > max {
+                let scale = max / (norm + 1e-6);
+                for mut grad in grads {
+                    let _ = grad.f_mul_scalar_(scale)?;
+                }
+            }
+        }
+        Ok(norm)
+    }
+
+    /// One update with the current gradients at learning rate `lr` (the caller owns the
+    /// step count that the schedule reads: see [`OptimizerConfig::lr_at`]).
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        let wd = self.config.weight_decay;
+        let t = (self.updates + 1) as f64;
+        let _no_grad = tch::no_grad_guard();
+        for (index, (_, param)) in self.params.iter_mut().enumerate() {
+            let grad = param.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let mut grad = if wd != 0.0 && !matches!(self.config.kind, OptimizerKind::AdamW { .. })
+            {
+                grad.f_add(&param.f_mul_scalar(wd)?)?
+            } else {
+                grad
+            };
+            match self.config.kind {
+                OptimizerKind::Sgd { momentum, nesterov } => {
+                    if momentum != 0.0 {
+                        let buf = &mut self.state[0][index];
+                        if self.updates == 0 {
+                            buf.f_copy_(&grad)?;
+                        } else {
+                            let _ = buf.f_mul_scalar_(momentum)?;
+                            let _ = buf.f_add_(&grad)?;
+                        }
+                        grad = if nesterov {
+                            grad.f_add(&buf.f_mul_scalar(momentum)?)?
+                        } else {
+                            buf.shallow_clone()
+                        };
+                    }
+                    let _ = param.f_sub_(&grad.f_mul_scalar(lr)?)?;
+                }
+                OptimizerKind::Adagrad { eps } => {
+                    let sum = &mut self.state[0][index];
+                    let _ = sum.f_addcmul_(&grad, &grad)?;
+                    let denom = sum.f_sqrt()?.f_add_scalar(eps)?;
+                    let _ = param.f_addcdiv_(&grad.f_mul_scalar(-lr)?, &denom)?;
+                }
+                OptimizerKind::Adam { beta1, beta2, eps }
+                | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                    if let OptimizerKind::AdamW { .. } = self.config.kind {
+                        let _ = param.f_mul_scalar_(1.0 - lr * wd)?;
+                    }
+                    let (first, second) = self.state.split_at_mut(1);
+                    let exp_avg = &mut first[0][index];
+                    let exp_avg_sq = &mut second[0][index];
+                    let _ = exp_avg.f_mul_scalar_(beta1)?;
+                    let _ = exp_avg.f_add_(&grad.f_mul_scalar(1.0 - beta1)?)?;
+                    let _ = exp_avg_sq.f_mul_scalar_(beta2)?;
+                    let _ = exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - beta2)?, &grad)?;
+                    let bias1 = 1.0 - beta1.powf(t);
+                    let bias2 = 1.0 - beta2.powf(t);
+                    let denom = exp_avg_sq
+                        .f_sqrt()?
+                        .f_div_scalar(bias2.sqrt())?
+                        .f_add_scalar(eps)?;
+                    let _ = param.f_addcdiv_(&exp_avg.f_mul_scalar(-lr / bias1)?, &denom)?;
+                }
+            }
+        }
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// The optimizer's state as named tensors ("<param>.<slot>"), for a checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut named = Vec::new();
+        for (slot_index, slot) in self.config.kind.slots().iter().enumerate() {
+            for (param_index, (name, _)) in self.params.iter().enumerate() {
+                named.push((
+                    format!("{name}.{slot}"),
+                    self.state[slot_index][param_index].shallow_clone(),
+                ));
+            }
+        }
+        named
+    }
+
+    /// Restores state saved by [`state_tensors`](Self::state_tensors) and the update count.
+    pub fn load_state(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<Tensor>,
+        updates: i64,
+    ) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        for (slot_index, slot) in self.config.kind.slots().iter().enumerate() {
+            for (param_index, (name, _)) in self.params.iter().enumerate() {
+                let key = format!("{name}.{slot}");
+                let saved = lookup(&key).ok_or_else(|| {
+                    Error::invalid(format!("checkpoint has no optimizer state '{key}'"))
+                })?;
+                let target = &mut self.state[slot_index][param_index];
+                if saved.size() != target.size() {
+                    return Err(Error::shape(format!(
+                        "optimizer state '{key}' has shape {:?}, expected {:?}",
+                        saved.size(),
+                        target.size()
+                    )));
+                }
+                target.f_copy_(&saved)?;
+            }
+        }
+        self.updates = updates;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    /// Minimizes ½‖w − 3‖² from w = 0 and returns w after `steps` updates.
+    fn descend(config: OptimizerConfig, steps: usize) -> Vec<f64> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        let mut optimizer = Optimizer::new(&vs, config).unwrap();
+        let mut trace = Vec::new();
+        for step in 0..steps {
+            optimizer.zero_grad();
+            let loss = (&w - 3.0).square().sum(Kind::Float) * 0.5;
+            loss.backward();
+            optimizer.clip_grad_norm().unwrap();
+            optimizer.step(config.lr_at(step as i64)).unwrap();
+            trace.push(w.double_value(&[0]));
+        }
+        trace
+    }
+
+    fn close(actual: &[f64], expected: &[f64]) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!((a - e).abs() < 1e-5, "{actual:?} vs {expected:?}");
+        }
+    }
+
+    // Expected values worked by hand from torch.optim's update rules; gradient g = w − 3.
+
+    #[test]
+    fn sgd_plain_and_with_momentum() {
+        let sgd = |momentum, nesterov| OptimizerConfig {
+            kind: OptimizerKind::Sgd { momentum, nesterov },
+            lr: 0.1,
+            ..Default::default()
+        };
+        // w1 = 0 + 0.1·3 = 0.3; w2 = 0.3 + 0.1·2.7 = 0.57
+        close(&descend(sgd(0.0, false), 2), &[0.3, 0.57]);
+        // buf1 = −3 → w1 = 0.3; buf2 = 0.9·(−3) − 2.7 = −5.4 → w2 = 0.84
+        close(&descend(sgd(0.9, false), 2), &[0.3, 0.84]);
+        // nesterov: step1 g + 0.9·buf = −5.7 → w1 = 0.57
+        close(&descend(sgd(0.9, true), 1), &[0.57]);
+    }
+
+    #[test]
+    fn adagrad_matches_torch() {
+        // sum1 = 9, w1 = 0.05·3/3 = 0.05; g2 = −2.95, sum2 = 9 + 8.7025, w2 = 0.05 + 0.05·2.95/√17.7025
+        let expected2 = 0.05 + 0.05 * 2.95 / 17.7025f64.sqrt();
+        close(&descend(OptimizerConfig::default(), 2), &[0.05, expected2]);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        for kind in [
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        ] {
+            let config = OptimizerConfig {
+                kind,
+                lr: 0.01,
+                ..Default::default()
+            };
+            close(&descend(config, 1), &[0.01]);
+        }
+    }
+
+    #[test]
+    fn clipping_bounds_the_update() {
+        // ‖g‖ = 3√2 clipped to 1 → each component 1/√2
+        let config = OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            },
+            lr: 1.0,
+            max_grad_norm: Some(1.0),
+            ..Default::default()
+        };
+        close(&descend(config, 1), &[1.0 / 2f64.sqrt()]);
+    }
+
+    #[test]
+    fn schedules_and_warmup() {
+        let base = OptimizerConfig {
+            lr: 1.0,
+            ..Default::default()
+        };
+        let step = OptimizerConfig {
+            schedule: Schedule::Step {
+                every: 10,
+                gamma: 0.5,
+            },
+            ..base
+        };
+        assert_eq!(step.lr_at(9), 1.0);
+        assert_eq!(step.lr_at(10), 0.5);
+        let cosine = OptimizerConfig {
+            schedule: Schedule::Cosine {
+                total_steps: 100,
+                min_lr: 0.0,
+            },
+            ..base
+        };
+        assert!((cosine.lr_at(50) - 0.5).abs() < 1e-12);
+        assert!(cosine.lr_at(100).abs() < 1e-12);
+        let warm = OptimizerConfig {
+            warmup_steps: 3,
+            ..base
+        };
+        assert_eq!(warm.lr_at(0), 0.25);
+        assert_eq!(warm.lr_at(3), 1.0);
+    }
+
+    #[test]
+    fn invalid_values_name_themselves() {
+        let bad = OptimizerConfig {
+            lr: -1.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("-1"));
+        let bad = OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 1.5,
+                nesterov: false,
+            },
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("1.5"));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        let mut optimizer = Optimizer::new(&vs, OptimizerConfig::default()).unwrap();
+        let loss = (&w - 3.0).square().sum(Kind::Float);
+        loss.backward();
+        optimizer.step(0.05).unwrap();
+        let saved = optimizer.state_tensors();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].0, "w.sum");
+        let mut fresh = Optimizer::new(&vs, OptimizerConfig::default()).unwrap();
+        fresh
+            .load_state(
+                |name| saved.iter().find(|(n, _)| n == name).map(|(_, t)| t.copy()),
+                1,
+            )
+            .unwrap();
+        assert!(fresh.state_tensors()[0].1.equal(&saved[0].1));
+        assert_eq!(fresh.updates(), 1);
+    }
+}

@@ -1,0 +1,446 @@
+//! One training step: forward a batch in training mode, choose triplets (mined online
+//! inside the batch, or given by the caller for the notebook's per-epoch lists), compute
+//! the triplet loss, backpropagate and update. Epochs, data and checkpoints are driven
+//! from outside; this module holds exactly what a step needs to be resumable.
+
+use crate::distance::row_distance;
+use crate::error::{Error, Result};
+use crate::loss::{triplet_loss_with_count, TripletLoss};
+use crate::mining::{mine, Miner, MiningStats, Triplets};
+use crate::model::{check_image_batch, FaceNet};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::preprocess::to_network_input;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub optimizer: OptimizerConfig,
+    pub loss: TripletLoss,
+    pub miner: Miner,
+    /// Seeds dropout and random miner choices, mixed with the step number, so that a run
+    /// resumed from a checkpoint repeats the uninterrupted run exactly.
+    pub seed: u64,
+}
+
+/// What one step did, for logs and guards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepStats {
+    /// The step this was (0-based).
+    pub step: i64,
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub mining: MiningStats,
+    /// Mean squared L2 distance between the batch's embeddings; near 0 means collapse.
+    pub mean_pairwise_distance: f64,
+    /// False when no triplet was left to learn from and the weights were not touched.
+    pub updated: bool,
+}
+
+pub struct TrainState {
+    config: TrainConfig,
+    optimizer: Optimizer,
+    /// Completed steps, skipped ones included; the schedule and the seeds read it.
+    steps: i64,
+}
+
+/// SplitMix64: decorrelates (seed, step) pairs into independent seeds.
+pub fn mix_seed(seed: u64, step: i64) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl TrainState {
+    pub fn new(model: &FaceNet, config: TrainConfig) -> Result<Self> {
+        let optimizer = Optimizer::new(model.var_store(), config.optimizer)?;
+        Ok(Self {
+            config,
+            optimizer,
+            steps: 0,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    pub fn optimizer_mut(&mut self) -> &mut Optimizer {
+        &mut self.optimizer
+    }
+
+    /// Completed steps.
+    pub fn step_count(&self) -> i64 {
+        self.steps
+    }
+
+    /// Sets the step counter and optimizer state from a checkpoint.
+    pub fn restore(
+        &mut self,
+        steps: i64,
+        updates: i64,
+        lookup: impl Fn(&str) -> Option<Tensor>,
+    ) -> Result<()> {
+        self.optimizer.load_state(lookup, updates)?;
+        self.steps = steps;
+        Ok(())
+    }
+
+    /// Trains on one batch of N×H×W×3 images (uint8 or float32 0..255, CPU) with their
+    /// integer identity labels. `triplets`, when given, index into this batch and replace
+    /// online mining. Nothing is updated when the loss or a gradient is not finite: the
+    /// error names the step, and the weights stay as they were before it.
+    pub fn step(
+        &mut self,
+        model: &FaceNet,
+        images: &Tensor,
+        labels: &Tensor,
+        triplets: Option<Triplets>,
+    ) -> Result<StepStats> {
+        check_image_batch(images, model.input_size())?;
+        let n = images.size()[0];
+        if labels.size() != [n] {
+            return Err(Error::shape(format!(
+                "labels must hold one entry per image ({n}), got shape {:?}",
+                labels.size()
+            )));
+        }
+        if n < 2 {
+            return Err(Error::shape(format!(
+                "a training batch needs at least 2 images, got {n}"
+            )));
+        }
+        let step = self.steps;
+        let step_seed = mix_seed(self.config.seed, step);
+        // Dropout draws from libtorch's global generator.
+        tch::manual_seed((step_seed >> 1) as i64);
+
+        let device = model.device();
+        let input = to_network_input(images, device, model.config().normalization)?;
+        let labels = labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
+        let embeddings = model.forward_t(&input, true);
+        if embeddings.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(Error::NonFinite(format!(
+                "the embeddings are NaN or infinite at step {step} (check the input pixels); the weights were not updated"
+            )));
+        }
+
+        let (triplets, mining) = match triplets {
+            Some(given) => {
+                check_triplets(&given, n)?;
+                let given = on_device(given, device)?;
+                let stats = describe_given(&embeddings.detach(), &given, &self.config.loss)?;
+                (given, stats)
+            }
+            None => mine(
+                &embeddings.detach(),
+                &labels,
+                &self.config.miner,
+                self.config.loss.distance,
+                step_seed,
+            )?,
+        };
+        let mean_pairwise_distance = mean_pairwise_squared_distance(&embeddings.detach())?;
+        let lr = self.config.optimizer.lr_at(step);
+
+        if triplets.len() == 0 {
+            // Nothing to learn from (e.g. no positive pairs): count the step, keep the weights.
+            self.steps += 1;
+            return Ok(StepStats {
+                step,
+                loss: 0.0,
+                lr,
+                grad_norm: 0.0,
+                mining,
+                mean_pairwise_distance,
+                updated: false,
+            });
+        }
+
+        let output = triplet_loss_with_count(&embeddings, &triplets, &self.config.loss)?;
+        let loss = output.loss;
+        let loss_value = loss.f_double_value(&[])?;
+        if !loss_value.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the loss is {loss_value} at step {step}; the weights were not updated"
+            )));
+        }
+        self.optimizer.zero_grad();
+        loss.f_backward()?;
+        let grad_norm = self.optimizer.clip_grad_norm()?;
+        if !grad_norm.is_finite() {
+            self.optimizer.zero_grad();
+            return Err(Error::NonFinite(format!(
+                "the gradient norm is {grad_norm} at step {step}; the weights were not updated"
+            )));
+        }
+        self.optimizer.step(lr)?;
+        self.steps += 1;
+        if let Some(name) = first_non_finite_weight(model)? {
+            return Err(Error::NonFinite(format!(
+                "weight '{name}' became NaN or infinite at step {step}"
+            )));
+        }
+        Ok(StepStats {
+            step,
+            loss: loss_value,
+            lr,
+            grad_norm,
+            mining,
+            mean_pairwise_distance,
+            updated: true,
+        })
+    }
+}
+
+fn on_device(triplets: Triplets, device: Device) -> Result<Triplets> {
+    Ok(Triplets {
+        anchors: triplets.anchors.f_to_device(device)?,
+        positives: triplets.positives.f_to_device(device)?,
+        negatives: triplets.negatives.f_to_device(device)?,
+    })
+}
+
+/// Statistics of caller-chosen triplets, in the same terms as online mining reports.
+fn describe_given(
+    embeddings: &Tensor,
+    triplets: &Triplets,
+    loss: &TripletLoss,
+) -> Result<MiningStats> {
+    let count = triplets.len();
+    if count == 0 {
+        return Ok(MiningStats::default());
+    }
+    let embeddings = if loss.normalize {
+        crate::distance::normalize_rows(embeddings)?
+    } else {
+        embeddings.shallow_clone()
+    };
+    let rows = |index: &Tensor| embeddings.f_index_select(0, index);
+    let anchors = rows(&triplets.anchors)?;
+    let d_ap = row_distance(&anchors, &rows(&triplets.positives)?, loss.distance)?;
+    let d_an = row_distance(&anchors, &rows(&triplets.negatives)?, loss.distance)?;
+    let active = d_ap
+        .f_sub(&d_an)?
+        .f_add_scalar(loss.margin)?
+        .f_gt(0.0)?
+        .f_sum(Kind::Int64)?
+        .f_int64_value(&[])?;
+    Ok(MiningStats {
+        anchor_positive_pairs: count,
+        triplets: count,
+        active_fraction: active as f64 / count as f64,
+        mean_ap: d_ap.f_mean(Kind::Double)?.f_double_value(&[])?,
+        mean_an: d_an.f_mean(Kind::Double)?.f_double_value(&[])?,
+        no_semi_hard_fraction: 0.0,
+    })
+}
+
+fn check_triplets(triplets: &Triplets, n: i64) -> Result<()> {
+    for (role, indices) in [
+        ("anchor", &triplets.anchors),
+        ("positive", &triplets.positives),
+        ("negative", &triplets.negatives),
+    ] {
+        if indices.numel() == 0 {
+            continue;
+        }
+        let min = indices.f_min()?.f_int64_value(&[])?;
+        let max = indices.f_max()?.f_int64_value(&[])?;
+        if min < 0 || max >= n {
+            return Err(Error::invalid(format!(
+                "{role} indices must be in 0..{n} (the batch), got values from {min} to {max}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// For unit rows, mean ‖eᵢ − eⱼ‖² over i ≠ j is 2 − 2·(‖Σe‖² − N)/(N(N − 1)): O(N·d).
+fn mean_pairwise_squared_distance(embeddings: &Tensor) -> Result<f64> {
+    let n = embeddings.size()[0] as f64;
+    if n < 2.0 {
+        return Ok(0.0);
+    }
+    let norms = embeddings
+        .f_square()?
+        .f_sum(Kind::Double)?
+        .f_double_value(&[])?;
+    let total = embeddings.f_sum_dim_intlist([0i64].as_slice(), false, Kind::Double)?;
+    let total_sq = total.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+    let mean_dot = (total_sq - norms) / (n * (n - 1.0));
+    Ok((2.0 * norms / n - 2.0 * mean_dot).max(0.0))
+}
+
+fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
+    let _no_grad = tch::no_grad_guard();
+    let mut variables: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    // One reduction per tensor on the device; only the flags cross to the host.
+    let flags = variables
+        .iter()
+        .map(|(_, t)| t.f_isfinite()?.f_all())
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = Tensor::f_stack(&flags, 0)?.f_to_device(Device::Cpu)?;
+    let flags = Vec::<bool>::try_from(&all).map_err(Error::from)?;
+    Ok(flags
+        .iter()
+        .position(|ok| !ok)
+        .map(|index| variables[index].0.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Arch, ModelConfig};
+    use crate::optim::OptimizerKind;
+
+    /// Two identities × 4 images of 64×64 noise: the net must pull arbitrary images of an
+    /// identity together, so the loss starts high and can only drop by learning.
+    fn toy_batch() -> (Tensor, Tensor) {
+        let mut pixels = Vec::with_capacity(8 * 64 * 64 * 3);
+        let mut state = 12345u64;
+        for _image in 0..8 {
+            for _y in 0..64 {
+                for _x in 0..64 {
+                    for _c in 0..3 {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        pixels.push((state >> 56) as u8);
+                    }
+                }
+            }
+        }
+        let images = Tensor::from_slice(&pixels).view([8, 64, 64, 3]);
+        let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 1]);
+        (images, labels)
+    }
+
+    fn tiny(seed: u64) -> FaceNet {
+        FaceNet::new(ModelConfig {
+            seed,
+            ..ModelConfig::new(Arch::Tiny)
+        })
+        .unwrap()
+    }
+
+    fn config(lr: f64) -> TrainConfig {
+        TrainConfig {
+            optimizer: OptimizerConfig {
+                kind: OptimizerKind::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                lr,
+                ..Default::default()
+            },
+            loss: TripletLoss::default(),
+            miner: Miner::default(),
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn steps_reduce_the_loss_and_report_statistics() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, config(0.05)).unwrap();
+        let (images, labels) = toy_batch();
+        let losses: Vec<f64> = (0..15)
+            .map(|_| state.step(&model, &images, &labels, None).unwrap().loss)
+            .collect();
+        let first = state.step_count();
+        assert_eq!(first, 15);
+        assert!(
+            losses[14] < losses[0] * 0.5,
+            "loss did not drop: {losses:?}"
+        );
+        let stats = TrainState::new(&model, config(0.05))
+            .unwrap()
+            .step(&model, &images, &labels, None)
+            .unwrap();
+        // 2 identities × 4 images: 2·4·3 ordered anchor-positive pairs.
+        assert_eq!(stats.mining.anchor_positive_pairs, 24);
+        assert!(stats.mean_pairwise_distance > 0.0);
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_loss_sequence() {
+        let run = || {
+            let model = tiny(2);
+            let mut state = TrainState::new(&model, config(0.05)).unwrap();
+            let (images, labels) = toy_batch();
+            (0..4)
+                .map(|_| state.step(&model, &images, &labels, None).unwrap().loss)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn given_triplets_are_used_and_checked() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, config(0.05)).unwrap();
+        let (images, labels) = toy_batch();
+        let triplets = |a: &[i64], p: &[i64], n: &[i64]| Triplets {
+            anchors: Tensor::from_slice(a),
+            positives: Tensor::from_slice(p),
+            negatives: Tensor::from_slice(n),
+        };
+        let stats = state
+            .step(
+                &model,
+                &images,
+                &labels,
+                Some(triplets(&[0, 4], &[1, 5], &[4, 0])),
+            )
+            .unwrap();
+        assert_eq!(stats.mining.triplets, 2);
+        assert!(stats.updated);
+        let err = state
+            .step(&model, &images, &labels, Some(triplets(&[0], &[1], &[8])))
+            .unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ARGUMENT");
+        assert!(err.to_string().contains("0..8"), "{err}");
+    }
+
+    #[test]
+    fn a_non_finite_loss_stops_without_touching_the_weights() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, config(0.05)).unwrap();
+        let (images, labels) = toy_batch();
+        let before: Vec<Tensor> = model
+            .var_store()
+            .trainable_variables()
+            .iter()
+            .map(Tensor::copy)
+            .collect();
+        let poisoned =
+            images
+                .to_kind(Kind::Float)
+                .index_fill(0, &Tensor::from_slice(&[0i64]), f64::NAN);
+        let err = state.step(&model, &poisoned, &labels, None).unwrap_err();
+        assert_eq!(err.code(), "ERR_NON_FINITE");
+        assert!(err.to_string().contains("step 0"), "{err}");
+        for (old, new) in before.iter().zip(model.var_store().trainable_variables()) {
+            assert!(old.equal(&new));
+        }
+    }
+
+    #[test]
+    fn one_identity_batches_skip_the_update() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, config(0.05)).unwrap();
+        let (images, _) = toy_batch();
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+        let stats = state.step(&model, &images, &labels, None).unwrap();
+        assert!(!stats.updated);
+        assert_eq!(state.step_count(), 1);
+    }
+}
