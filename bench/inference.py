@@ -6,7 +6,7 @@ names, so a safetensors file that facenet-torch writes loads into them (see
 __test__/fixtures/check_safetensors.py). They are written from the paper and the Rust
 code, not copied from any other project.
 
-Usage: python bench/inference.py ARCH BATCH ITERS THREADS  → one JSON line
+Usage: python bench/inference.py ARCH BATCH ITERS THREADS [DEVICE]  → one JSON line
        {"arch": ..., "imagesPerSecond": ..., "seconds": [...]}
 """
 
@@ -350,18 +350,24 @@ def normalize(pixels, kind):
     return ((flat - mean) / std).view_as(x)
 
 
-def bench(arch, batch, iters, threads):
+def bench(arch, batch, iters, threads, device="cpu"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build(arch).eval()
+    model = build(arch).eval().to(device)
     h, w = INPUT[arch]
+    # Pixels start on the CPU as uint8, like the images facenet-torch's embed() takes, and
+    # embeddings come back to the CPU, so both sides time the same work.
     pixels = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8)
+
+    def step():
+        return model(normalize(pixels.to(device), "fixed")).cpu()
+
     seconds = []
     with torch.inference_mode():
-        model(normalize(pixels, "fixed"))  # warm-up
+        step()  # warm-up
         for _ in range(iters):
             start = time.perf_counter()
-            model(normalize(pixels, "fixed"))
+            step()
             seconds.append(time.perf_counter() - start)
     best = sorted(seconds)[len(seconds) // 2]
     return {"arch": arch, "imagesPerSecond": batch / best, "seconds": seconds}
@@ -369,4 +375,5 @@ def bench(arch, batch, iters, threads):
 
 if __name__ == "__main__":
     arch, batch, iters, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(bench(arch, batch, iters, threads)))
+    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
+    print(json.dumps(bench(arch, batch, iters, threads, device)))

@@ -1,0 +1,84 @@
+/**
+ * Inference throughput (images/s at batch 32) of every arch of the model zoo, beside the
+ * PyTorch twin of the same network (bench/inference.py) in the same run. Per arch the two
+ * sides alternate (ours, then PyTorch) so that both see the same machine state. Both
+ * take uint8 N×H×W×3 pixels on the CPU, normalize, run the network in eval mode and
+ * return embeddings on the CPU; both use the same number of threads. The figure is the
+ * median over the timed iterations, after one warm-up batch.
+ *
+ * Run: npx tsx bench/inference.ts [device=cpu] [arch,arch,...|all] [threads=CPUs]
+ *
+ * On a machine that other work shares, run with threads=1: libtorch's OpenMP threads spin
+ * at barriers and lose far more to oversubscription than one thread does, on both sides.
+ */
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { availableParallelism, cpus } from 'node:os'
+import { join, resolve } from 'node:path'
+import { type Arch, type Device, FaceNet } from '../src'
+
+const root = resolve(__dirname, '..')
+const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
+const device = (process.argv[2] ?? 'cpu') as Device
+const BATCH = 32
+const threads = Number(process.argv[4] ?? availableParallelism())
+
+/** Timed iterations per arch: fewer for the big nets, so a CPU run stays in minutes. */
+const ITERATIONS: Record<Arch, number> = {
+  tiny: 10,
+  nn1: 3,
+  'nn1-paper': 3,
+  nn2: 3,
+  nn3: 3,
+  nn4: 5,
+  nns1: 5,
+  nns2: 10,
+  'inception-resnet-v1': 3,
+}
+const archs = (process.argv[3] && process.argv[3] !== 'all' ? process.argv[3].split(',') : Object.keys(ITERATIONS)) as Arch[]
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]!
+}
+
+async function ours(arch: Arch, iterations: number): Promise<number> {
+  using model = await FaceNet.create({ arch, device, threads })
+  const { height, width } = model.inputSize
+  const data = new Uint8Array(BATCH * height * width * 3)
+  for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24
+  const batch = { data, shape: [BATCH, height, width, 3] as const }
+  await model.embed(batch)
+  const seconds: number[] = []
+  for (let i = 0; i < iterations; i++) {
+    const start = performance.now()
+    await model.embed(batch)
+    seconds.push((performance.now() - start) / 1000)
+  }
+  return BATCH / median(seconds)
+}
+
+function pytorch(arch: Arch, iterations: number): number {
+  const torchDevice = device === 'auto' ? 'cpu' : device
+  const out = execFileSync(
+    python,
+    [join(__dirname, 'inference.py'), arch, String(BATCH), String(iterations), String(threads), torchDevice],
+    { encoding: 'utf8' },
+  )
+  return (JSON.parse(out.trim().split('\n').pop()!) as { imagesPerSecond: number }).imagesPerSecond
+}
+
+async function main(): Promise<void> {
+  console.log(`inference, batch ${BATCH}, device ${device}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'})`)
+  console.log('arch                  iters   ours img/s   PyTorch img/s   ours/PyTorch')
+  for (const arch of archs) {
+    const iterations = ITERATIONS[arch]
+    const a = await ours(arch, iterations)
+    const b = pytorch(arch, iterations)
+    console.log(
+      `${arch.padEnd(22)}${String(iterations).padStart(5)}${a.toFixed(1).padStart(13)}${b.toFixed(1).padStart(16)}${(a / b).toFixed(2).padStart(15)}`,
+    )
+  }
+}
+
+void main()
