@@ -102,6 +102,32 @@ for (const [arch, embeddingDim] of cases) {
   })
 }
 
+test.serial('a plain facenet-pytorch-style InceptionResnetV1 state_dict loads without renaming', async (t) => {
+  // Written by the PyTorch twin with safetensors.torch.save_file: no metadata, int64
+  // num_batches_tracked counters and a logits classifier, as a converted facenet-pytorch
+  // checkpoint has.
+  const file = join(dir, 'facenet-pytorch.safetensors')
+  const images = pixels(2 * 160 * 160 * 3, 21)
+  const pixelsFile = `${file}.pixels`
+  writeFileSync(pixelsFile, images)
+  const out = execFileSync(
+    python,
+    [join(__dirname, 'fixtures', 'check_safetensors.py'), 'export', 'inception-resnet-v1', '512', file, pixelsFile, '2'],
+    { encoding: 'utf8', maxBuffer: 64 << 20 },
+  )
+  const exported = JSON.parse(out) as { count: number; embeddings: number[] }
+
+  const refused = await t.throwsAsync(FaceNet.load(file, { device: 'cpu' }), { instanceOf: WeightsError })
+  t.regex(refused!.message, /does not name an arch .*pass the arch to load it/)
+
+  using model = await FaceNet.load(file, { device: 'cpu', threads: 2, arch: 'inception-resnet-v1' })
+  t.like(model.info, { arch: 'inception-resnet-v1', embeddingDim: 512, normalization: 'fixed' })
+  const ours = await model.embed(images)
+  t.is(ours.length, exported.embeddings.length)
+  const worst = exported.embeddings.reduce((max, value, i) => Math.max(max, Math.abs(value - ours[i]!)), 0)
+  t.true(worst < 1e-4, `largest difference ${worst}`)
+})
+
 test.serial('truncated, garbage and missing files are refused with WeightsError naming the file', async (t) => {
   const good = join(dir, 'good.safetensors')
   using model = await FaceNet.create({ arch: 'tiny', device: 'cpu', threads: 1 })

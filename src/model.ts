@@ -53,7 +53,12 @@ export interface LoadOptions {
   device?: Device
   /** libtorch threads for this model's work. Default: the number of CPUs. */
   threads?: number
-  /** When given, the file must hold this arch, or loading fails with `WeightsError`. */
+  /**
+   * When given, the file must hold this arch, or loading fails with `WeightsError`.
+   * Required for a plain state_dict without facenet-torch metadata (e.g. facenet-pytorch's
+   * InceptionResnetV1 weights saved with `safetensors.torch.save_file`): the embedding size
+   * is then read from the last layer's shape and the normalization is `'fixed'`.
+   */
   arch?: Arch
 }
 
@@ -115,12 +120,23 @@ function checkInteger(name: string, value: number, min: number, max: number): nu
  * Work runs on a thread the model owns; the event loop stays free. Call {@link dispose}
  * (or use `using`) to free its memory, which V8 cannot see.
  */
+/** The native model behind a {@link FaceNet}, for the library's own modules (the trainer). */
+const natives = new WeakMap<FaceNet, BindingModel>()
+
+/** @internal */
+export function modelBinding(model: FaceNet): BindingModel {
+  const native = natives.get(model)
+  if (!native) throw new InvalidArgumentError('not a FaceNet model created by FaceNet.create() or FaceNet.load()')
+  return native
+}
+
 export class FaceNet implements Disposable {
   readonly #binding: BindingModel
   readonly #info: ModelInfo
 
   private constructor(native: BindingModel) {
     this.#binding = native
+    natives.set(this, native)
     const info = native.info()
     this.#info = {
       arch: info.arch as Arch,

@@ -18,6 +18,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+/// Tensors of a training checkpoint that hold optimizer state, not weights.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
 /// Value of the `format` metadata key of the files this library writes.
 pub const FORMAT: &str = "facenet-torch";
 
@@ -98,14 +101,28 @@ pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
 
 /// Writes every variable of `model` to `path` as safetensors, atomically.
 pub fn save(model: &FaceNet, path: &Path) -> Result<()> {
+    save_with(model, &[], HashMap::new(), path)
+}
+
+/// [`save`] plus `extra` tensors (names must not clash with the model's) and metadata:
+/// how a training checkpoint stores optimizer state beside the weights, so that a
+/// checkpoint is also a weights file.
+pub fn save_with(
+    model: &FaceNet,
+    extra: &[(String, Tensor)],
+    extra_metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
     let variables = model.var_store().variables();
-    let mut raws = Vec::with_capacity(variables.len());
-    for (name, tensor) in &variables {
+    let mut raws = Vec::with_capacity(variables.len() + extra.len());
+    for (name, tensor) in variables.iter().chain(extra.iter().map(|(n, t)| (n, t))) {
         raws.push((name.clone(), to_raw(name, tensor)?));
     }
     raws.sort_by(|a, b| a.0.cmp(&b.0));
     let data = raws.iter().map(|(name, raw)| (name.as_str(), raw));
-    let bytes = safetensors::serialize(data, &Some(metadata(model)))
+    let mut meta = metadata(model);
+    meta.extend(extra_metadata);
+    let bytes = safetensors::serialize(data, &Some(meta))
         .map_err(|e| err(path, format!("could not serialize the weights: {e}")))?;
     write_atomically(path, &bytes)
 }
@@ -145,10 +162,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
         err(path, format!("could not write the weights file: {e}"))
     })
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| err(path, format!("could not read the weights file: {e}")))
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
@@ -204,6 +217,77 @@ fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Wei
     })
 }
 
+/// Loads the weights of a safetensors file's `bytes` (read from `path`) into an existing
+/// model of the same arch and shape, and returns the file's metadata.
+pub fn load_into(model: &FaceNet, path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let tensors = parse(path, bytes)?;
+    let meta = file_metadata(path, bytes)?;
+    let info = info_from_metadata(path, &meta)?;
+    let config = model.config();
+    if info.arch != config.arch || info.embedding_dim != config.embedding_dim {
+        return Err(err(
+            path,
+            format!(
+                "the file holds a '{}' model with embeddingDim {}, this model is '{}' with {}",
+                info.arch.name(),
+                info.embedding_dim,
+                config.arch.name(),
+                config.embedding_dim
+            ),
+        ));
+    }
+    copy_into(model, &tensors, path, &info)?;
+    Ok(meta)
+}
+
+/// The string metadata of a safetensors file's header.
+pub fn file_metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
+    header.metadata().clone().ok_or_else(|| {
+        err(
+            path,
+            "the header has no metadata; was it written by facenet-torch?",
+        )
+    })
+}
+
+/// The bytes of a file, with an error naming it.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| err(path, format!("could not read the file: {e}")))
+}
+
+/// Every tensor of a safetensors file whose name starts with `prefix`, as CPU float
+/// tensors keyed by the rest of the name.
+pub fn read_prefixed(path: &Path, bytes: &[u8], prefix: &str) -> Result<HashMap<String, Tensor>> {
+    let tensors = parse(path, bytes)?;
+    let mut out = HashMap::new();
+    for (name, view) in tensors.tensors() {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if view.dtype() != Dtype::F32 {
+                return Err(err(
+                    path,
+                    format!(
+                        "tensor '{name}' is {:?}; only F32 is supported",
+                        view.dtype()
+                    ),
+                ));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            out.insert(
+                rest.to_owned(),
+                Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?,
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Reads only the header of a weights file.
 pub fn read_info(path: &Path) -> Result<WeightsInfo> {
     let bytes = read_file(path)?;
@@ -218,27 +302,77 @@ pub fn read_info(path: &Path) -> Result<WeightsInfo> {
     info_from_metadata(path, &meta)
 }
 
+/// The tensor whose first dimension is the embedding size, per arch.
+fn embedding_tensor(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Tiny | Arch::Nn2 | Arch::Nn3 | Arch::Nn4 => "fc.weight",
+        Arch::Nn1 | Arch::Nns1 | Arch::Nns2 => "fc2.weight",
+        Arch::Nn1Paper => "fc7128.weight",
+        Arch::InceptionResnetV1 => "last_linear.weight",
+    }
+}
+
+/// A file without facenet-torch metadata, e.g. facenet-pytorch's `InceptionResnetV1`
+/// state_dict saved with `safetensors.torch.save_file`: the caller names the arch, the
+/// embedding size comes from the last layer's shape, and the normalization is `fixed`
+/// ((x − 127.5) / 128, facenet-pytorch's `fixed_image_standardization`) unless the
+/// header says otherwise.
+fn plain_state_dict_info(
+    path: &Path,
+    tensors: &SafeTensors<'_>,
+    arch: Arch,
+    meta: Option<&HashMap<String, String>>,
+) -> Result<WeightsInfo> {
+    let name = embedding_tensor(arch);
+    let view = tensors.tensor(name).map_err(|_| {
+        err(
+            path,
+            format!(
+                "tensor '{name}' of a '{}' model is missing (the header names no arch)",
+                arch.name()
+            ),
+        )
+    })?;
+    let normalization = match meta.and_then(|m| m.get("normalization")) {
+        Some(name) => Normalization::from_name(name)?,
+        None => Normalization::Fixed,
+    };
+    Ok(WeightsInfo {
+        arch,
+        embedding_dim: view.shape().first().copied().unwrap_or(0) as i64,
+        input: arch.input_size(),
+        normalization,
+        version: String::new(),
+    })
+}
+
 /// Tensors a state_dict may carry that are not part of the embedding network:
 /// PyTorch's batch-norm step counters and facenet-pytorch's optional classifier.
 fn ignorable(name: &str) -> bool {
-    name.ends_with("num_batches_tracked") || name.starts_with("logits.")
+    name.ends_with("num_batches_tracked")
+        || name.starts_with("logits.")
+        || name.starts_with(OPTIMIZER_PREFIX)
 }
 
 /// Loads a model from a weights file onto `device`. `expected_arch`, when given, must
-/// match the file's. Every variable must be in the file with the same shape; tensors the
+/// match the file's; a file whose header names no arch (a plain state_dict) needs it. Every variable must be in the file with the same shape; tensors the
 /// model does not have are refused, except [`ignorable`] ones.
 pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<FaceNet> {
     let bytes = read_file(path)?;
     let tensors = parse(path, &bytes)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
-    let meta = header.metadata().clone().ok_or_else(|| {
-        err(
-            path,
-            "the header has no metadata; was it written by facenet-torch?",
-        )
-    })?;
-    let info = info_from_metadata(path, &meta)?;
+    let info = match (header.metadata(), expected_arch) {
+        (Some(meta), _) if meta.contains_key("arch") => info_from_metadata(path, meta)?,
+        (meta, Some(arch)) => plain_state_dict_info(path, &tensors, arch, meta.as_ref())?,
+        (_, None) => {
+            return Err(err(
+                path,
+                "the header does not name an arch (a plain state_dict, not written by \
+                 facenet-torch?); pass the arch to load it",
+            ))
+        }
+    };
     if let Some(expected) = expected_arch {
         if expected != info.arch {
             return Err(err(
@@ -258,6 +392,18 @@ pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<
         device,
         normalization: info.normalization,
     })?;
+    copy_into(&model, &tensors, path, &info)?;
+    Ok(model)
+}
+
+/// Copies every variable of `model` from `tensors`, refusing missing, foreign (except
+/// [`ignorable`]) and mis-shaped tensors.
+fn copy_into(
+    model: &FaceNet,
+    tensors: &SafeTensors,
+    path: &Path,
+    info: &WeightsInfo,
+) -> Result<()> {
     let variables = model.var_store().variables();
     for name in tensors.names() {
         if !variables.contains_key(name.as_str()) && !ignorable(name) {
@@ -310,7 +456,7 @@ pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<
         let mut target = target.shallow_clone();
         target.f_copy_(&source)?;
     }
-    Ok(model)
+    Ok(())
 }
 
 #[cfg(test)]
