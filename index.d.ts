@@ -10,6 +10,27 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 export declare class BindingModel {
+  /** Sets up (or replaces) the optimizer and loss for training this model. */
+  configureTraining(options: BindingTrainOptions): Promise<void>
+  /**
+   * One optimizer step on N×H×W×3 pixels with their labels. `triplets` (3×T indices
+   * into the batch: anchors, positives, negatives) replaces online mining.
+   */
+  trainStep(pixels: Uint8Array | Float32Array, labels: Int32Array, count: number, height: number, width: number, triplets?: Int32Array | undefined | null): Promise<BindingStepStats>
+  /**
+   * Writes weights, optimizer state, step counters and `state` (the trainer's JSON)
+   * to `path` atomically.
+   */
+  saveCheckpoint(path: string, state: string): Promise<void>
+  /**
+   * Restores a checkpoint into this model and its training state; resolves to the
+   * trainer's JSON state saved with it.
+   */
+  loadCheckpoint(path: string): Promise<string>
+  /** Parameter count, multiply-adds per image and the layer table. */
+  summary(): Promise<BindingSummary>
+  /** Writes the weights and their metadata to `path` as safetensors, atomically. */
+  save(path: string): Promise<void>
   info(): BindingModelInfo
   /**
    * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
@@ -41,6 +62,68 @@ export interface BindingDevices {
   cpuThreads: number
 }
 
+export interface BindingLayerRow {
+  name: string
+  kind: string
+  output: Array<number>
+  params: number
+  macs: number
+}
+
+export interface BindingLoadOptions {
+  path: string
+  device: string
+  threads: number
+  /** When set, the file must hold this arch. */
+  arch?: string
+}
+
+export interface BindingLoss {
+  loss: number
+  active: number
+  /** d loss / d embeddings, N×d row-major. */
+  gradient: Float32Array
+}
+
+export interface BindingLossOptions {
+  margin: number
+  /** mean | mean-active */
+  reducer: string
+  normalize: boolean
+  distance: string
+  threads: number
+}
+
+export interface BindingMined {
+  /** anchors, then positives, then negatives: 3 × triplets indices. */
+  triplets: Int32Array
+  stats: BindingMiningStats
+}
+
+export interface BindingMineOptions {
+  /** semi-hard | batch-hard | batch-all | hard | random | epoch */
+  miner: string
+  margin: number
+  /** random | hardest */
+  choice: string
+  /** nearest-farther-else-farthest | hardest | skip */
+  fallback: string
+  distance: string
+  seed: number
+  /** Anchors per step of the epoch miner. */
+  chunk: number
+  threads: number
+}
+
+export interface BindingMiningStats {
+  anchorPositivePairs: number
+  triplets: number
+  activeFraction: number
+  meanAp: number
+  meanAn: number
+  noSemiHardFraction: number
+}
+
 export interface BindingModelInfo {
   arch: string
   embeddingDim: number
@@ -51,6 +134,56 @@ export interface BindingModelInfo {
   parameterCount: number
 }
 
+export interface BindingOptimizerOptions {
+  /** sgd | adagrad | adam | adamw */
+  name: string
+  lr: number
+  momentum: number
+  nesterov: boolean
+  weightDecay: number
+  beta1: number
+  beta2: number
+  eps: number
+  /** constant | step | cosine */
+  schedule: string
+  stepEvery: number
+  gamma: number
+  totalSteps: number
+  minLr: number
+  warmupSteps: number
+  /** 0 disables clipping. */
+  maxGradNorm: number
+}
+
+export interface BindingStepStats {
+  step: number
+  loss: number
+  lr: number
+  gradNorm: number
+  mining: BindingMiningStats
+  meanPairwiseDistance: number
+  updated: boolean
+}
+
+export interface BindingSummary {
+  arch: string
+  embeddingDim: number
+  inputHeight: number
+  inputWidth: number
+  parameters: number
+  multiplyAdds: number
+  layers: Array<BindingLayerRow>
+}
+
+export interface BindingTrainOptions {
+  optimizer: BindingOptimizerOptions
+  mining: BindingMineOptions
+  /** mean | mean-active */
+  reducer: string
+  normalize: boolean
+  seed: number
+}
+
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */
 export declare function createModel(options: BindingCreateOptions): Promise<BindingModel>
 
@@ -59,3 +192,15 @@ export declare function devices(): BindingDevices
 export declare function knownArchs(): Array<string>
 
 export declare function libtorchVersion(): string
+
+/**
+ * Loads a model from a safetensors file on a new worker thread; resolves to a
+ * `BindingModel`.
+ */
+export declare function loadModel(options: BindingLoadOptions): Promise<BindingModel>
+
+/** Mines index triplets from N×dim embeddings and N labels. */
+export declare function mineTriplets(embeddings: Float32Array, labels: Int32Array, dim: number, options: BindingMineOptions): Promise<BindingMined>
+
+/** The reduced triplet loss and its gradient with respect to the embeddings. */
+export declare function tripletLoss(embeddings: Float32Array, count: number, dim: number, triplets: Int32Array, options: BindingLossOptions): Promise<BindingLoss>

@@ -840,3 +840,6 @@ module.exports.createModel = nativeBinding.createModel
 module.exports.devices = nativeBinding.devices
 module.exports.knownArchs = nativeBinding.knownArchs
 module.exports.libtorchVersion = nativeBinding.libtorchVersion
+module.exports.loadModel = nativeBinding.loadModel
+module.exports.mineTriplets = nativeBinding.mineTriplets
+module.exports.tripletLoss = nativeBinding.tripletLoss

@@ -12,6 +12,7 @@ export type FaceNetErrorCode =
   | 'ERR_TORCH'
   | 'ERR_WEIGHTS'
   | 'ERR_DATA'
+  | 'ERR_NON_FINITE'
 
 export class FaceNetError extends Error {
   readonly code: FaceNetErrorCode
@@ -89,10 +90,22 @@ export class DataError extends FaceNetError {
   }
 }
 
+/**
+ * A loss, gradient or weight became NaN or infinite during training. The step that hit it
+ * did not update the weights; `checkpoint`, when set, is the last good checkpoint.
+ */
+export class NonFiniteError extends FaceNetError {
+  checkpoint?: string
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_NON_FINITE', message, options)
+  }
+}
+
 // ERR_DATA is raised in TS only; the native side never reports it.
 const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA'>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,
+  ERR_NON_FINITE: NonFiniteError,
   ERR_UNKNOWN_ARCH: UnknownArchError,
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
   ERR_DISPOSED: DisposedError,

@@ -7,6 +7,8 @@ export type { Arch, CreateOptions, ImageBatch, LayerSummary, LoadOptions, ModelI
 export { devices } from './device'
 export type { Device, DeviceReport } from './device'
 export { mineTriplets, tripletLoss } from './mining'
+export { latestCheckpoint, Trainer } from './trainer'
+export type { EpochResult, FitOptions, FitResult, OptimizerName, Schedule, StepResult, TrainerOptions, Validation } from './trainer'
 export type {
   DistanceName,
   MinedTriplets,
@@ -23,6 +25,7 @@ export {
   DisposedError,
   FaceNetError,
   InvalidArgumentError,
+  NonFiniteError,
   ShapeError,
   TorchError,
   UnknownArchError,

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os'
 import sharp from 'sharp'
 import { DataError, InvalidArgumentError } from '../errors'
-import { checkAugment, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, type AugmentOptions, type Fit, type InputSize } from './preprocess'
+import { checkAugment, checkCenterCrop, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
 import { Rng } from './rng'
 import type { SampledBatch } from './sampler'
 import { badData, defaultWarn, type ImageSource, type OnBadImage, type SkippedImage } from './source'
@@ -43,6 +43,11 @@ export interface LoaderOptions {
   seed?: number
   /** Default `'cover'`. */
   fit?: Fit
+  /**
+   * Keep only the central fraction of each image before resizing and augmenting (a fixed
+   * face crop). Default `1` (the whole image). Use the same value for training and evaluation.
+   */
+  centerCrop?: number
   /** Batches decoded ahead of the one being consumed (the queue bound). Default `2`. */
   prefetch?: number
   /**
@@ -106,6 +111,7 @@ export class BatchLoader implements AsyncIterable<Batch> {
     const mode = options.onBadImage ?? 'error'
     if (mode !== 'error' && mode !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(mode)}`)
     this.#augment = options.augment ? checkAugment(options.augment) : undefined
+    checkCenterCrop(options.centerCrop)
     this.#options = { ...options, prefetch, concurrency, onBadImage: mode }
     this.#semaphore = new Semaphore(concurrency)
     sharp.concurrency(1)
@@ -154,7 +160,8 @@ export class BatchLoader implements AsyncIterable<Batch> {
     const n = sampled.indices.length
     const rng = this.#augment ? new Rng(this.#options.seed ?? 0, sampled.epoch, sampled.batch) : undefined
     // Drawn up front in image order, so the transforms do not depend on decode timing.
-    const transforms = Array.from({ length: n }, () => (rng ? drawTransform(rng, this.#augment!) : IDENTITY_TRANSFORM))
+    const crop = this.#options.centerCrop ?? 1
+    const transforms = Array.from({ length: n }, () => withCenterCrop(rng ? drawTransform(rng, this.#augment!) : IDENTITY_TRANSFORM, crop))
     const pixels = new Uint8Array(n * plane)
     const ok = new Uint8Array(n)
     const errors: DataError[] = []

@@ -63,6 +63,25 @@ export function checkSize(size: InputSize): InputSize {
   return { height: size.height, width: size.width }
 }
 
+/**
+ * Restricts a transform to the central `fraction` of the image (a fixed face crop, e.g.
+ * 0.7 of a 150×150 LFW image), keeping the transform's relative crop size and position
+ * inside that region. Training and evaluation must use the same fraction.
+ */
+export function withCenterCrop(transform: Transform, fraction: number): Transform {
+  if (fraction === 1) return transform
+  const scale = transform.scale * fraction
+  const slack = 1 - scale
+  const place = (t: number) => (slack <= 0 ? 0.5 : ((1 - fraction) / 2 + t * fraction * (1 - transform.scale)) / slack)
+  return { ...transform, scale, x: place(transform.x), y: place(transform.y) }
+}
+
+export function checkCenterCrop(fraction: number | undefined): number {
+  const f = fraction ?? 1
+  if (typeof f !== 'number' || !(f > 0 && f <= 1)) throw new InvalidArgumentError(`centerCrop must be in (0, 1], got ${String(f)}`)
+  return f
+}
+
 /** Draws one image's augmentation. The draw order is fixed, so a seed gives the same transforms. */
 export function drawTransform(rng: Rng, augment: Required<AugmentOptions>): Transform {
   const scale = augment.cropScale < 1 ? rng.uniform(augment.cropScale, 1) : 1

@@ -18,3 +18,5 @@ export { averageLinkage, clusterScores, connectedComponents, evaluateClustering 
 export type { ClusteringMethod, ClusteringOptions, ClusteringResult, ClusterScores } from './clustering'
 export { evaluate } from './model'
 export type { EvaluateOptions, EvaluateResult } from './model'
+export { loadPairImages } from './lfw'
+export type { PairImages, PairImagesOptions } from './lfw'

@@ -2,8 +2,13 @@
 //! the TypeScript layer in `src/` is the public API, and these `Binding*` names never
 //! leak into it.
 
+// napi-derive registers exports only outside `cfg(test)`, so the test build of this cdylib
+// sees every exported item as unused.
+#![cfg_attr(test, allow(dead_code))]
+
 mod error;
 mod mining;
+mod train;
 mod worker;
 
 use error::{invalid, to_js};
@@ -12,7 +17,7 @@ use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use std::sync::Arc;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use worker::{Deferred, Worker};
 
 #[napi(object)]
@@ -242,13 +247,7 @@ impl BindingModel {
         width: u32,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
-        let shape = [i64::from(count), i64::from(height), i64::from(width), 3];
-        let expected = shape.iter().product::<i64>() as usize;
-        let images = match &pixels {
-            Either::A(bytes) => batch_tensor(bytes, expected, &shape, Kind::Uint8),
-            Either::B(floats) => batch_tensor(floats, expected, &shape, Kind::Float),
-        };
-        match images {
+        match pixels_tensor(&pixels, count, height, width) {
             Ok(images) => self.worker.run(
                 deferred,
                 move |state| {
@@ -276,25 +275,36 @@ impl BindingModel {
     }
 }
 
-fn batch_tensor<T: tch::kind::Element>(
-    data: &[T],
-    expected: usize,
-    shape: &[i64; 4],
-    kind: Kind,
+/// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
+/// a batch makes on its way in.
+pub(crate) fn pixels_tensor(
+    pixels: &Either<Uint8Array, Float32Array>,
+    count: u32,
+    height: u32,
+    width: u32,
 ) -> Result<Tensor> {
-    if data.len() != expected {
-        let [n, h, w, c] = shape;
-        return Err(error::coded(
+    let shape = [i64::from(count), i64::from(height), i64::from(width), 3];
+    let expected = shape.iter().product::<i64>() as usize;
+    let (len, tensor) = match pixels {
+        Either::A(bytes) => (
+            bytes.len(),
+            (bytes.len() == expected).then(|| Tensor::f_from_slice(bytes)),
+        ),
+        Either::B(floats) => (
+            floats.len(),
+            (floats.len() == expected).then(|| Tensor::f_from_slice(floats)),
+        ),
+    };
+    let [n, h, w, c] = shape;
+    let tensor = tensor.ok_or_else(|| {
+        error::coded(
             "ERR_SHAPE",
-            format!(
-                "pixel data has {} values but {n}×{h}×{w}×{c} needs {expected}",
-                data.len()
-            ),
-        ));
-    }
-    let tensor = Tensor::f_from_slice(data).map_err(|e| to_js(e.into()))?;
-    debug_assert_eq!(tensor.kind(), kind);
-    tensor.f_view(*shape).map_err(|e| to_js(e.into()))
+            format!("pixel data has {len} values but {n}×{h}×{w}×{c} needs {expected}"),
+        )
+    })?;
+    tensor
+        .and_then(|t| t.f_view(shape))
+        .map_err(|e| to_js(e.into()))
 }
 
 #[napi(object)]

@@ -84,7 +84,7 @@ fn embeddings_tensor(values: &[f32], count: u32, dim: u32) -> Result<Tensor> {
         .map_err(torch)
 }
 
-fn parse_miner(o: &BindingMineOptions) -> Result<Miner> {
+pub(crate) fn parse_miner(o: &BindingMineOptions) -> Result<Miner> {
     let margin = o.margin;
     let choice = match o.choice.as_str() {
         "random" => Choice::Random,
@@ -123,7 +123,7 @@ fn parse_miner(o: &BindingMineOptions) -> Result<Miner> {
     })
 }
 
-fn stats_to_js(s: &MiningStats) -> BindingMiningStats {
+pub(crate) fn stats_to_js(s: &MiningStats) -> BindingMiningStats {
     BindingMiningStats {
         anchor_positive_pairs: s.anchor_positive_pairs as f64,
         triplets: s.triplets as f64,
@@ -222,7 +222,7 @@ pub fn triplet_loss<'env>(
     options: BindingLossOptions,
 ) -> Result<Object<'env>> {
     let e = embeddings_tensor(&embeddings, count, dim)?;
-    if triplets.len() % 3 != 0 {
+    if !triplets.len().is_multiple_of(3) {
         return Err(coded(
             "ERR_SHAPE",
             format!("triplets must hold 3 × T indices, got {}", triplets.len()),

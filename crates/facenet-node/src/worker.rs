@@ -15,6 +15,8 @@ use std::thread::{self, JoinHandle, ThreadId};
 #[derive(Default)]
 pub struct WorkerState {
     pub model: Option<FaceNet>,
+    /// Optimizer and loss settings once training is configured.
+    pub training: Option<facenet::train::TrainState>,
 }
 
 type Job = Box<dyn FnOnce(&mut WorkerState) + Send>;
@@ -99,7 +101,9 @@ impl Worker {
         self.disposed.store(true, Ordering::Release);
         if let Ok(mut sender) = self.sender.lock() {
             if let Some(sender) = sender.as_ref() {
-                let _ = sender.send(Box::new(|state: &mut WorkerState| state.model = None));
+                let _ = sender.send(Box::new(|state: &mut WorkerState| {
+                    *state = WorkerState::default()
+                }));
             }
             sender.take();
         }

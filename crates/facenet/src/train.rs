@@ -149,7 +149,7 @@ impl TrainState {
         let mean_pairwise_distance = mean_pairwise_squared_distance(&embeddings.detach())?;
         let lr = self.config.optimizer.lr_at(step);
 
-        if triplets.len() == 0 {
+        if triplets.is_empty() {
             // Nothing to learn from (e.g. no positive pairs): count the step, keep the weights.
             self.steps += 1;
             return Ok(StepStats {

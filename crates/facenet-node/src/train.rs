@@ -1,0 +1,295 @@
+//! Training on the model's own worker thread: the optimizer state lives beside the
+//! weights, and each step's batch crosses the boundary once, as one pixel buffer.
+
+use crate::error::{coded, invalid, to_js};
+use crate::mining::{parse_miner, stats_to_js, BindingMineOptions, BindingMiningStats};
+use crate::worker::Deferred;
+use crate::BindingModel;
+use facenet::distance::Distance;
+use facenet::loss::{Reducer, TripletLoss};
+use facenet::mining::Triplets;
+use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use facenet::train::{StepStats, TrainConfig, TrainState};
+use napi::bindgen_prelude::{Either, Float32Array, Int32Array, Object, Uint8Array};
+use napi::{Env, Result};
+use napi_derive::napi;
+use tch::Tensor;
+
+#[napi(object)]
+pub struct BindingOptimizerOptions {
+    /// sgd | adagrad | adam | adamw
+    pub name: String,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// constant | step | cosine
+    pub schedule: String,
+    pub step_every: i64,
+    pub gamma: f64,
+    pub total_steps: i64,
+    pub min_lr: f64,
+    pub warmup_steps: i64,
+    /// 0 disables clipping.
+    pub max_grad_norm: f64,
+}
+
+#[napi(object)]
+pub struct BindingTrainOptions {
+    pub optimizer: BindingOptimizerOptions,
+    pub mining: BindingMineOptions,
+    /// mean | mean-active
+    pub reducer: String,
+    pub normalize: bool,
+    pub seed: f64,
+}
+
+#[napi(object)]
+pub struct BindingStepStats {
+    pub step: f64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub mining: BindingMiningStats,
+    pub mean_pairwise_distance: f64,
+    pub updated: bool,
+}
+
+fn parse_optimizer(o: &BindingOptimizerOptions) -> Result<OptimizerConfig> {
+    let kind = match o.name.as_str() {
+        "sgd" => OptimizerKind::Sgd {
+            momentum: o.momentum,
+            nesterov: o.nesterov,
+        },
+        "adagrad" => OptimizerKind::Adagrad { eps: o.eps },
+        "adam" => OptimizerKind::Adam {
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+        },
+        other => {
+            return Err(invalid(format!(
+                "unknown optimizer '{other}'; expected 'sgd', 'adagrad', 'adam' or 'adamw'"
+            )))
+        }
+    };
+    let schedule = match o.schedule.as_str() {
+        "constant" => Schedule::Constant,
+        "step" => Schedule::Step {
+            every: o.step_every,
+            gamma: o.gamma,
+        },
+        "cosine" => Schedule::Cosine {
+            total_steps: o.total_steps,
+            min_lr: o.min_lr,
+        },
+        other => {
+            return Err(invalid(format!(
+                "unknown schedule '{other}'; expected 'constant', 'step' or 'cosine'"
+            )))
+        }
+    };
+    let config = OptimizerConfig {
+        kind,
+        lr: o.lr,
+        weight_decay: o.weight_decay,
+        schedule,
+        warmup_steps: o.warmup_steps,
+        max_grad_norm: (o.max_grad_norm > 0.0).then_some(o.max_grad_norm),
+    };
+    config.validate().map_err(to_js)?;
+    Ok(config)
+}
+
+fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
+    let reducer = match o.reducer.as_str() {
+        "mean" => Reducer::Mean,
+        "mean-active" => Reducer::MeanActive,
+        other => {
+            return Err(invalid(format!(
+                "unknown reducer '{other}'; expected 'mean' or 'mean-active'"
+            )))
+        }
+    };
+    if !(o.seed.is_finite() && o.seed >= 0.0 && o.seed.fract() == 0.0) {
+        return Err(invalid(format!(
+            "seed must be a non-negative integer, got {}",
+            o.seed
+        )));
+    }
+    let miner = parse_miner(&o.mining)?;
+    Ok(TrainConfig {
+        optimizer: parse_optimizer(&o.optimizer)?,
+        loss: TripletLoss {
+            margin: miner.margin(),
+            reducer,
+            normalize: o.normalize,
+            distance: Distance::from_name(&o.mining.distance).map_err(to_js)?,
+        },
+        miner,
+        seed: o.seed as u64,
+    })
+}
+
+fn step_to_js(stats: StepStats) -> BindingStepStats {
+    BindingStepStats {
+        step: stats.step as f64,
+        loss: stats.loss,
+        lr: stats.lr,
+        grad_norm: stats.grad_norm,
+        mining: stats_to_js(&stats.mining),
+        mean_pairwise_distance: stats.mean_pairwise_distance,
+        updated: stats.updated,
+    }
+}
+
+/// Splits the flat (anchors, positives, negatives) index array the TS layer sends.
+fn triplets_from(flat: &[i32]) -> Result<Triplets> {
+    if !flat.len().is_multiple_of(3) {
+        return Err(coded(
+            "ERR_SHAPE",
+            format!(
+                "triplets must hold anchors, positives and negatives of equal length (a multiple of 3 values), got {}",
+                flat.len()
+            ),
+        ));
+    }
+    let t = flat.len() / 3;
+    let part = |k: usize| {
+        let values: Vec<i64> = flat[k * t..(k + 1) * t]
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
+        Tensor::from_slice(&values)
+    };
+    Ok(Triplets {
+        anchors: part(0),
+        positives: part(1),
+        negatives: part(2),
+    })
+}
+
+#[napi]
+impl BindingModel {
+    /// Sets up (or replaces) the optimizer and loss for training this model.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn configure_training<'env>(
+        &self,
+        env: &'env Env,
+        options: BindingTrainOptions,
+    ) -> Result<Object<'env>> {
+        let config = parse_train_options(&options)?;
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            move |state| {
+                let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
+                state.training = Some(TrainState::new(model, config).map_err(to_js)?);
+                Ok(())
+            },
+            |_env, ()| Ok(()),
+        );
+        Ok(promise)
+    }
+
+    /// One optimizer step on N×H×W×3 pixels with their labels. `triplets` (3×T indices
+    /// into the batch: anchors, positives, negatives) replaces online mining.
+    #[napi(ts_return_type = "Promise<BindingStepStats>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step<'env>(
+        &self,
+        env: &'env Env,
+        pixels: Either<Uint8Array, Float32Array>,
+        labels: Int32Array,
+        count: u32,
+        height: u32,
+        width: u32,
+        triplets: Option<Int32Array>,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
+        let prepared = (|| -> Result<(Tensor, Tensor, Option<Triplets>)> {
+            let images = crate::pixels_tensor(&pixels, count, height, width)?;
+            if labels.len() != count as usize {
+                return Err(coded(
+                    "ERR_SHAPE",
+                    format!("{} labels for {count} images", labels.len()),
+                ));
+            }
+            let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+            let triplets = triplets.as_deref().map(triplets_from).transpose()?;
+            Ok((images, Tensor::from_slice(&labels), triplets))
+        })();
+        match prepared {
+            Ok((images, labels, triplets)) => self.worker.run(
+                deferred,
+                move |state| {
+                    let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
+                    let training = state.training.as_mut().ok_or_else(not_configured)?;
+                    training
+                        .step(model, &images, &labels, triplets)
+                        .map(step_to_js)
+                        .map_err(to_js)
+                },
+                |_env, stats| Ok(stats),
+            ),
+            Err(error) => deferred.reject(error),
+        }
+        Ok(promise)
+    }
+
+    /// Writes weights, optimizer state, step counters and `state` (the trainer's JSON)
+    /// to `path` atomically.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save_checkpoint<'env>(
+        &self,
+        env: &'env Env,
+        path: String,
+        state: String,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            move |worker| {
+                let model = worker.model.as_ref().ok_or_else(crate::error::disposed)?;
+                let training = worker.training.as_ref().ok_or_else(not_configured)?;
+                facenet::checkpoint::save(model, training, &state, std::path::Path::new(&path))
+                    .map_err(to_js)
+            },
+            |_env, ()| Ok(()),
+        );
+        Ok(promise)
+    }
+
+    /// Restores a checkpoint into this model and its training state; resolves to the
+    /// trainer's JSON state saved with it.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn load_checkpoint<'env>(&self, env: &'env Env, path: String) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            move |worker| {
+                let model = worker.model.as_ref().ok_or_else(crate::error::disposed)?;
+                let training = worker.training.as_mut().ok_or_else(not_configured)?;
+                facenet::checkpoint::load(model, training, std::path::Path::new(&path))
+                    .map_err(to_js)
+            },
+            |_env, state| Ok(state),
+        );
+        Ok(promise)
+    }
+}
+
+fn not_configured() -> napi::Error {
+    coded(
+        "ERR_INVALID_ARGUMENT",
+        "training is not configured; call configureTraining() first",
+    )
+}

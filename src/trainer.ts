@@ -1,0 +1,641 @@
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { BatchLoader, type Batch } from './data/loader'
+import type { AugmentOptions } from './data/preprocess'
+import { Rng } from './data/rng'
+import { PKSampler, SequentialSampler, type SampledBatch, type SamplerState } from './data/sampler'
+import type { ImageSource } from './data/source'
+import { FaceNetError, fromBindingError, InvalidArgumentError, NonFiniteError } from './errors'
+import { evaluateVerification, type IndexPair, type VerificationResult } from './eval/verification'
+import { mineTriplets, type DistanceName, type MiningStats } from './mining'
+import type { FaceNet } from './model'
+import { modelBinding } from './model'
+
+export type OptimizerName = 'sgd' | 'adagrad' | 'adam' | 'adamw'
+
+export type Schedule =
+  | { type: 'constant' }
+  /** Multiply the rate by `gamma` every `every` steps. */
+  | { type: 'step'; every: number; gamma?: number }
+  /** Cosine decay to `minLr` over `totalSteps` (default: the steps of the `fit` call). */
+  | { type: 'cosine'; totalSteps?: number; minLr?: number }
+
+export interface TrainerOptions {
+  /** Default `'adagrad'`, the paper's optimizer. */
+  optimizer?: OptimizerName
+  /** Learning rate. Default `0.05` (the paper's AdaGrad rate). */
+  lr?: number
+  /** SGD momentum. Default `0`. */
+  momentum?: number
+  /** SGD Nesterov momentum. Default `false`. */
+  nesterov?: boolean
+  /** L2 weight decay (decoupled for AdamW). Default `0`. */
+  weightDecay?: number
+  /** Adam/AdamW betas. Default `[0.9, 0.999]`. */
+  betas?: [number, number]
+  /** Default `1e-10` for AdaGrad, `1e-8` for Adam/AdamW (torch.optim's). */
+  eps?: number
+  /** Learning-rate schedule. Default constant. */
+  schedule?: Schedule
+  /** Linear warmup steps. Default `0`. */
+  warmupSteps?: number
+  /** Clip the global gradient norm to this. Default: no clipping. */
+  maxGradNorm?: number
+  /**
+   * `'online'` (default, the paper): mine triplets inside each P×K batch.
+   * `'epoch'` (the notebook): embed the whole training set at each epoch start, build the
+   * list of every anchor-positive pair with a semi-hard negative, and iterate it.
+   */
+  mining?: 'online' | 'epoch'
+  /** Online miner. Default `'semi-hard'`. */
+  miner?: 'semi-hard' | 'batch-hard' | 'batch-all' | 'hard' | 'random'
+  /** Triplet margin α. Default `0.2`. */
+  margin?: number
+  /** Semi-hard: which negative among several. Default `'random'`. */
+  choice?: 'random' | 'hardest'
+  /** Semi-hard: pairs without a semi-hard negative. Default `'nearest-farther-else-farthest'`. */
+  fallback?: 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+  /** Default `'squared-l2'`. */
+  distance?: DistanceName
+  /** Default `'mean'`. */
+  reducer?: 'mean' | 'mean-active'
+  /** Identities per batch (online mining). Default `45`. */
+  identitiesPerBatch?: number
+  /** Images per identity (online mining). Default `40`, as in the paper. */
+  imagesPerIdentity?: number
+  /** Single-image identities added as negatives per batch. Default `imagesPerIdentity`. */
+  negativesPerBatch?: number
+  /** Triplets per step in `'epoch'` mining. Default `32`. */
+  tripletsPerBatch?: number
+  /** Augmentation of training images. Default `{}` (random crop and flip); `false` for none. */
+  augment?: AugmentOptions | false
+  /** Central fraction of each image kept before resizing (a fixed face crop). Default `1`. */
+  centerCrop?: number
+  /** Seeds sampling, augmentation, mining and dropout. Default `0`. */
+  seed?: number
+  /** Checkpoints directory. Default: no checkpoints. */
+  checkpointDir?: string
+  /** Also checkpoint every N steps. Default `0`: only at the end of each epoch. */
+  checkpointEvery?: number
+  /** Checkpoints kept. Default `3`. */
+  keepCheckpoints?: number
+  /** JSONL log file, one line per step and per epoch. Default: none. */
+  logFile?: string
+  /** Batches decoded ahead. Default `2`. */
+  prefetch?: number
+}
+
+/** Pairs to validate on after each epoch, with their images decoded at the model's input size. */
+export interface Validation {
+  images: { data: Uint8Array; shape: [number, number, number, 3] }
+  pairs: readonly IndexPair[] | readonly (readonly IndexPair[])[]
+  /** Validate every N epochs. Default `1`. */
+  every?: number
+}
+
+export interface FitOptions {
+  /** Epochs to train. Default `1`. */
+  epochs?: number
+  /** Stop after this many steps in total (counting resumed ones). */
+  maxSteps?: number
+  /** Stop after this many seconds of this call. */
+  maxSeconds?: number
+  /** Aborting stops after the step in flight and, with a checkpoint dir, writes a checkpoint. */
+  signal?: AbortSignal
+  onStep?: (step: StepResult) => void
+  onEpoch?: (epoch: EpochResult) => void
+  /** Called with a warning (e.g. collapse); default `console.warn`. */
+  onWarning?: (message: string) => void
+  validation?: Validation
+  /** Checkpoint file to continue from. */
+  resume?: string
+}
+
+export interface StepResult {
+  step: number
+  epoch: number
+  /** Batch index within the epoch. */
+  batch: number
+  loss: number
+  lr: number
+  gradNorm: number
+  images: number
+  triplets: number
+  activeTriplets: number
+  activeFraction: number
+  meanAp: number
+  meanAn: number
+  noSemiHardFraction: number
+  meanPairwiseDistance: number
+  imagesPerSecond: number
+  /** Time this step waited for its batch to be decoded. */
+  dataWaitMs: number
+  stepMs: number
+}
+
+export interface EpochResult {
+  epoch: number
+  steps: number
+  meanLoss: number
+  seconds: number
+  validation?: { accuracy: number; accuracyStd: number; val: number; auc: number; threshold: number }
+}
+
+export interface FitResult {
+  steps: number
+  epochs: number
+  /** Why the run ended. */
+  stopped: 'completed' | 'max-steps' | 'max-seconds' | 'aborted'
+  lastCheckpoint?: string
+  lastValidation?: VerificationResult
+}
+
+/** What a checkpoint's metadata carries besides the weights and optimizer state. */
+interface CheckpointState {
+  format: 'facenet-torch-checkpoint'
+  version: 1
+  step: number
+  /** Epoch and next batch of the data order, where training continues. */
+  epoch: number
+  batch: number
+  sampler?: SamplerState
+  options: ResolvedOptions
+}
+
+type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment'>> & {
+  schedule: Schedule
+  eps: number
+  maxGradNorm: number
+  augment: AugmentOptions | false
+}
+
+const COLLAPSE_DISTANCE = 1e-3
+const COLLAPSE_PATIENCE = 20
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be an integer ≥ 1, got ${String(value)}`)
+  return value
+}
+
+function nonNegative(name: string, value: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new InvalidArgumentError(`${name} must be a finite number ≥ 0, got ${String(value)}`)
+  }
+  return value
+}
+
+function resolveOptions(options: TrainerOptions): ResolvedOptions {
+  const optimizer = options.optimizer ?? 'adagrad'
+  if (!['sgd', 'adagrad', 'adam', 'adamw'].includes(optimizer)) {
+    throw new InvalidArgumentError(`optimizer must be 'sgd', 'adagrad', 'adam' or 'adamw', got ${JSON.stringify(optimizer)}`)
+  }
+  const mining = options.mining ?? 'online'
+  if (mining !== 'online' && mining !== 'epoch') throw new InvalidArgumentError(`mining must be 'online' or 'epoch', got ${JSON.stringify(mining)}`)
+  const imagesPerIdentity = positiveInteger('imagesPerIdentity', options.imagesPerIdentity ?? 40)
+  const resolved: ResolvedOptions = {
+    optimizer,
+    lr: options.lr ?? 0.05,
+    momentum: options.momentum ?? 0,
+    nesterov: options.nesterov ?? false,
+    weightDecay: nonNegative('weightDecay', options.weightDecay ?? 0),
+    betas: options.betas ?? [0.9, 0.999],
+    eps: options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8),
+    schedule: options.schedule ?? { type: 'constant' },
+    warmupSteps: options.warmupSteps ?? 0,
+    maxGradNorm: options.maxGradNorm ?? 0,
+    mining,
+    miner: options.miner ?? 'semi-hard',
+    margin: nonNegative('margin', options.margin ?? 0.2),
+    choice: options.choice ?? 'random',
+    fallback: options.fallback ?? 'nearest-farther-else-farthest',
+    distance: options.distance ?? 'squared-l2',
+    reducer: options.reducer ?? 'mean',
+    identitiesPerBatch: positiveInteger('identitiesPerBatch', options.identitiesPerBatch ?? 45),
+    imagesPerIdentity,
+    negativesPerBatch: options.negativesPerBatch ?? imagesPerIdentity,
+    tripletsPerBatch: positiveInteger('tripletsPerBatch', options.tripletsPerBatch ?? 32),
+    augment: options.augment ?? {},
+    centerCrop: options.centerCrop ?? 1,
+    seed: options.seed ?? 0,
+    checkpointEvery: options.checkpointEvery ?? 0,
+    keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
+    prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
+  }
+  if (!Number.isInteger(resolved.seed) || resolved.seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(resolved.seed)}`)
+  if (!Number.isInteger(resolved.checkpointEvery) || resolved.checkpointEvery < 0) {
+    throw new InvalidArgumentError(`checkpointEvery must be an integer ≥ 0, got ${String(resolved.checkpointEvery)}`)
+  }
+  return resolved
+}
+
+/** The cosine schedule's length defaults to the steps `fit` will run. */
+function scheduleFields(schedule: Schedule, defaultTotal: number) {
+  switch (schedule.type) {
+    case 'constant':
+      return { schedule: 'constant', stepEvery: 1, gamma: 1, totalSteps: 1, minLr: 0 }
+    case 'step':
+      return { schedule: 'step', stepEvery: schedule.every, gamma: schedule.gamma ?? 0.1, totalSteps: 1, minLr: 0 }
+    case 'cosine':
+      return { schedule: 'cosine', stepEvery: 1, gamma: 1, totalSteps: schedule.totalSteps ?? defaultTotal, minLr: schedule.minLr ?? 0 }
+    default:
+      throw new InvalidArgumentError(`schedule.type must be 'constant', 'step' or 'cosine', got ${JSON.stringify((schedule as { type: unknown }).type)}`)
+  }
+}
+
+/** Serves the batches of an epoch's triplet list (notebook-style mining) to the loader. */
+class TripletListSampler {
+  readonly batches: { indices: Int32Array; labels: Int32Array; triplets: Int32Array }[]
+  readonly epoch: number
+  start = 0
+
+  constructor(source: ImageSource, triplets: { anchors: Int32Array; positives: Int32Array; negatives: Int32Array }, perBatch: number, seed: number, epoch: number) {
+    this.epoch = epoch
+    const order = new Rng(seed, epoch, 0x7219).shuffle(Int32Array.from({ length: triplets.anchors.length }, (_, i) => i))
+    this.batches = []
+    for (let start = 0; start < order.length; start += perBatch) {
+      const chosen = order.subarray(start, start + perBatch)
+      const position = new Map<number, number>()
+      const indices: number[] = []
+      const local = (item: number): number => {
+        let at = position.get(item)
+        if (at === undefined) {
+          at = indices.length
+          position.set(item, at)
+          indices.push(item)
+        }
+        return at
+      }
+      const t = chosen.length
+      const flat = new Int32Array(3 * t)
+      chosen.forEach((k, j) => {
+        flat[j] = local(triplets.anchors[k]!)
+        flat[t + j] = local(triplets.positives[k]!)
+        flat[2 * t + j] = local(triplets.negatives[k]!)
+      })
+      const idx = Int32Array.from(indices)
+      this.batches.push({ indices: idx, labels: idx.map((i) => source.labels[i]!), triplets: flat })
+    }
+  }
+
+  *epochBatches(): Generator<SampledBatch> {
+    for (let b = this.start; b < this.batches.length; b++) {
+      yield { indices: this.batches[b]!.indices, labels: this.batches[b]!.labels, epoch: this.epoch, batch: b }
+    }
+  }
+}
+
+/**
+ * Trains a {@link FaceNet} with the triplet loss. Steps run on the model's own thread, so
+ * the event loop stays free; data is decoded in parallel ahead of the step that needs it.
+ *
+ * ```ts
+ * const trainer = new Trainer(model, { optimizer: 'adagrad', lr: 0.05 })
+ * await trainer.fit(folder, { epochs: 10, onStep: (s) => console.log(s.loss) })
+ * ```
+ */
+export class Trainer {
+  readonly model: FaceNet
+  readonly options: Readonly<ResolvedOptions>
+  readonly #checkpointDir?: string
+  readonly #logFile?: string
+  #configured = false
+  #step = 0
+
+  constructor(model: FaceNet, options: TrainerOptions = {}) {
+    this.model = model
+    this.options = resolveOptions(options)
+    this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
+    this.#logFile = options.logFile ? resolve(options.logFile) : undefined
+  }
+
+  /** Steps completed so far (restored ones included). */
+  get step(): number {
+    return this.#step
+  }
+
+  async #configure(totalSteps: number): Promise<void> {
+    const o = this.options
+    const mining = {
+      miner: o.miner,
+      margin: o.margin,
+      choice: o.choice,
+      fallback: o.fallback,
+      distance: o.distance,
+      seed: o.seed,
+      chunk: 1024,
+      threads: 1,
+    }
+    const optimizer = {
+      name: o.optimizer,
+      lr: o.lr,
+      momentum: o.momentum,
+      nesterov: o.nesterov,
+      weightDecay: o.weightDecay,
+      beta1: o.betas[0],
+      beta2: o.betas[1],
+      eps: o.eps,
+      warmupSteps: o.warmupSteps,
+      maxGradNorm: o.maxGradNorm,
+      ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
+    }
+    await this.#call(() => modelBinding(this.model).configureTraining({ optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed }))
+    this.#configured = true
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (error) {
+      throw fromBindingError(error)
+    }
+  }
+
+  /**
+   * Trains on `data` (an {@link ImageFolder}, {@link NpyDataset} or any image source).
+   * Resolves when the epochs are done, `maxSteps` is reached, or `signal` aborts (then
+   * with `stopped: 'aborted'`, after writing a checkpoint when `checkpointDir` is set).
+   */
+  async fit(data: ImageSource, options: FitOptions = {}): Promise<FitResult> {
+    let result: FitResult | undefined
+    const iterator = this.steps(data, options)
+    for (;;) {
+      const next = await iterator.next()
+      if (next.done) {
+        result = next.value
+        break
+      }
+    }
+    return result
+  }
+
+  /** The same run as {@link fit}, one {@link StepResult} at a time. */
+  async *steps(data: ImageSource, options: FitOptions = {}): AsyncGenerator<StepResult, FitResult> {
+    const o = this.options
+    const epochs = options.epochs ?? 1
+    positiveInteger('epochs', epochs)
+    if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
+    const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
+    const size = this.model.inputSize
+
+    const sampler =
+      o.mining === 'online'
+        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
+        : undefined
+    const stepsPerEpoch = sampler?.batchesPerEpoch ?? 0
+    let startEpoch = 0
+    let startBatch = 0
+    let lastCheckpoint: string | undefined
+    if (options.resume) {
+      const state = await this.#restore(options.resume)
+      this.#step = state.step
+      startEpoch = state.epoch
+      startBatch = state.batch
+      lastCheckpoint = resolve(options.resume)
+    } else if (!this.#configured) {
+      await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch))
+    }
+    const log = this.#logFile ? await openLog(this.#logFile) : undefined
+    let lastValidation: VerificationResult | undefined
+    let stopped: FitResult['stopped'] = 'completed'
+    let collapsedSteps = 0
+    const started = Date.now()
+    try {
+      for (let epoch = startEpoch; epoch < epochs; epoch++) {
+        const epochStarted = Date.now()
+        let epochLoss = 0
+        let epochSteps = 0
+        let triplets: Int32Array[] | undefined
+        let batchSource: PKSampler | TripletListSampler
+        const firstBatch = epoch === startEpoch ? startBatch : 0
+        if (sampler) {
+          sampler.restore({ ...sampler.state(), epoch, batch: firstBatch })
+          batchSource = sampler
+        } else {
+          const list = await this.#epochTriplets(data, epoch)
+          list.start = firstBatch
+          triplets = list.batches.map((b) => b.triplets)
+          batchSource = list
+        }
+        const loader = new BatchLoader(data, {
+          size,
+          sampler: batchSource,
+          augment: o.augment,
+          centerCrop: o.centerCrop,
+          seed: o.seed,
+          prefetch: o.prefetch,
+          signal: options.signal,
+          onWarning: (error) => warn(error.message),
+        })
+        const batches = loader[Symbol.asyncIterator]()
+        let position = { epoch, batch: firstBatch }
+        for (;;) {
+          if (options.maxSteps !== undefined && this.#step >= options.maxSteps) {
+            stopped = 'max-steps'
+            break
+          }
+          if (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds) {
+            stopped = 'max-seconds'
+            break
+          }
+          if (options.signal?.aborted) {
+            stopped = 'aborted'
+            break
+          }
+          const waitStarted = performance.now()
+          let next: IteratorResult<Batch>
+          try {
+            next = await batches.next()
+          } catch (error) {
+            if (options.signal?.aborted) {
+              stopped = 'aborted'
+              break
+            }
+            throw error
+          }
+          if (next.done) break
+          const batch = next.value
+          const dataWaitMs = performance.now() - waitStarted
+          const stepStarted = performance.now()
+          const stats = await this.#trainStep(batch, triplets?.[batch.batch], lastCheckpoint)
+          const stepMs = performance.now() - stepStarted
+          this.#step += 1
+          position = { epoch, batch: batch.batch + 1 }
+          const result: StepResult = {
+            step: this.#step,
+            epoch,
+            batch: batch.batch,
+            loss: stats.loss,
+            lr: stats.lr,
+            gradNorm: stats.gradNorm,
+            images: batch.shape[0],
+            triplets: stats.mining.triplets,
+            activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
+            activeFraction: stats.mining.activeFraction,
+            meanAp: stats.mining.meanAp,
+            meanAn: stats.mining.meanAn,
+            noSemiHardFraction: stats.mining.noSemiHardFraction,
+            meanPairwiseDistance: stats.meanPairwiseDistance,
+            imagesPerSecond: (batch.shape[0] * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
+            dataWaitMs,
+            stepMs,
+          }
+          epochLoss += stats.loss
+          epochSteps += 1
+          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
+          if (collapsedSteps === COLLAPSE_PATIENCE) {
+            warn(
+              `possible collapse at step ${this.#step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`,
+            )
+          }
+          log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
+          options.onStep?.(result)
+          yield result
+          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) {
+            lastCheckpoint = await this.#checkpoint(position, sampler)
+          }
+        }
+        if (stopped !== 'completed') {
+          if (this.#checkpointDir && this.#step > 0) lastCheckpoint = await this.#checkpoint(position, sampler)
+          break
+        }
+        const epochResult: EpochResult = {
+          epoch,
+          steps: epochSteps,
+          meanLoss: epochSteps > 0 ? epochLoss / epochSteps : 0,
+          seconds: (Date.now() - epochStarted) / 1000,
+        }
+        const every = options.validation?.every ?? 1
+        if (options.validation && (epoch + 1) % every === 0) {
+          lastValidation = await this.validate(options.validation)
+          epochResult.validation = {
+            accuracy: lastValidation.accuracy.mean,
+            accuracyStd: lastValidation.accuracy.std,
+            val: lastValidation.val.mean,
+            auc: lastValidation.auc,
+            threshold: lastValidation.threshold,
+          }
+        }
+        if (this.#checkpointDir) lastCheckpoint = await this.#checkpoint({ epoch: epoch + 1, batch: 0 }, sampler)
+        log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
+        options.onEpoch?.(epochResult)
+      }
+    } finally {
+      await new Promise<void>((done) => (log ? log.end(done) : done()))
+    }
+    return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
+  }
+
+  /** Verification on `validation`'s pairs with the model as it is now. */
+  async validate(validation: Validation): Promise<VerificationResult> {
+    const [n, height, width] = validation.images.shape
+    const per = height * width * 3
+    const dim = this.model.embeddingDim
+    const embeddings = new Float32Array(n * dim)
+    for (let start = 0; start < n; start += 64) {
+      const count = Math.min(64, n - start)
+      const data = validation.images.data.subarray(start * per, (start + count) * per)
+      embeddings.set(await this.model.embed({ data, shape: [count, height, width, 3] }), start * dim)
+    }
+    return evaluateVerification({ embeddings, dim }, validation.pairs)
+  }
+
+  async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {
+    try {
+      return await modelBinding(this.model).trainStep(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], triplets)
+    } catch (error) {
+      const wrapped = fromBindingError(error)
+      if (wrapped instanceof NonFiniteError) {
+        wrapped.checkpoint = lastCheckpoint
+        wrapped.message += lastCheckpoint ? `; the last good checkpoint is ${lastCheckpoint}` : '; no checkpoint was written yet'
+      }
+      throw wrapped
+    }
+  }
+
+  /** Embeds the whole training set and builds the notebook's per-epoch triplet list. */
+  async #epochTriplets(data: ImageSource, epoch: number): Promise<TripletListSampler> {
+    const o = this.options
+    const loader = new BatchLoader(data, {
+      size: this.model.inputSize,
+      sampler: new SequentialSampler(data, 64),
+      centerCrop: o.centerCrop,
+      prefetch: o.prefetch,
+    })
+    const dim = this.model.embeddingDim
+    const embeddings = new Float32Array(data.length * dim)
+    const present = new Uint8Array(data.length)
+    for await (const batch of loader) {
+      const out = await this.model.embed({ data: batch.pixels, shape: batch.shape })
+      batch.indices.forEach((item, row) => {
+        embeddings.set(out.subarray(row * dim, (row + 1) * dim), item * dim)
+        present[item] = 1
+      })
+    }
+    const mined = await mineTriplets(embeddings, data.labels, {
+      miner: 'epoch',
+      margin: o.margin,
+      choice: o.choice,
+      fallback: o.fallback,
+      distance: o.distance,
+      seed: o.seed + epoch,
+    })
+    return new TripletListSampler(data, mined, o.tripletsPerBatch, o.seed, epoch)
+  }
+
+  async #checkpoint(position: { epoch: number; batch: number }, sampler: PKSampler | undefined): Promise<string> {
+    const dir = this.#checkpointDir
+    if (!dir) throw new FaceNetError('ERR_INVALID_ARGUMENT', 'no checkpointDir was set')
+    await mkdir(dir, { recursive: true })
+    const state: CheckpointState = {
+      format: 'facenet-torch-checkpoint',
+      version: 1,
+      step: this.#step,
+      epoch: position.epoch,
+      batch: position.batch,
+      sampler: sampler ? { ...sampler.state(), epoch: position.epoch, batch: position.batch } : undefined,
+      options: this.options,
+    }
+    const file = join(dir, `step-${String(this.#step).padStart(8, '0')}.ckpt`)
+    await this.#call(() => modelBinding(this.model).saveCheckpoint(file, JSON.stringify(state)))
+    await pruneCheckpoints(dir, this.options.keepCheckpoints)
+    return file
+  }
+
+  async #restore(path: string): Promise<CheckpointState> {
+    if (!this.#configured) await this.#configure(1)
+    const json = await this.#call(() => modelBinding(this.model).loadCheckpoint(resolve(path)))
+    const state = JSON.parse(json) as CheckpointState
+    if (state?.format !== 'facenet-torch-checkpoint') {
+      throw new InvalidArgumentError(`${path} is not a facenet-torch training checkpoint`)
+    }
+    return state
+  }
+}
+
+async function openLog(file: string): Promise<WriteStream> {
+  await mkdir(resolve(file, '..'), { recursive: true })
+  return createWriteStream(file, { flags: 'a' })
+}
+
+/** Keeps the newest `keep` checkpoints of `dir`; names sort by step. */
+export async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
+  const files = (await readdir(dir)).filter((f) => /^step-\d+\.ckpt$/.test(f)).sort()
+  for (const old of files.slice(0, Math.max(0, files.length - keep))) {
+    await rm(join(dir, old), { force: true })
+  }
+}
+
+/** The newest complete checkpoint in `dir`, or `undefined`. */
+export async function latestCheckpoint(dir: string): Promise<string | undefined> {
+  let files: string[]
+  try {
+    files = (await readdir(dir)).filter((f) => /^step-\d+\.ckpt$/.test(f)).sort()
+  } catch {
+    return undefined
+  }
+  const newest = files.at(-1)
+  return newest ? join(resolve(dir), newest) : undefined
+}
+
+export type { MiningStats }
