@@ -88,6 +88,18 @@ export interface ModelSummary {
   layers: LayerSummary[]
 }
 
+/** Keys of a weights file's metadata that the library writes itself. */
+const RESERVED_METADATA = new Set(['format', 'arch', 'embeddingDim', 'inputHeight', 'inputWidth', 'normalization', 'version', 'libtorch'])
+
+export interface SaveOptions {
+  /**
+   * String metadata stored in the file's header beside the library's own keys, e.g. a
+   * calibrated verification threshold or the preprocessing a model was trained with;
+   * {@link FaceNet.metadata} gives it back after {@link FaceNet.load}. Default: none.
+   */
+  metadata?: Readonly<Record<string, string>>
+}
+
 /** A batch of N images of H×W RGB pixels, channels last (N×H×W×3), values 0..255. */
 export interface ImageBatch {
   data: Uint8Array | Float32Array
@@ -133,6 +145,7 @@ export function modelBinding(model: FaceNet): BindingModel {
 export class FaceNet implements Disposable {
   readonly #binding: BindingModel
   readonly #info: ModelInfo
+  readonly #metadata: Readonly<Record<string, string>>
 
   private constructor(native: BindingModel) {
     this.#binding = native
@@ -146,6 +159,7 @@ export class FaceNet implements Disposable {
       normalization: info.normalization as Normalization,
       parameterCount: info.parameterCount,
     }
+    this.#metadata = Object.freeze({ ...native.metadata() })
   }
 
   /** Builds a network with freshly initialized weights. */
@@ -153,6 +167,10 @@ export class FaceNet implements Disposable {
     const embeddingDim = checkInteger('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
     const seed = checkInteger('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
     const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
+    // Checked here: a non-string would otherwise fail in napi's conversion without a code.
+    for (const key of ['arch', 'device', 'normalization'] as const) {
+      if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key} must be a string, got ${String(options[key])}`)
+    }
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
         binding.createModel({
@@ -196,15 +214,28 @@ export class FaceNet implements Disposable {
   /**
    * Writes the weights (batch-norm running statistics included) to `path` as safetensors,
    * with metadata naming the arch, embeddingDim, input size, normalization and library
-   * version. The file is written under a temporary name and renamed into place, so `path`
-   * never holds a partial file.
+   * version, plus `options.metadata`. The file is written under a temporary name and
+   * renamed into place, so `path` never holds a partial file.
    */
-  async save(path: string): Promise<void> {
+  async save(path: string, options: SaveOptions = {}): Promise<void> {
     if (this.disposed) throw new DisposedError()
     if (typeof path !== 'string' || path.length === 0) {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
-    await callBinding(() => this.#binding.save(path))
+    const metadata = options.metadata ?? {}
+    for (const [key, value] of Object.entries(metadata)) {
+      if (RESERVED_METADATA.has(key)) throw new InvalidArgumentError(`metadata key '${key}' is reserved for the library's own header`)
+      if (typeof value !== 'string') throw new InvalidArgumentError(`metadata '${key}' must be a string, got ${typeof value}`)
+    }
+    await callBinding(() => this.#binding.save(path, { ...metadata }))
+  }
+
+  /**
+   * The extra metadata of the file this model was loaded from (what `save` was given as
+   * `options.metadata`); `{}` for a model made by {@link create}.
+   */
+  get metadata(): Readonly<Record<string, string>> {
+    return this.#metadata
   }
 
   /** Parameter count, multiply-adds per image, input size and the layer table. */

@@ -16,6 +16,7 @@ use facenet::{Arch, FaceNet, ModelConfig, Normalization};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tch::Tensor;
 use worker::{Deferred, Worker};
@@ -47,6 +48,8 @@ pub struct BindingModelInfo {
 pub struct BindingModel {
     worker: Arc<Worker>,
     info: BindingModelInfo,
+    /// Metadata the weights file carried besides the library's own keys.
+    metadata: HashMap<String, String>,
 }
 
 fn model_info(model: &FaceNet) -> BindingModelInfo {
@@ -89,7 +92,9 @@ fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)>
 pub fn create_model(env: &Env, options: BindingCreateOptions) -> Result<Object<'_>> {
     let (config, threads) = parse_options(&options)?;
     let name = format!("facenet-{}", config.arch.name());
-    start_model(env, &name, threads, move || FaceNet::new(config))
+    start_model(env, &name, threads, move || {
+        FaceNet::new(config).map(|model| (model, HashMap::new()))
+    })
 }
 
 /// Starts a worker thread, builds the model on it with `build`, and resolves to the
@@ -101,7 +106,7 @@ fn start_model<'env, B>(
     build: B,
 ) -> Result<Object<'env>>
 where
-    B: FnOnce() -> facenet::Result<FaceNet> + Send + 'static,
+    B: FnOnce() -> facenet::Result<(FaceNet, HashMap<String, String>)> + Send + 'static,
 {
     let worker =
         Arc::new(Worker::spawn(thread_name, threads).map_err(|e| {
@@ -112,15 +117,16 @@ where
     worker.run(
         deferred,
         move |state| {
-            let model = build().map_err(to_js)?;
+            let (model, metadata) = build().map_err(to_js)?;
             let info = model_info(&model);
             state.model = Some(model);
-            Ok(info)
+            Ok((info, metadata))
         },
-        move |_env, info| {
+        move |_env, (info, metadata)| {
             Ok(BindingModel {
                 worker: handle,
                 info,
+                metadata,
             })
         },
     );
@@ -152,7 +158,7 @@ pub fn load_model(env: &Env, options: BindingLoadOptions) -> Result<Object<'_>> 
         .map_err(to_js)?;
     let path = std::path::PathBuf::from(options.path);
     start_model(env, "facenet-load", options.threads as usize, move || {
-        facenet::weights::load(&path, device, arch)
+        facenet::weights::load_with_metadata(&path, device, arch)
     })
 }
 
@@ -215,15 +221,23 @@ impl BindingModel {
         Ok(promise)
     }
 
-    /// Writes the weights and their metadata to `path` as safetensors, atomically.
+    /// Writes the weights and their metadata (plus `metadata`, whose keys the TS layer
+    /// keeps clear of the library's own) to `path` as safetensors, atomically.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn save<'env>(&self, env: &'env Env, path: String) -> Result<Object<'env>> {
+    pub fn save<'env>(
+        &self,
+        env: &'env Env,
+        path: String,
+        metadata: Option<HashMap<String, String>>,
+    ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
         self.worker.run(
             deferred,
             move |state| {
                 let model = state.model.as_ref().ok_or_else(error::disposed)?;
-                facenet::weights::save(model, std::path::Path::new(&path)).map_err(to_js)
+                let path = std::path::Path::new(&path);
+                facenet::weights::save_with(model, &[], metadata.unwrap_or_default(), path)
+                    .map_err(to_js)
             },
             |_env, ()| Ok(()),
         );
@@ -233,6 +247,12 @@ impl BindingModel {
     #[napi]
     pub fn info(&self) -> BindingModelInfo {
         self.info.clone()
+    }
+
+    /// Extra metadata of the file the model was loaded from; empty for a created model.
+    #[napi]
+    pub fn metadata(&self) -> HashMap<String, String> {
+        self.metadata.clone()
     }
 
     /// Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
@@ -296,6 +316,21 @@ pub(crate) fn pixels_tensor(
         ),
     };
     let [n, h, w, c] = shape;
+    // NaN or ±inf pixels would flow through the network into NaN embeddings that look
+    // like results; refuse them here, where the index can still be named.
+    if let Either::B(floats) = pixels {
+        if let Some(at) = floats.iter().position(|v| !v.is_finite()) {
+            let per_image = (h * w * c).max(1) as usize;
+            return Err(error::coded(
+                "ERR_INVALID_ARGUMENT",
+                format!(
+                    "pixel {at} (image {}) is {}; float pixels must be finite values in 0..255",
+                    at / per_image,
+                    floats[at]
+                ),
+            ));
+        }
+    }
     let tensor = tensor.ok_or_else(|| {
         error::coded(
             "ERR_SHAPE",

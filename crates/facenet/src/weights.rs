@@ -358,6 +358,16 @@ fn ignorable(name: &str) -> bool {
 /// match the file's; a file whose header names no arch (a plain state_dict) needs it. Every variable must be in the file with the same shape; tensors the
 /// model does not have are refused, except [`ignorable`] ones.
 pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<FaceNet> {
+    load_with_metadata(path, device, expected_arch).map(|(model, _)| model)
+}
+
+/// [`load`], also returning the header's metadata minus the keys [`metadata`] writes:
+/// what the caller stored with [`save_with`] (e.g. a calibrated threshold).
+pub fn load_with_metadata(
+    path: &Path,
+    device: Device,
+    expected_arch: Option<Arch>,
+) -> Result<(FaceNet, HashMap<String, String>)> {
     let bytes = read_file(path)?;
     let tensors = parse(path, &bytes)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
@@ -393,7 +403,15 @@ pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<
         normalization: info.normalization,
     })?;
     copy_into(&model, &tensors, path, &info)?;
-    Ok(model)
+    let own = metadata(&model);
+    let extra = header
+        .metadata()
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !own.contains_key(key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    Ok((model, extra))
 }
 
 /// Copies every variable of `model` from `tensors`, refusing missing, foreign (except
@@ -520,6 +538,21 @@ mod tests {
         assert_eq!(info.input, model.input_size());
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn extra_metadata_comes_back_without_the_library_keys() {
+        let dir = temp_dir("extra-meta");
+        let path = dir.join("tiny.safetensors");
+        let model = tiny(2);
+        let extra = HashMap::from([("threshold".to_owned(), "1.25".to_owned())]);
+        save_with(&model, &[], extra.clone(), &path).unwrap();
+        let (_, meta) = load_with_metadata(&path, Device::Cpu, None).unwrap();
+        assert_eq!(meta, extra);
+        save(&model, &path).unwrap();
+        let (_, meta) = load_with_metadata(&path, Device::Cpu, None).unwrap();
+        assert!(meta.is_empty(), "{meta:?}");
         fs::remove_dir_all(dir).unwrap();
     }
 
