@@ -22,12 +22,18 @@ if ! [ -f "$VENV/.complete" ]; then
   TMP="$VENV.partial.$$"
   rm -rf "$TMP"
   "$PYTHON" -m venv "$TMP"
-  "$TMP/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "torch==$TORCH_VERSION" numpy scikit-learn safetensors
+  "$TMP/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
   rm -rf "$VENV"
   mv "$TMP" "$VENV"
   "$PYTHON" -m venv --upgrade "$VENV" >/dev/null
   touch "$VENV/.complete"
+fi
+
+# What the specs' cross-checks and the benchmarks' PyTorch twins import. Checked on every
+# run (cheaply), so an install made by an older version of this script gets them too.
+if ! "$VENV/bin/python" -c 'import numpy, sklearn, scipy, safetensors, PIL' 2>/dev/null; then
+  echo "facenet-torch: installing numpy, scikit-learn, safetensors and pillow into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy scikit-learn scipy safetensors pillow
 fi
 
 TORCH_DIR="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
