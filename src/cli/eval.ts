@@ -1,0 +1,134 @@
+import { readFile } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { z } from 'zod'
+import { LfwPairs } from '../data/lfw-pairs'
+import { rawPixelEmbeddings } from '../eval/embeddings'
+import { loadPairImages } from '../eval/lfw'
+import { evaluate } from '../eval/model'
+import { evaluateVerification } from '../eval/verification'
+import type { LossPoint } from '../report/plots'
+import { centerCropOf, loadModel, META } from './model'
+import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, UsageError, type CommandSpec } from './options'
+import { help, LFW_ROOT } from './train'
+
+const schema = z.strictObject({
+  ...modelSchema,
+  pairs: z.string().min(1).optional(),
+  data: z.string().min(1).optional(),
+  lfw: z.boolean().optional(),
+  fold: positiveInt.optional(),
+  report: z.string().min(1).optional(),
+  flip: z.boolean().default(false),
+  noStore: z.boolean().default(false),
+  name: z.string().optional(),
+})
+
+export const evalSpec: CommandSpec<typeof schema> = {
+  name: 'eval',
+  summary: 'LFW-style verification: accuracy ± std over folds, VAL@FAR, AUC; stores the calibrated threshold with the model',
+  usage: 'facenet eval --model M (--pairs pairs.txt [--data DIR] | --lfw) [--fold K] [--report DIR]',
+  flags: {
+    ...MODEL_FLAGS,
+    pairs: { kind: 'string', value: 'FILE', help: 'pairs file in the LFW format (View 2 "folds n" header, or View 1)' },
+    data: { kind: 'string', value: 'DIR', help: "images root (DIR/Name/Name_0001.jpg); default: the pairs file's folder" },
+    lfw: { kind: 'boolean', help: "the shipped LFW View 2 pairs (data/lfw/pairs.txt)" },
+    fold: { kind: 'number', value: 'K', help: 'headline fold (1-based), its threshold chosen on the other folds; e.g. 10 after train --lfw' },
+    report: { kind: 'string', value: 'DIR', help: 'write report.json, roc.png, distances.png, loss.png and index.html there' },
+    flip: { kind: 'boolean', help: "also embed mirrored images and average (test-time augmentation)" },
+    noStore: { kind: 'boolean', help: "don't write the threshold and center crop into the model file's metadata" },
+    name: { kind: 'string', value: 'NAME', help: 'name of the model in the report' },
+  },
+  schema,
+  notes: [
+    "The stored threshold is fold K's (chosen on the other folds) with --fold, else the best-accuracy",
+    "threshold on all pairs. 'facenet compare', 'identify' and 'cluster' use it.",
+  ],
+}
+
+/** The loss curve of the run the model came from (its folder's train.jsonl), if any. */
+async function trainingLog(modelFile: string): Promise<LossPoint[] | undefined> {
+  let text: string
+  try {
+    text = await readFile(join(dirname(modelFile), 'train.jsonl'), 'utf8')
+  } catch {
+    return undefined
+  }
+  const points: LossPoint[] = []
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue
+    const row = JSON.parse(line) as { type?: string; step?: number; loss?: number }
+    if (row.type === 'step' && typeof row.step === 'number' && typeof row.loss === 'number') points.push({ step: row.step, loss: row.loss })
+  }
+  return points.length > 0 ? points : undefined
+}
+
+export async function evalCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(evalSpec, argv)
+  if (parsed.help) return help(evalSpec)
+  const o = parsed.options
+  if ((o.pairs === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --pairs FILE and --lfw')
+  const pairsFile = o.lfw ? join(LFW_ROOT, 'pairs.txt') : resolve(o.pairs!)
+  const lfw = await LfwPairs.parse(pairsFile, o.data ? { root: resolve(o.data) } : {})
+  if (o.fold !== undefined && o.fold > lfw.folds.length) {
+    throw new UsageError(`--fold: ${pairsFile} has ${lfw.folds.length} fold(s), got ${o.fold}`)
+  }
+  const modelFile = resolve(o.model)
+  using model = await loadModel(o)
+  const centerCrop = centerCropOf(model, o)
+  const started = Date.now()
+  const images = await loadPairImages(lfw, model.inputSize, { centerCrop })
+  const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), images.pairs)
+  const log = await trainingLog(modelFile)
+  const result = await evaluate(model, images.images, images.pairs, {
+    flip: o.flip,
+    batchSize: o.batchSize,
+    name: o.name ?? `${model.arch} (${modelFile})`,
+    baselines: [{ name: 'raw pixels', verification: raw }],
+    details: { model: modelFile, pairs: pairsFile, centerCrop, ...(o.fold ? { fold: o.fold } : {}) },
+    ...(o.report ? { report: resolve(o.report) } : {}),
+    ...(log ? { trainingLog: log } : {}),
+  })
+  const v = result.verification
+  const k = o.fold !== undefined ? o.fold - 1 : undefined
+  const threshold = k !== undefined ? v.foldThresholds[k]! : v.threshold
+  if (!o.noStore) {
+    await model.save(modelFile, {
+      metadata: {
+        ...model.metadata,
+        [META.threshold]: String(threshold),
+        [META.thresholdMetric]: v.metric,
+        [META.thresholdFrom]: k !== undefined ? `${pairsFile} folds ≠ ${o.fold}` : pairsFile,
+        [META.centerCrop]: String(centerCrop),
+      },
+    })
+  }
+  const summary = {
+    model: modelFile,
+    pairs: v.pairCount,
+    folds: v.folds,
+    accuracy: { mean: v.accuracy.mean, std: v.accuracy.std, perFold: v.accuracy.perFold },
+    ...(k !== undefined ? { fold: { fold: o.fold, accuracy: v.accuracy.perFold[k]!, threshold } } : {}),
+    val: { mean: v.val.mean, std: v.val.std, farTarget: v.val.farTarget },
+    auc: v.auc,
+    eer: v.eer,
+    threshold,
+    thresholdStored: !o.noStore,
+    rawPixelAccuracy: raw.accuracy.mean,
+    centerCrop,
+    seconds: (Date.now() - started) / 1000,
+    report: result.report?.html ?? null,
+  }
+  if (parsed.json) {
+    console.log(JSON.stringify(summary))
+    return EXIT.ok
+  }
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`
+  console.log(`${v.pairCount} pairs in ${v.folds} folds, model ${model.arch}, center crop ${centerCrop}`)
+  console.log(`accuracy      ${pct(v.accuracy.mean)} ± ${pct(v.accuracy.std)}  (raw pixels: ${pct(raw.accuracy.mean)})`)
+  if (k !== undefined) console.log(`fold ${o.fold}       ${pct(v.accuracy.perFold[k]!)}  (threshold ${threshold.toFixed(4)} chosen on the other folds)`)
+  console.log(`VAL@FAR=${v.val.farTarget}  ${pct(v.val.mean)} ± ${pct(v.val.std)}`)
+  console.log(`AUC           ${v.auc.toFixed(4)}   EER ${pct(v.eer)}`)
+  console.log(`threshold     ${threshold.toFixed(4)} (squared L2)${!o.noStore ? `, stored in ${modelFile}` : ''}`)
+  if (result.report) console.log(`report: ${result.report.html}`)
+  return EXIT.ok
+}

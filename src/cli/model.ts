@@ -1,0 +1,90 @@
+import { readdir, stat } from 'node:fs/promises'
+import { extname, join, resolve } from 'node:path'
+import { BatchLoader } from '../data/loader'
+import { ImageList } from '../data/image-list'
+import { SequentialSampler } from '../data/sampler'
+import { DataError } from '../errors'
+import { FaceNet, type Arch } from '../model'
+import type { Device } from '../device'
+
+/**
+ * Keys of a model file's metadata the CLI reads and writes (strings in the safetensors
+ * header, see `FaceNet.save(path, { metadata })`): `train` stores the preprocessing, `eval`
+ * the calibrated threshold, so that `embed`, `compare`, `identify` and `cluster` see what
+ * training and evaluation saw.
+ */
+export const META = {
+  centerCrop: 'centerCrop',
+  threshold: 'threshold',
+  thresholdMetric: 'thresholdMetric',
+  thresholdFrom: 'thresholdFrom',
+} as const
+
+export interface ModelArgs {
+  model: string
+  arch?: Arch
+  device: string
+  threads?: number
+  centerCrop?: number
+  batchSize: number
+}
+
+export async function loadModel(args: ModelArgs): Promise<FaceNet> {
+  return FaceNet.load(resolve(args.model), {
+    device: args.device as Device,
+    ...(args.threads ? { threads: args.threads } : {}),
+    ...(args.arch ? { arch: args.arch } : {}),
+  })
+}
+
+/** The flag's center crop, else the one stored with the model at training, else 1. */
+export function centerCropOf(model: FaceNet, args: { centerCrop?: number }): number {
+  if (args.centerCrop !== undefined) return args.centerCrop
+  const stored = Number(model.metadata[META.centerCrop])
+  return Number.isFinite(stored) && stored > 0 && stored <= 1 ? stored : 1
+}
+
+/** The `--threshold` flag, else the threshold `facenet eval` stored with the model. */
+export function thresholdOf(model: FaceNet, flag: number | undefined): number | undefined {
+  if (flag !== undefined) return flag
+  const stored = model.metadata[META.threshold]
+  return stored !== undefined && Number.isFinite(Number(stored)) ? Number(stored) : undefined
+}
+
+const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp'])
+
+/** Image files under `dir`, recursively, in code-point order. */
+export async function listImages(dir: string): Promise<string[]> {
+  const root = resolve(dir)
+  let info
+  try {
+    info = await stat(root)
+  } catch {
+    throw new DataError(root, 'does not exist')
+  }
+  if (!info.isDirectory()) throw new DataError(root, 'is not a directory')
+  const out: string[] = []
+  const walk = async (at: string): Promise<void> => {
+    const entries = (await readdir(at, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    for (const entry of entries) {
+      const path = join(at, entry.name)
+      if (entry.isDirectory()) await walk(path)
+      else if (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) out.push(path)
+    }
+  }
+  await walk(root)
+  return out
+}
+
+/** Decodes `paths` at the model's input size (with `centerCrop`) and embeds them: N×dim rows. */
+export async function embedFiles(model: FaceNet, paths: readonly string[], centerCrop: number, batchSize: number): Promise<Float32Array> {
+  const source = new ImageList(paths)
+  const dim = model.embeddingDim
+  const out = new Float32Array(paths.length * dim)
+  const loader = new BatchLoader(source, { size: model.inputSize, sampler: new SequentialSampler(source, batchSize), centerCrop })
+  for await (const batch of loader) {
+    const rows = await model.embed({ data: batch.pixels, shape: batch.shape })
+    batch.indices.forEach((item, row) => out.set(rows.subarray(row * dim, (row + 1) * dim), item * dim))
+  }
+  return out
+}

@@ -1,0 +1,262 @@
+/** The commands that use a trained model: embed, compare, identify, cluster; and info. */
+import { readFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { extname, join, relative, resolve, sep } from 'node:path'
+import { z } from 'zod'
+import { ImageFolder } from '../data/image-folder'
+import { devices } from '../device'
+import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
+import { distance } from '../eval/embeddings'
+import { centerCropOf, embedFiles, listImages, loadModel, thresholdOf } from './model'
+import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, UsageError, type CommandSpec } from './options'
+import { help } from './train'
+
+/**
+ * A float32 C-order `.npy` (format 1.0): magic, version, a little-endian header length,
+ * a Python dict literal padded with spaces to a multiple of 64 bytes, then the data.
+ */
+export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  const unpadded = 10 + dict.length + 1
+  const header = dict + ' '.repeat((64 - (unpadded % 64)) % 64) + '\n'
+  const head = Buffer.alloc(10)
+  head.write('\x93NUMPY', 0, 'latin1')
+  head[6] = 1
+  head[7] = 0
+  head.writeUInt16LE(header.length, 8)
+  const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  // numpy's '<f4' is little-endian; so is every platform this addon builds for.
+  return Buffer.concat([head, Buffer.from(header, 'latin1'), body])
+}
+
+const THRESHOLD_FLAG = { kind: 'number', value: 'D', help: "squared-L2 distance below which two faces match (default: the one 'facenet eval' stored)" } as const
+
+async function expandImages(args: readonly string[]): Promise<string[]> {
+  const out: string[] = []
+  for (const arg of args) {
+    const path = resolve(arg)
+    if (/\.(jpe?g|png|webp)$/i.test(path)) out.push(path)
+    else out.push(...(await listImages(path)))
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------
+
+const embedSchema = z.strictObject({ ...modelSchema, out: z.string().min(1).optional() })
+
+export const embedSpec: CommandSpec<typeof embedSchema> = {
+  name: 'embed',
+  summary: 'embed images (files, or folders searched recursively)',
+  usage: 'facenet embed --model M IMAGES… [--out emb.npy|emb.json]',
+  positionals: { name: 'image files or folders', min: 1 },
+  flags: { ...MODEL_FLAGS, out: { kind: 'string', value: 'FILE', help: '.npy (N×D float32) or .json ({ paths, dim, embeddings }); default: JSON on stdout' } },
+  schema: embedSchema,
+}
+
+export async function embedCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(embedSpec, argv)
+  if (parsed.help) return help(embedSpec)
+  const o = parsed.options
+  const format = o.out === undefined ? 'stdout' : extname(o.out).toLowerCase()
+  if (format !== 'stdout' && format !== '.npy' && format !== '.json') throw new UsageError(`--out: must end in .npy or .json, got ${JSON.stringify(o.out)}`)
+  const paths = await expandImages(parsed.positionals)
+  if (paths.length === 0) throw new UsageError('no images found in the given paths')
+  using model = await loadModel(o)
+  const dim = model.embeddingDim
+  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const rows = paths.map((_, i) => Array.from(embeddings.subarray(i * dim, (i + 1) * dim)))
+  if (format === 'stdout') {
+    console.log(JSON.stringify({ paths, dim, embeddings: rows }))
+    return EXIT.ok
+  }
+  const out = resolve(o.out!)
+  if (format === '.npy') await writeFile(out, npyBytes(embeddings, [paths.length, dim]))
+  else await writeFile(out, JSON.stringify({ paths, dim, embeddings: rows }))
+  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim }))
+  else console.log(`${paths.length} embeddings of ${dim} values → ${out}`)
+  return EXIT.ok
+}
+
+// ---------------------------------------------------------------------------------------
+
+const compareSchema = z.strictObject({ ...modelSchema, threshold: z.number().positive().optional() })
+
+export const compareSpec: CommandSpec<typeof compareSchema> = {
+  name: 'compare',
+  summary: 'distance between two faces, and same or different person',
+  usage: 'facenet compare A.jpg B.jpg --model M [--threshold D]',
+  positionals: { name: 'images', min: 2, max: 2 },
+  flags: { ...MODEL_FLAGS, threshold: THRESHOLD_FLAG },
+  schema: compareSchema,
+  notes: ["Without a threshold (flag or stored by 'facenet eval') it prints the distance only."],
+}
+
+export async function compareCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(compareSpec, argv)
+  if (parsed.help) return help(compareSpec)
+  const o = parsed.options
+  const paths = parsed.positionals.map((p) => resolve(p))
+  using model = await loadModel(o)
+  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const d = distance(embeddings, model.embeddingDim, 0, 1, 'l2')
+  const threshold = thresholdOf(model, o.threshold)
+  const same = threshold === undefined ? null : d < threshold
+  if (parsed.json) {
+    console.log(JSON.stringify({ a: paths[0], b: paths[1], distance: d, threshold: threshold ?? null, same }))
+  } else {
+    const verdict = same === null ? "no threshold: run 'facenet eval' on this model or pass --threshold" : same ? 'same person' : 'different people'
+    console.log(`distance ${d.toFixed(4)}${threshold === undefined ? '' : ` (threshold ${threshold.toFixed(4)})`}: ${verdict}`)
+  }
+  return EXIT.ok
+}
+
+// ---------------------------------------------------------------------------------------
+
+const identifySchema = z.strictObject({
+  ...modelSchema,
+  gallery: z.string().min(1),
+  probe: z.array(z.string().min(1)).min(1),
+  top: positiveInt.default(5),
+  threshold: z.number().positive().optional(),
+})
+
+export const identifySpec: CommandSpec<typeof identifySchema> = {
+  name: 'identify',
+  summary: "who is this? the nearest identities of a gallery (DIR/Name/*.jpg) to probe images",
+  usage: 'facenet identify --gallery DIR --probe IMG [--probe IMG…] --model M [--top K]',
+  flags: {
+    ...MODEL_FLAGS,
+    gallery: { kind: 'string', value: 'DIR', help: 'known faces, one folder per identity' },
+    probe: { kind: 'strings', value: 'IMG', help: 'image to identify (repeatable)' },
+    top: { kind: 'number', value: 'K', help: 'identities listed per probe (default 5)' },
+    threshold: THRESHOLD_FLAG,
+  },
+  schema: identifySchema,
+  notes: ["A probe whose nearest identity is farther than the threshold is reported as unknown."],
+}
+
+export async function identifyCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(identifySpec, argv)
+  if (parsed.help) return help(identifySpec)
+  const o = parsed.options
+  const gallery = await ImageFolder.open(resolve(o.gallery))
+  using model = await loadModel(o)
+  const dim = model.embeddingDim
+  const crop = centerCropOf(model, o)
+  const galleryPaths = gallery.items.map((item) => item.path)
+  const probes = o.probe.map((p) => resolve(p))
+  const all = await embedFiles(model, [...galleryPaths, ...probes], crop, o.batchSize)
+  const threshold = thresholdOf(model, o.threshold)
+  const results = probes.map((probe, p) => {
+    // An identity's distance is that of its nearest gallery image.
+    const best = new Map<string, number>()
+    galleryPaths.forEach((_, g) => {
+      const d = distance(all, dim, galleryPaths.length + p, g, 'l2')
+      const id = gallery.identities[gallery.labels[g]!]!
+      if (!(best.get(id)! <= d)) best.set(id, d)
+    })
+    const ranked = [...best].sort((a, b) => a[1] - b[1]).slice(0, o.top).map(([identity, d]) => ({ identity, distance: d }))
+    const top = ranked[0]
+    const match = top && (threshold === undefined || top.distance < threshold) ? top.identity : null
+    return { probe, match, threshold: threshold ?? null, candidates: ranked }
+  })
+  if (parsed.json) console.log(JSON.stringify({ results }))
+  else {
+    for (const r of results) {
+      console.log(`${r.probe}: ${r.match ?? 'unknown'}`)
+      for (const c of r.candidates) console.log(`  ${c.distance.toFixed(4)}  ${c.identity}`)
+    }
+  }
+  return EXIT.ok
+}
+
+// ---------------------------------------------------------------------------------------
+
+const clusterSchema = z.strictObject({
+  ...modelSchema,
+  threshold: z.number().positive().optional(),
+  method: z.enum(['average-linkage', 'connected-components']).default('average-linkage'),
+})
+
+export const clusterSpec: CommandSpec<typeof clusterSchema> = {
+  name: 'cluster',
+  summary: 'group the faces of a folder (searched recursively) by person',
+  usage: 'facenet cluster DIR --model M [--threshold D] [--method average-linkage|connected-components]',
+  positionals: { name: 'folder', min: 1, max: 1 },
+  flags: {
+    ...MODEL_FLAGS,
+    threshold: THRESHOLD_FLAG,
+    method: { kind: 'string', value: 'NAME', help: 'average-linkage (default) or connected-components' },
+  },
+  schema: clusterSchema,
+  notes: ['When every image sits in a subfolder, the subfolders count as true identities and purity, NMI and pairwise F are printed.'],
+}
+
+export async function clusterCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(clusterSpec, argv)
+  if (parsed.help) return help(clusterSpec)
+  const o = parsed.options
+  const root = resolve(parsed.positionals[0]!)
+  const paths = await listImages(root)
+  if (paths.length === 0) throw new UsageError(`no images in ${root}`)
+  using model = await loadModel(o)
+  const threshold = thresholdOf(model, o.threshold)
+  if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
+  const dim = model.embeddingDim
+  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const folders = paths.map((p) => relative(root, p).split(sep).slice(0, -1).join('/'))
+  const labelled = folders.every((f) => f !== '')
+  const scored = labelled ? evaluateClustering({ embeddings, dim }, folders, { threshold, method: o.method }) : undefined
+  const assignments = scored?.assignments ?? (o.method === 'average-linkage' ? averageLinkage : connectedComponents)(embeddings, dim, threshold, 'l2')
+  const clusters: string[][] = []
+  assignments.forEach((c, i) => (clusters[c] ??= []).push(paths[i]!))
+  const scores = scored
+    ? { identities: scored.identityCount, purity: scored.purity, nmi: scored.nmi, pairwiseF: scored.pairwiseF, pairwisePrecision: scored.pairwisePrecision, pairwiseRecall: scored.pairwiseRecall }
+    : undefined
+  if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}) }))
+  else {
+    console.log(`${paths.length} faces → ${clusters.length} clusters (${o.method}, threshold ${threshold.toFixed(4)})`)
+    clusters.forEach((members, c) => {
+      console.log(`cluster ${c} (${members.length}):`)
+      for (const m of members) console.log(`  ${relative(root, m)}`)
+    })
+    if (scores) {
+      console.log(`against the ${scores.identities} subfolders: purity ${scores.purity.toFixed(4)}, NMI ${scores.nmi.toFixed(4)}, pairwise F ${scores.pairwiseF.toFixed(4)}`)
+    }
+  }
+  return EXIT.ok
+}
+
+// ---------------------------------------------------------------------------------------
+
+const infoSchema = z.strictObject({})
+
+export const infoSpec: CommandSpec<typeof infoSchema> = {
+  name: 'info',
+  summary: 'library version, libtorch version and the devices libtorch sees',
+  usage: 'facenet info [--json]',
+  flags: {},
+  schema: infoSchema,
+}
+
+export function version(): string {
+  // package.json sits two levels above this file in both src/cli and dist/cli.
+  return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
+}
+
+export async function infoCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(infoSpec, argv)
+  if (parsed.help) return help(infoSpec)
+  const d = devices()
+  const info = { version: version(), libtorch: d.libtorchVersion, node: process.version, devices: d }
+  if (parsed.json) console.log(JSON.stringify(info))
+  else {
+    console.log(`facenet-torch ${info.version}`)
+    console.log(`libtorch      ${info.libtorch}`)
+    console.log(`node          ${info.node}`)
+    console.log(`cpu           ${d.cpuThreads} threads`)
+    console.log(`cuda          ${d.cudaAvailable ? `${d.cudaDeviceCount} device(s)${d.cudnnAvailable ? ', cuDNN' : ''}` : 'not available'}`)
+  }
+  return EXIT.ok
+}
