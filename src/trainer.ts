@@ -203,7 +203,8 @@ function resolveOptions(options: TrainerOptions): ResolvedOptions {
     eps: options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8),
     schedule: options.schedule ?? { type: 'constant' },
     warmupSteps: options.warmupSteps ?? 0,
-    maxGradNorm: options.maxGradNorm ?? 0,
+    // 0 disables clipping; a negative value would silently disable it too, so refuse it.
+    maxGradNorm: nonNegative('maxGradNorm', options.maxGradNorm ?? 0),
     mining,
     miner: options.miner ?? 'semi-hard',
     margin: nonNegative('margin', options.margin ?? 0.2),
@@ -375,6 +376,7 @@ export class Trainer {
     const epochs = options.epochs ?? 1
     positiveInteger('epochs', epochs)
     if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
+    if (options.maxSeconds !== undefined) nonNegative('maxSeconds', options.maxSeconds)
     const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
     const size = this.model.inputSize
 
@@ -429,7 +431,12 @@ export class Trainer {
         })
         const batches = loader[Symbol.asyncIterator]()
         let position = { epoch, batch: firstBatch }
+        // A checkpoint taken after an epoch's last batch (maxSteps or an abort stopped
+        // there) resumes at that epoch's end. Iterating the sampler from there would roll
+        // it into the next epoch, whose batches would then be trained twice.
+        const epochDone = sampler !== undefined && firstBatch >= sampler.batchesPerEpoch
         for (;;) {
+          if (epochDone) break
           if (options.maxSteps !== undefined && this.#step >= options.maxSteps) {
             stopped = 'max-steps'
             break
@@ -618,11 +625,31 @@ async function openLog(file: string): Promise<WriteStream> {
   return createWriteStream(file, { flags: 'a' })
 }
 
-/** Keeps the newest `keep` checkpoints of `dir`; names sort by step. */
+/**
+ * Keeps the newest `keep` checkpoints of `dir`; names sort by step. Also deletes the
+ * temporary files of writes that a killed process left behind (`.step-N.ckpt.tmp-PID-…`,
+ * never picked as checkpoints), once their writer is no longer running.
+ */
 export async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
-  const files = (await readdir(dir)).filter((f) => /^step-\d+\.ckpt$/.test(f)).sort()
+  const entries = await readdir(dir)
+  const files = entries.filter((f) => /^step-\d+\.ckpt$/.test(f)).sort()
   for (const old of files.slice(0, Math.max(0, files.length - keep))) {
     await rm(join(dir, old), { force: true })
+  }
+  for (const name of entries) {
+    const writer = /^\.step-\d+\.ckpt\.tmp-(\d+)-\d+$/.exec(name)?.[1]
+    if (writer !== undefined && Number(writer) !== process.pid && !isRunning(Number(writer))) {
+      await rm(join(dir, name), { force: true })
+    }
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 

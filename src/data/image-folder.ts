@@ -1,5 +1,5 @@
 import { readdir, stat } from 'node:fs/promises'
-import { extname, join, resolve } from 'node:path'
+import { basename, extname, join, resolve } from 'node:path'
 import { DataError, InvalidArgumentError } from '../errors'
 import { decodeCheck } from './preprocess'
 import { badData, countLabels, defaultWarn, type ImageInput, type ImageSource, type OnBadImage, type SkippedImage } from './source'
@@ -110,17 +110,29 @@ export class ImageFolder implements ImageSource {
     const skipped: SkippedImage[] = []
     const perIdentity = await mapLimit(names, 16, async (name) => {
       const folder = join(root, name)
-      const files = (await readdir(folder)).filter((f) => extensions.has(extname(f).toLowerCase())).sort(byCodePoint)
+      let listed: string[]
+      try {
+        listed = await readdir(folder)
+      } catch (cause) {
+        // An unreadable (EACCES) or vanished folder, or one whose non-UTF-8 name Node
+        // cannot give back as a string path: a bad identity, not an uncoded crash.
+        return { name, folder, checked: [], problem: `cannot read the identity folder (${readProblem(cause, name)})` }
+      }
+      const files = listed.filter((f) => extensions.has(extname(f).toLowerCase())).sort(byCodePoint)
       const checked = await mapLimit(files, 16, async (file) => {
         const path = join(folder, file)
         return { path, problem: await checkFile(path, options.verify ?? false) }
       })
-      return { name, folder, checked }
+      return { name, folder, checked, problem: undefined }
     })
 
     const identities: string[] = []
     const items: ImageFolderItem[] = []
-    for (const { name, folder, checked } of perIdentity) {
+    for (const { name, folder, checked, problem } of perIdentity) {
+      if (problem) {
+        badData(new DataError(folder, problem), onBad, skipped, warn)
+        continue
+      }
       const good: string[] = []
       for (const { path, problem } of checked) {
         if (problem) badData(new DataError(path, problem), onBad, skipped, warn)
@@ -168,9 +180,17 @@ async function checkFile(path: string, verify: boolean): Promise<string | undefi
     if (!info.isFile()) return 'is not a regular file'
     size = info.size
   } catch (error) {
-    return `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`
+    return `cannot be read (${readProblem(error, basename(path))})`
   }
   if (size === 0) return 'is empty (0 bytes)'
   if (verify) return decodeCheck(path)
   return undefined
+}
+
+/** The error code, and a hint when the name itself is the problem (not valid UTF-8). */
+function readProblem(error: unknown, name: string): string {
+  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message
+  // Node decodes directory entries as UTF-8, turning invalid bytes into U+FFFD, so such a
+  // name no longer addresses the file.
+  return name.includes('\uFFFD') ? `${code}; its name is not valid UTF-8` : code
 }

@@ -67,6 +67,16 @@ export class LfwPairs {
     } catch (cause) {
       throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
     }
+    return LfwPairs.fromText(text, path, options)
+  }
+
+  /**
+   * Parses the text of a pairs file. `file` names it in errors and, unless `options.root`
+   * is given, its folder is the data root. {@link parse} reads the file and calls this.
+   */
+  static async fromText(text: string, file: string, options: LfwPairsOptions = {}): Promise<LfwPairs> {
+    if (typeof text !== 'string') throw new InvalidArgumentError('text must be a string')
+    const path = resolve(file)
     const root = resolve(options.root ?? dirname(path))
     const ext = options.extension ?? '.jpg'
     const lines = text.split(/\r?\n/)

@@ -112,6 +112,10 @@ export class BatchLoader implements AsyncIterable<Batch> {
     if (mode !== 'error' && mode !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(mode)}`)
     this.#augment = options.augment ? checkAugment(options.augment) : undefined
     checkCenterCrop(options.centerCrop)
+    const fit = options.fit ?? 'cover'
+    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
+    const seed = options.seed ?? 0
+    if (!Number.isInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(seed)}`)
     this.#options = { ...options, prefetch, concurrency, onBadImage: mode }
     this.#semaphore = new Semaphore(concurrency)
     sharp.concurrency(1)

@@ -175,7 +175,11 @@ function decodeStrings(array: NpyArray, file: string): string[] {
       s = item.toString('latin1')
     } else {
       const codePoints: number[] = []
-      for (let j = 0; j < size; j += 4) codePoints.push(descr[0] === '>' ? item.readUInt32BE(j) : item.readUInt32LE(j))
+      for (let j = 0; j < size; j += 4) {
+        const code = descr[0] === '>' ? item.readUInt32BE(j) : item.readUInt32LE(j)
+        if (code > 0x10ffff) throw new DataError(file, `name ${i} holds ${code}, which is not a Unicode code point`)
+        codePoints.push(code)
+      }
       s = String.fromCodePoint(...codePoints)
     }
     // numpy pads fixed-width strings with NULs.

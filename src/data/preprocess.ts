@@ -93,8 +93,22 @@ export function drawTransform(rng: Rng, augment: Required<AugmentOptions>): Tran
   return { scale, x, y, flip, rotation, brightness }
 }
 
+/**
+ * The most pixels (width × height, from the file's header) an image file may declare;
+ * larger ones are refused before decoding with a {@link DataError}. A guard against
+ * decompression bombs: a few-kB PNG or JPEG can declare gigapixels, and the loader decodes
+ * many images at once. 8192×8192 (about 200 MB decoded) is far above any face crop.
+ */
+export const MAX_IMAGE_PIXELS = 8192 * 8192
+
 // 'warning' also rejects truncated JPEGs, which libjpeg would otherwise pad with grey.
-const SHARP_INPUT = { failOn: 'warning', limitInputPixels: 1 << 28 } as const
+const SHARP_INPUT = { failOn: 'warning', limitInputPixels: MAX_IMAGE_PIXELS } as const
+
+function decodeProblem(cause: unknown): string {
+  const message = (cause as Error).message
+  if (/exceeds pixel limit/.test(message)) return `declares more than ${MAX_IMAGE_PIXELS} pixels (MAX_IMAGE_PIXELS, a decompression-bomb guard)`
+  return `cannot be decoded as an image (${message})`
+}
 
 async function readImageFile(path: string): Promise<Buffer> {
   let bytes: Buffer
@@ -182,7 +196,7 @@ export async function preprocessImage(
       // Say whether the file is missing or empty rather than relaying libvips' guess.
       await readImageFile(input.path)
     }
-    throw new DataError(name(input), `cannot be decoded as an image (${(cause as Error).message})`, { cause })
+    throw new DataError(name(input), decodeProblem(cause), { cause })
   }
 }
 
@@ -194,6 +208,6 @@ export async function decodeCheck(path: string): Promise<string | undefined> {
     return undefined
   } catch (error) {
     if (error instanceof DataError) return error.message.slice(path.length + 2)
-    return `cannot be decoded as an image (${(error as Error).message})`
+    return decodeProblem(error)
   }
 }
