@@ -8,8 +8,8 @@ import { evaluate } from '../eval/model'
 import { evaluateVerification } from '../eval/verification'
 import type { LossPoint } from '../report/plots'
 import { centerCropOf, loadModel, META } from './model'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, UsageError, type CommandSpec } from './options'
-import { help, LFW_ROOT } from './train'
+import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
+import { LFW_ROOT } from './train'
 
 const schema = z.strictObject({
   ...modelSchema,
@@ -25,7 +25,7 @@ const schema = z.strictObject({
 
 export const evalSpec: CommandSpec<typeof schema> = {
   name: 'eval',
-  summary: 'LFW-style verification: accuracy ± std over folds, VAL@FAR, AUC; stores the calibrated threshold with the model',
+  summary: SUMMARIES.eval,
   usage: 'facenet eval --model M (--pairs pairs.txt [--data DIR] | --lfw) [--fold K] [--report DIR]',
   flags: {
     ...MODEL_FLAGS,
@@ -64,7 +64,7 @@ async function trainingLog(modelFile: string): Promise<LossPoint[] | undefined> 
 
 export async function evalCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(evalSpec, argv)
-  if (parsed.help) return help(evalSpec)
+  if (parsed.help) return printHelp(evalSpec)
   const o = parsed.options
   if ((o.pairs === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --pairs FILE and --lfw')
   const pairsFile = o.lfw ? join(LFW_ROOT, 'pairs.txt') : resolve(o.pairs!)

@@ -4,42 +4,31 @@
  * `facenet --help` lists the commands; `facenet COMMAND --help` their options.
  */
 import { FaceNetError } from '../errors'
-import { evalCommand, evalSpec } from './eval'
-import { EXIT, UsageError } from './options'
-import { train, trainSpec } from './train'
-import {
-  clusterCommand,
-  clusterSpec,
-  compareCommand,
-  compareSpec,
-  embedCommand,
-  embedSpec,
-  identifyCommand,
-  identifySpec,
-  infoCommand,
-  infoSpec,
-  version,
-} from './use'
+import { EXIT, SUMMARIES, UsageError, version } from './options'
 
-const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
-  train: { summary: trainSpec.summary, run: train },
-  eval: { summary: evalSpec.summary, run: evalCommand },
-  embed: { summary: embedSpec.summary, run: embedCommand },
-  compare: { summary: compareSpec.summary, run: compareCommand },
-  identify: { summary: identifySpec.summary, run: identifyCommand },
-  cluster: { summary: clusterSpec.summary, run: clusterCommand },
-  info: { summary: infoSpec.summary, run: infoCommand },
+type Run = (argv: string[]) => Promise<number>
+
+// Each command's module is loaded only when it runs: `--help` and usage errors stay fast,
+// and `info` does not pull in the report renderer.
+const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
+  train: async () => (await import('./train')).train,
+  eval: async () => (await import('./eval')).evalCommand,
+  embed: async () => (await import('./use')).embedCommand,
+  compare: async () => (await import('./use')).compareCommand,
+  identify: async () => (await import('./use')).identifyCommand,
+  cluster: async () => (await import('./use')).clusterCommand,
+  info: async () => (await import('./use')).infoCommand,
 }
 
 function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length)) + 2
+  const width = Math.max(...Object.keys(SUMMARIES).map((c) => c.length)) + 2
   return [
     `facenet ${version()}: train, evaluate and run FaceNet face-embedding models`,
     '',
     'usage: facenet COMMAND [options]    (facenet COMMAND --help for its options)',
     '',
     'commands:',
-    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
+    ...Object.entries(SUMMARIES).map(([name, summary]) => `  ${name.padEnd(width)}${summary}`),
     '',
     'Every command takes --config FILE (JSON options; flags win), --json and --help.',
     '',
@@ -62,13 +51,13 @@ export async function main(argv: string[]): Promise<number> {
     console.log(version())
     return EXIT.ok
   }
-  const command = COMMANDS[name]
-  if (!command) {
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name as keyof typeof COMMANDS] : undefined
+  if (!load) {
     process.stderr.write(`facenet: unknown command ${JSON.stringify(name)}; commands: ${Object.keys(COMMANDS).join(', ')}\n`)
     return EXIT.usage
   }
   try {
-    return await command.run(rest)
+    return await (await load())(rest)
   } catch (error) {
     if (error instanceof UsageError) {
       process.stderr.write(`facenet ${name}: ${error.message}\n(see 'facenet ${name} --help')\n`)

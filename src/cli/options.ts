@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { z } from 'zod'
 
@@ -10,6 +11,17 @@ import { z } from 'zod'
  * 130 interrupted by Ctrl-C (training writes a checkpoint first).
  */
 export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const
+
+/** One line per command, for `facenet --help` (which must not load the commands' modules). */
+export const SUMMARIES = {
+  train: 'train a FaceNet model with the triplet loss',
+  eval: 'LFW-style verification: accuracy ± std over folds, VAL@FAR, AUC; stores the calibrated threshold with the model',
+  embed: 'embed images (files, or folders searched recursively)',
+  compare: 'distance between two faces, and same or different person',
+  identify: 'who is this? the nearest identities of a gallery (DIR/Name/*.jpg) to probe images',
+  cluster: 'group the faces of a folder (searched recursively) by person',
+  info: 'library version, libtorch version and the devices libtorch sees',
+} as const
 
 /** A mistake in how the command was called: exits with {@link EXIT.usage}. */
 export class UsageError extends Error {
@@ -162,6 +174,11 @@ async function readConfig(file: string): Promise<Record<string, unknown>> {
   return value as Record<string, unknown>
 }
 
+export function printHelp<S extends z.ZodObject>(spec: CommandSpec<S>): number {
+  process.stdout.write(helpText(spec))
+  return EXIT.ok
+}
+
 export function helpText<S extends z.ZodObject>(spec: CommandSpec<S>): string {
   const rows = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).map(([key, flag]) => {
     const name = `${flag.short ? `-${flag.short}, ` : ''}--${kebab(key)}${flag.value ? ` ${flag.value}` : ''}`
@@ -202,4 +219,9 @@ export const modelSchema = {
   threads: positiveInt.optional(),
   centerCrop: crop.optional(),
   batchSize: positiveInt.default(32),
+}
+
+export function version(): string {
+  // package.json sits two levels above this file in both src/cli and dist/cli.
+  return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
 }

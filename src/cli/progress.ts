@@ -69,7 +69,8 @@ export class ProgressBar {
     const perStep = done > 0 ? elapsed / done : NaN
     let eta = total !== undefined ? (total - s.step) * perStep : Infinity
     if (this.#o.maxSeconds !== undefined) eta = Math.min(eta, this.#o.maxSeconds - elapsed)
-    const fraction = total !== undefined ? s.step / total : this.#o.maxSeconds ? elapsed / this.#o.maxSeconds : 0
+    // Whichever bound ends the run first decides how full the bar is.
+    const fraction = Math.max(total !== undefined ? s.step / total : 0, this.#o.maxSeconds ? elapsed / this.#o.maxSeconds : 0)
     const width = 20
     const filled = Math.max(0, Math.min(width, Math.round(fraction * width)))
     const bar = `[${'='.repeat(filled)}${filled < width ? '>' : ''}${' '.repeat(Math.max(0, width - filled - 1))}]`

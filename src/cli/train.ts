@@ -8,7 +8,7 @@ import type { Device } from '../device'
 import { FaceNet } from '../model'
 import { latestCheckpoint, Trainer, type TrainerOptions } from '../trainer'
 import { META } from './model'
-import { ARCHS, crop, EXIT, helpText, parseCommand, positiveInt, UsageError, type CommandSpec } from './options'
+import { ARCHS, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 
 /** The shipped LFW (`data/lfw`), two levels above this file in both src/ and dist/. */
@@ -53,7 +53,7 @@ const schema = z.strictObject({
 
 export const trainSpec: CommandSpec<typeof schema> = {
   name: 'train',
-  summary: 'train a FaceNet model with the triplet loss',
+  summary: SUMMARIES.train,
   usage: 'facenet train (--data DIR | --lfw) --out runs/NAME [options]',
   flags: {
     data: { kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' },
@@ -138,7 +138,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (saved) base = Object.fromEntries(Object.entries(saved).filter(([k]) => RECIPE_KEYS.includes(k)))
   }
   const parsed = await parseCommand(trainSpec, argv, base)
-  if (parsed.help) return help(trainSpec)
+  if (parsed.help) return printHelp(trainSpec)
   const o = parsed.options
   if (resumePath !== undefined) o.resume = resumePath
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
@@ -260,7 +260,3 @@ export async function train(rawArgv: string[]): Promise<number> {
   return result.stopped === 'aborted' ? EXIT.interrupted : EXIT.ok
 }
 
-export function help<S extends z.ZodObject>(spec: CommandSpec<S>): number {
-  process.stdout.write(helpText(spec))
-  return EXIT.ok
-}

@@ -1,15 +1,13 @@
 /** The commands that use a trained model: embed, compare, identify, cluster; and info. */
-import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
-import { extname, join, relative, resolve, sep } from 'node:path'
+import { extname, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
 import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
 import { centerCropOf, embedFiles, listImages, loadModel, thresholdOf } from './model'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, UsageError, type CommandSpec } from './options'
-import { help } from './train'
+import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec } from './options'
 
 /**
  * A float32 C-order `.npy` (format 1.0): magic, version, a little-endian header length,
@@ -47,7 +45,7 @@ const embedSchema = z.strictObject({ ...modelSchema, out: z.string().min(1).opti
 
 export const embedSpec: CommandSpec<typeof embedSchema> = {
   name: 'embed',
-  summary: 'embed images (files, or folders searched recursively)',
+  summary: SUMMARIES.embed,
   usage: 'facenet embed --model M IMAGES… [--out emb.npy|emb.json]',
   positionals: { name: 'image files or folders', min: 1 },
   flags: { ...MODEL_FLAGS, out: { kind: 'string', value: 'FILE', help: '.npy (N×D float32) or .json ({ paths, dim, embeddings }); default: JSON on stdout' } },
@@ -56,7 +54,7 @@ export const embedSpec: CommandSpec<typeof embedSchema> = {
 
 export async function embedCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(embedSpec, argv)
-  if (parsed.help) return help(embedSpec)
+  if (parsed.help) return printHelp(embedSpec)
   const o = parsed.options
   const format = o.out === undefined ? 'stdout' : extname(o.out).toLowerCase()
   if (format !== 'stdout' && format !== '.npy' && format !== '.json') throw new UsageError(`--out: must end in .npy or .json, got ${JSON.stringify(o.out)}`)
@@ -84,7 +82,7 @@ const compareSchema = z.strictObject({ ...modelSchema, threshold: z.number().pos
 
 export const compareSpec: CommandSpec<typeof compareSchema> = {
   name: 'compare',
-  summary: 'distance between two faces, and same or different person',
+  summary: SUMMARIES.compare,
   usage: 'facenet compare A.jpg B.jpg --model M [--threshold D]',
   positionals: { name: 'images', min: 2, max: 2 },
   flags: { ...MODEL_FLAGS, threshold: THRESHOLD_FLAG },
@@ -94,7 +92,7 @@ export const compareSpec: CommandSpec<typeof compareSchema> = {
 
 export async function compareCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(compareSpec, argv)
-  if (parsed.help) return help(compareSpec)
+  if (parsed.help) return printHelp(compareSpec)
   const o = parsed.options
   const paths = parsed.positionals.map((p) => resolve(p))
   using model = await loadModel(o)
@@ -123,7 +121,7 @@ const identifySchema = z.strictObject({
 
 export const identifySpec: CommandSpec<typeof identifySchema> = {
   name: 'identify',
-  summary: "who is this? the nearest identities of a gallery (DIR/Name/*.jpg) to probe images",
+  summary: SUMMARIES.identify,
   usage: 'facenet identify --gallery DIR --probe IMG [--probe IMG…] --model M [--top K]',
   flags: {
     ...MODEL_FLAGS,
@@ -138,7 +136,7 @@ export const identifySpec: CommandSpec<typeof identifySchema> = {
 
 export async function identifyCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(identifySpec, argv)
-  if (parsed.help) return help(identifySpec)
+  if (parsed.help) return printHelp(identifySpec)
   const o = parsed.options
   const gallery = await ImageFolder.open(resolve(o.gallery))
   using model = await loadModel(o)
@@ -181,7 +179,7 @@ const clusterSchema = z.strictObject({
 
 export const clusterSpec: CommandSpec<typeof clusterSchema> = {
   name: 'cluster',
-  summary: 'group the faces of a folder (searched recursively) by person',
+  summary: SUMMARIES.cluster,
   usage: 'facenet cluster DIR --model M [--threshold D] [--method average-linkage|connected-components]',
   positionals: { name: 'folder', min: 1, max: 1 },
   flags: {
@@ -195,7 +193,7 @@ export const clusterSpec: CommandSpec<typeof clusterSchema> = {
 
 export async function clusterCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(clusterSpec, argv)
-  if (parsed.help) return help(clusterSpec)
+  if (parsed.help) return printHelp(clusterSpec)
   const o = parsed.options
   const root = resolve(parsed.positionals[0]!)
   const paths = await listImages(root)
@@ -234,20 +232,15 @@ const infoSchema = z.strictObject({})
 
 export const infoSpec: CommandSpec<typeof infoSchema> = {
   name: 'info',
-  summary: 'library version, libtorch version and the devices libtorch sees',
+  summary: SUMMARIES.info,
   usage: 'facenet info [--json]',
   flags: {},
   schema: infoSchema,
 }
 
-export function version(): string {
-  // package.json sits two levels above this file in both src/cli and dist/cli.
-  return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
-}
-
 export async function infoCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(infoSpec, argv)
-  if (parsed.help) return help(infoSpec)
+  if (parsed.help) return printHelp(infoSpec)
   const d = devices()
   const info = { version: version(), libtorch: d.libtorchVersion, node: process.version, devices: d }
   if (parsed.json) console.log(JSON.stringify(info))
