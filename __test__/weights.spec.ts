@@ -155,7 +155,7 @@ test.serial('a wrong arch or mismatched shapes are refused, naming the tensor', 
   const lying = join(dir, 'lying.safetensors')
   withMetadata(file, lying, { embeddingDim: '32' })
   const shape = await t.throwsAsync(FaceNet.load(lying, { device: 'cpu' }), { instanceOf: ShapeError })
-  t.regex(shape!.message, /lying\.safetensors: tensor 'fc\.bias' has shape \[64\] but the model needs \[32\]/)
+  t.regex(shape!.message, /lying\.safetensors: tensor 'bn\.bias' has shape \[64\] but the model needs \[32\]/)
 
   const other = join(dir, 'other.safetensors')
   withMetadata(file, other, { arch: 'nns2', inputHeight: '140', inputWidth: '116' })

@@ -233,6 +233,7 @@ class Tiny(nn.Module):
             setattr(self, f"stage{i}", stage)
         self.stages = len(widths)
         self.fc = nn.Linear(cin, dim)
+        self.bn = nn.BatchNorm1d(dim)
 
     def forward(self, x):
         for i in range(self.stages):
@@ -241,7 +242,7 @@ class Tiny(nn.Module):
                 x = getattr(stage, name)(x)
             if i != self.stages - 1:
                 x = maxpool(x)
-        return l2_normalize(self.fc(x.mean((2, 3))))
+        return l2_normalize(self.bn(self.fc(x.mean((2, 3)))))
 
 
 # Inception-ResNet-v1 with facenet-pytorch's state_dict names.

@@ -599,7 +599,7 @@ mod tests {
         assert_eq!(e.code(), "ERR_SHAPE");
         assert!(
             e.to_string()
-                .contains("tensor 'fc.bias' has shape [64] but the model needs [32]"),
+                .contains("tensor 'bn.bias' has shape [64] but the model needs [32]"),
             "{e}"
         );
 

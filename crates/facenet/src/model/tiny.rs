@@ -3,15 +3,20 @@
 //! ```text
 //! 3×64×64 → conv 3×3/2 w0 → conv 3×3 w0 (32×32) → maxpool 3×3/2
 //!         → [conv 3×3 w_i → conv 3×3 w_i → maxpool 3×3/2] for the middle widths
-//!         → conv 3×3 w_last → global avgpool → fc → L2 normalization
+//!         → conv 3×3 w_last → global avgpool → fc → batch norm → L2 normalization
 //! ```
 //!
-//! Every conv has batch norm and ReLU, so it trains quickly from random weights. With the
-//! default widths (32, 64, 128, 256) and a 128-d embedding: 0.62M parameters and 43M
-//! multiply-adds per image.
+//! Every conv has batch norm and ReLU, so it trains quickly from random weights. The batch
+//! norm on the embedding (as Inception-ResNet-v1's `last_bn`) centres it before the L2
+//! normalization: without it, global average pooling gives every image nearly the same
+//! direction at initialization, and a PyTorch twin of this net trained with batch-hard
+//! triplets on LFW stayed collapsed (loss stuck at the margin); with it, it learned
+//! (fold-10 pair accuracy 56% → 75% in 70 steps of 96 images). With the default widths
+//! (32, 64, 128, 256) and a 128-d embedding: 0.62M parameters and 43M multiply-adds per
+//! image. Train-mode forward passes need batches of at least two images (batch norm).
 
 use super::layers::{
-    global_avg_pool, l2_normalize, linear, record_free, ConvUnit, LayerTable, Shape,
+    global_avg_pool, l2_normalize, linear, push_row, record_free, ConvUnit, LayerTable, Shape,
     MAX_POOL_3X3_S2,
 };
 use super::InputSize;
@@ -46,6 +51,7 @@ enum Step {
 pub struct Tiny {
     steps: Vec<Step>,
     fc: nn::Linear,
+    bn: nn::BatchNorm,
 }
 
 impl Tiny {
@@ -85,13 +91,22 @@ impl Tiny {
             true,
             "linear",
         );
+        let bn = nn::batch_norm1d(path / "bn", embedding_dim, Default::default());
+        push_row(
+            table,
+            "bn".into(),
+            "batchnorm".into(),
+            vec![embedding_dim],
+            2 * embedding_dim,
+            0,
+        );
         record_free(
             table,
             "l2norm".into(),
             "L2 normalization",
             vec![embedding_dim],
         );
-        Self { steps, fc }
+        Self { steps, fc, bn }
     }
 }
 
@@ -105,6 +120,10 @@ impl ModuleT for Tiny {
                 Step::Pool => MAX_POOL_3X3_S2.max(&xs),
             };
         }
-        l2_normalize(&global_avg_pool(&xs).apply(&self.fc))
+        l2_normalize(
+            &global_avg_pool(&xs)
+                .apply(&self.fc)
+                .apply_t(&self.bn, train),
+        )
     }
 }
