@@ -29,9 +29,14 @@ export declare class BindingModel {
   loadCheckpoint(path: string): Promise<string>
   /** Parameter count, multiply-adds per image and the layer table. */
   summary(): Promise<BindingSummary>
-  /** Writes the weights and their metadata to `path` as safetensors, atomically. */
-  save(path: string): Promise<void>
+  /**
+   * Writes the weights and their metadata (plus `metadata`, whose keys the TS layer
+   * keeps clear of the library's own) to `path` as safetensors, atomically.
+   */
+  save(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
   info(): BindingModelInfo
+  /** Extra metadata of the file the model was loaded from; empty for a created model. */
+  metadata(): Record<string, string>
   /**
    * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
    * here, into a tensor; the forward pass runs on the worker.

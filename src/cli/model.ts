@@ -1,11 +1,9 @@
 import { readdir, stat } from 'node:fs/promises'
 import { extname, join, resolve } from 'node:path'
-import { BatchLoader } from '../data/loader'
-import { ImageList } from '../data/image-list'
-import { SequentialSampler } from '../data/sampler'
 import { DataError } from '../errors'
 import { FaceNet, type Arch } from '../model'
 import type { Device } from '../device'
+import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
 
 /**
  * Keys of a model file's metadata the CLI reads and writes (strings in the safetensors
@@ -14,7 +12,7 @@ import type { Device } from '../device'
  * training and evaluation saw.
  */
 export const META = {
-  centerCrop: 'centerCrop',
+  centerCrop: CENTER_CROP_KEY,
   threshold: 'threshold',
   thresholdMetric: 'thresholdMetric',
   thresholdFrom: 'thresholdFrom',
@@ -39,9 +37,7 @@ export async function loadModel(args: ModelArgs): Promise<FaceNet> {
 
 /** The flag's center crop, else the one stored with the model at training, else 1. */
 export function centerCropOf(model: FaceNet, args: { centerCrop?: number }): number {
-  if (args.centerCrop !== undefined) return args.centerCrop
-  const stored = Number(model.metadata[META.centerCrop])
-  return Number.isFinite(stored) && stored > 0 && stored <= 1 ? stored : 1
+  return args.centerCrop ?? storedCenterCrop(model)
 }
 
 /** The `--threshold` flag, else the threshold `facenet eval` stored with the model. */
@@ -73,18 +69,5 @@ export async function listImages(dir: string): Promise<string[]> {
     }
   }
   await walk(root)
-  return out
-}
-
-/** Decodes `paths` at the model's input size (with `centerCrop`) and embeds them: N×dim rows. */
-export async function embedFiles(model: FaceNet, paths: readonly string[], centerCrop: number, batchSize: number): Promise<Float32Array> {
-  const source = new ImageList(paths)
-  const dim = model.embeddingDim
-  const out = new Float32Array(paths.length * dim)
-  const loader = new BatchLoader(source, { size: model.inputSize, sampler: new SequentialSampler(source, batchSize), centerCrop })
-  for await (const batch of loader) {
-    const rows = await model.embed({ data: batch.pixels, shape: batch.shape })
-    batch.indices.forEach((item, row) => out.set(rows.subarray(row * dim, (row + 1) * dim), item * dim))
-  }
   return out
 }

@@ -6,7 +6,8 @@ import { ImageFolder } from '../data/image-folder'
 import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
-import { centerCropOf, embedFiles, listImages, loadModel, thresholdOf } from './model'
+import { embedFiles } from '../inference'
+import { centerCropOf, listImages, loadModel, thresholdOf } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec } from './options'
 
 /**
@@ -62,7 +63,7 @@ export async function embedCommand(argv: string[]): Promise<number> {
   if (paths.length === 0) throw new UsageError('no images found in the given paths')
   using model = await loadModel(o)
   const dim = model.embeddingDim
-  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
   const rows = paths.map((_, i) => Array.from(embeddings.subarray(i * dim, (i + 1) * dim)))
   if (format === 'stdout') {
     console.log(JSON.stringify({ paths, dim, embeddings: rows }))
@@ -96,7 +97,7 @@ export async function compareCommand(argv: string[]): Promise<number> {
   const o = parsed.options
   const paths = parsed.positionals.map((p) => resolve(p))
   using model = await loadModel(o)
-  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
   const d = distance(embeddings, model.embeddingDim, 0, 1, 'l2')
   const threshold = thresholdOf(model, o.threshold)
   const same = threshold === undefined ? null : d < threshold
@@ -144,7 +145,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   const crop = centerCropOf(model, o)
   const galleryPaths = gallery.items.map((item) => item.path)
   const probes = o.probe.map((p) => resolve(p))
-  const all = await embedFiles(model, [...galleryPaths, ...probes], crop, o.batchSize)
+  const all = await embedFiles(model, [...galleryPaths, ...probes], { centerCrop: crop, batchSize: o.batchSize })
   const threshold = thresholdOf(model, o.threshold)
   const results = probes.map((probe, p) => {
     // An identity's distance is that of its nearest gallery image.
@@ -202,7 +203,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   const threshold = thresholdOf(model, o.threshold)
   if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
   const dim = model.embeddingDim
-  const embeddings = await embedFiles(model, paths, centerCropOf(model, o), o.batchSize)
+  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
   const folders = paths.map((p) => relative(root, p).split(sep).slice(0, -1).join('/'))
   const labelled = folders.every((f) => f !== '')
   const scored = labelled ? evaluateClustering({ embeddings, dim }, folders, { threshold, method: o.method }) : undefined

@@ -1,8 +1,6 @@
-import { ImageList } from '../data/image-list'
 import type { LfwFold, LfwPairs } from '../data/lfw-pairs'
-import { BatchLoader } from '../data/loader'
 import type { InputSize } from '../data/preprocess'
-import { SequentialSampler } from '../data/sampler'
+import { decodeImages } from '../inference'
 import type { IndexPair } from './verification'
 
 export interface PairImagesOptions {
@@ -39,12 +37,6 @@ export async function loadPairImages(lfw: LfwPairs, size: InputSize, options: Pa
     return i
   }
   const pairs = folds.map((fold) => fold.pairs.map((p) => ({ a: at(p.a), b: at(p.b), same: p.same })))
-  const source = new ImageList(paths)
-  const loader = new BatchLoader(source, { size, sampler: new SequentialSampler(source, 128), centerCrop: options.centerCrop })
-  const per = size.height * size.width * 3
-  const data = new Uint8Array(paths.length * per)
-  for await (const batch of loader) {
-    batch.indices.forEach((item, row) => data.set(batch.pixels.subarray(row * per, (row + 1) * per), item * per))
-  }
-  return { images: { data, shape: [paths.length, size.height, size.width, 3] }, paths, pairs }
+  const images = await decodeImages(paths, size, { centerCrop: options.centerCrop })
+  return { images, paths, pairs }
 }
