@@ -6,11 +6,11 @@ import { join, resolve } from 'node:path'
 
 const root = resolve(__dirname, '..')
 
-/** The README's TypeScript examples, in order, with the package import pointed at this checkout. */
+/** The README's TypeScript examples, in order, importing the built package (dist/, the package's main) as a user would. */
 function readmeExamples(): string[] {
   const readme = readFileSync(join(root, 'README.md'), 'utf8')
   return [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) =>
-    match[1]!.replaceAll("from 'facenet-torch'", `from ${JSON.stringify(join(root, 'src'))}`),
+    match[1]!.replaceAll("from 'facenet-torch'", `from ${JSON.stringify(join(root, 'dist', 'index.js'))}`),
   )
 }
 
