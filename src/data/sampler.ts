@@ -45,8 +45,8 @@ function checkCount(name: string, value: number, min: number): number {
  * P×K batches as in FaceNet: each batch takes P identities that have at least two images
  * and up to K images of each, plus some single-image identities as negatives.
  *
- * An epoch visits every multi-image identity once (shuffled per epoch, P per batch, the
- * last batch may have fewer). Every batch is a pure function of (seed, epoch, batch), so
+ * An epoch visits every multi-image identity once (shuffled per epoch, P per batch; the
+ * last batch is filled up to P with identities from the start of the epoch's order). Every batch is a pure function of (seed, epoch, batch), so
  * {@link state}/{@link restore} resume exactly.
  */
 export class PKSampler {
@@ -136,7 +136,11 @@ export class PKSampler {
     const b = this.#batch
     const rng = new Rng(this.seed, this.#epoch, b + 1)
     const indices: number[] = []
-    for (const g of order.subarray(b * this.P, (b + 1) * this.P)) {
+    // The last batch of an epoch wraps round to the start of the order, so every batch has
+    // P identities: a batch of one identity has no negatives and teaches nothing.
+    const identities = Math.min(this.P, order.length)
+    const chosen = Array.from({ length: identities }, (_, j) => order[(b * this.P + j) % order.length]!)
+    for (const g of chosen) {
       const group = this.#groups[g]!
       const take = group.length <= this.K ? Int32Array.from(group) : rng.shuffle(Int32Array.from(group)).subarray(0, this.K)
       indices.push(...take)

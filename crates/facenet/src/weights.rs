@@ -252,6 +252,30 @@ pub fn file_metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String
     })
 }
 
+/// A stored F32 tensor as a CPU tensor of its shape.
+fn view_tensor(
+    path: &Path,
+    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+) -> Result<Tensor> {
+    if view.dtype() != Dtype::F32 {
+        return Err(err(
+            path,
+            format!(
+                "tensor '{name}' is {:?}; only F32 is supported",
+                view.dtype()
+            ),
+        ));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?)
+}
+
 /// The bytes of a file, with an error naming it.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| err(path, format!("could not read the file: {e}")))
@@ -264,25 +288,7 @@ pub fn read_prefixed(path: &Path, bytes: &[u8], prefix: &str) -> Result<HashMap<
     let mut out = HashMap::new();
     for (name, view) in tensors.tensors() {
         if let Some(rest) = name.strip_prefix(prefix) {
-            if view.dtype() != Dtype::F32 {
-                return Err(err(
-                    path,
-                    format!(
-                        "tensor '{name}' is {:?}; only F32 is supported",
-                        view.dtype()
-                    ),
-                ));
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            out.insert(
-                rest.to_owned(),
-                Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?,
-            );
+            out.insert(rest.to_owned(), view_tensor(path, &name, &view)?);
         }
     }
     Ok(out)
@@ -456,21 +462,7 @@ fn copy_into(
                 target.size()
             )));
         }
-        if view.dtype() != Dtype::F32 {
-            return Err(err(
-                path,
-                format!(
-                    "tensor '{name}' is {:?}; only F32 is supported",
-                    view.dtype()
-                ),
-            ));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let source = Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?;
+        let source = view_tensor(path, name, &view)?;
         let mut target = target.shallow_clone();
         target.f_copy_(&source)?;
     }
