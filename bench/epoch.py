@@ -46,10 +46,11 @@ class Faces(Dataset):
 
 
 class PKBatches(Sampler):
-    """P identities × K images per batch, identities with at least K images, seeded."""
+    """P identities with at least 2 images × up to K images of each per batch, seeded, as
+    facenet-torch's PKSampler (negatives 0)."""
 
     def __init__(self, by_identity, p, k, steps, seed=0):
-        self.groups = [g for g in by_identity if len(g) >= k]
+        self.groups = [g for g in by_identity if len(g) >= 2]
         self.p, self.k, self.steps, self.rng = p, k, steps, random.Random(seed)
 
     def __len__(self):
@@ -61,7 +62,7 @@ class PKBatches(Sampler):
             if len(order) < self.p:
                 order += self.rng.sample(range(len(self.groups)), len(self.groups))
             ids, order = order[: self.p], order[self.p :]
-            yield [(i, self.rng.getrandbits(32)) for g in ids for i in self.rng.sample(self.groups[g], self.k)]
+            yield [(i, self.rng.getrandbits(32)) for g in ids for i in self.rng.sample(self.groups[g], min(self.k, len(self.groups[g])))]
 
 
 def main():
