@@ -6,7 +6,7 @@
 //! (SGD, Adagrad, Adam, AdamW) with their default epsilons, so results are comparable.
 
 use crate::error::{Error, Result};
-use tch::{nn::VarStore, Kind, Tensor};
+use tch::{nn::VarStore, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OptimizerKind {
@@ -250,14 +250,12 @@ impl Optimizer {
         if grads.is_empty() {
             return Ok(0.0);
         }
-        let squares = grads
+        // Per-tensor norms need no full-size temporaries; only the N scalars are combined.
+        let norms = grads
             .iter()
-            .map(|g| g.f_square()?.f_sum(Kind::Float))
+            .map(|g| g.f_norm())
             .collect::<Result<Vec<_>, _>>()?;
-        let norm = Tensor::f_stack(&squares, 0)?
-            .f_sum(Kind::Float)?
-            .f_sqrt()?
-            .double_value(&[]);
+        let norm = Tensor::f_stack(&norms, 0)?.f_norm()?.f_double_value(&[])?;
         if let Some(max) = self.config.max_grad_norm {
             if norm.is_finite() && norm > max {
                 let scale = max / (norm + 1e-6);
@@ -307,8 +305,11 @@ impl Optimizer {
                 OptimizerKind::Adagrad { eps } => {
                     let sum = &mut self.state[0][index];
                     let _ = sum.f_addcmul_(&grad, &grad)?;
-                    let denom = sum.f_sqrt()?.f_add_scalar(eps)?;
-                    let _ = param.f_addcdiv_(&grad.f_mul_scalar(-lr)?, &denom)?;
+                    // One temporary: (√sum + eps) / −lr, so that addcdiv adds −lr·g/(√sum + eps).
+                    let mut denom = sum.f_sqrt()?;
+                    let _ = denom.f_add_scalar_(eps)?;
+                    let _ = denom.f_div_scalar_(-lr)?;
+                    let _ = param.f_addcdiv_(&grad, &denom)?;
                 }
                 OptimizerKind::Adam { beta1, beta2, eps }
                 | OptimizerKind::AdamW { beta1, beta2, eps } => {
@@ -382,7 +383,7 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{nn, Device};
+    use tch::{nn, Device, Kind};
 
     /// Minimizes ½‖w − 3‖² from w = 0 and returns w after `steps` updates.
     fn descend(config: OptimizerConfig, steps: usize) -> Vec<f64> {

@@ -281,18 +281,26 @@ fn mean_pairwise_squared_distance(embeddings: &Tensor) -> Result<f64> {
 fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
     let _no_grad = tch::no_grad_guard();
     let mut variables: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
-    variables.sort_by(|a, b| a.0.cmp(&b.0));
-    // One reduction per tensor on the device; only the flags cross to the host.
-    let flags = variables
+    // A NaN or Inf anywhere makes its tensor's sum non-finite: one cheap reduction per
+    // tensor and a single host read in the common case; the search runs only on failure.
+    let sums = variables
         .iter()
-        .map(|(_, t)| t.f_isfinite()?.f_all())
+        .map(|(_, t)| t.f_sum(Kind::Float))
         .collect::<Result<Vec<_>, _>>()?;
-    let all = Tensor::f_stack(&flags, 0)?.f_to_device(Device::Cpu)?;
-    let flags = Vec::<bool>::try_from(&all).map_err(Error::from)?;
-    Ok(flags
-        .iter()
-        .position(|ok| !ok)
-        .map(|index| variables[index].0.clone()))
+    let total = Tensor::f_stack(&sums, 0)?
+        .f_sum(Kind::Float)?
+        .f_double_value(&[])?;
+    if total.is_finite() {
+        return Ok(None);
+    }
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, tensor) in &variables {
+        if tensor.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Ok(Some(name.clone()));
+        }
+    }
+    // The sum overflowed without any weight being non-finite.
+    Ok(None)
 }
 
 #[cfg(test)]
