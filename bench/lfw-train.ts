@@ -4,6 +4,8 @@
  * with the threshold chosen on folds 1–9's pairs.
  *
  *   npx tsx bench/lfw-train.ts [--minutes 30] [--arch tiny] [--out runs/lfw]
+ *     [--optimizer adagrad] [--lr 0.05] [--miner semi-hard] [--reducer mean]
+ *     [--P 16] [--K 4] [--negatives 0] [--crop 0.7] [--seed 0]
  *
  * Prints one line per epoch and a final JSON summary.
  */
@@ -23,6 +25,7 @@ const { values } = parseArgs({
     crop: { type: 'string', default: '0.7' },
     epochs: { type: 'string', default: '1000' },
     miner: { type: 'string', default: 'semi-hard' },
+    reducer: { type: 'string', default: 'mean' },
     seed: { type: 'string', default: '0' },
     out: { type: 'string', default: 'runs/lfw' },
   },
@@ -61,6 +64,7 @@ async function main() {
     imagesPerIdentity: Number(values.K),
     negativesPerBatch: Number(values.negatives),
     miner: values.miner as 'semi-hard',
+    reducer: values.reducer as 'mean',
     centerCrop,
     seed: Number(values.seed),
     logFile: join(out, 'train.jsonl'),
