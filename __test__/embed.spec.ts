@@ -9,32 +9,10 @@ import {
   ShapeError,
   UnknownArchError,
 } from '../src'
+import { pixels, rowNorms } from './helpers'
 
 const SIDE = 220
 const PER_IMAGE = SIDE * SIDE * 3
-
-/** Deterministic pixels without Math.random, so failures reproduce. */
-function pixels(count: number, seed: number): Uint8Array {
-  const data = new Uint8Array(count * PER_IMAGE)
-  let state = seed >>> 0 || 1
-  for (let i = 0; i < data.length; i++) {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    data[i] = state & 0xff
-  }
-  return data
-}
-
-function rowNorms(embeddings: Float32Array, dim: number): number[] {
-  const norms: number[] = []
-  for (let row = 0; row < embeddings.length / dim; row++) {
-    let sum = 0
-    for (let j = 0; j < dim; j++) sum += embeddings[row * dim + j]! ** 2
-    norms.push(Math.sqrt(sum))
-  }
-  return norms
-}
 
 let shared: Promise<FaceNet> | undefined
 const model = () => (shared ??= FaceNet.create({ arch: 'nn1', embeddingDim: 128, device: 'cpu', seed: 7 }))
@@ -54,7 +32,7 @@ test('nn1 declares the notebook input and embedding sizes', async (t) => {
 
 test('embed returns N×128 vectors of unit norm', async (t) => {
   const m = await model()
-  const out = await m.embed({ data: pixels(3, 1), shape: [3, SIDE, SIDE, 3] })
+  const out = await m.embed({ data: pixels(3 * PER_IMAGE, 1), shape: [3, SIDE, SIDE, 3] })
   t.true(out instanceof Float32Array)
   t.is(out.length, 3 * 128)
   for (const norm of rowNorms(out, 128)) t.true(Math.abs(norm - 1) < 1e-5, `norm ${norm}`)
@@ -62,7 +40,7 @@ test('embed returns N×128 vectors of unit norm', async (t) => {
 
 test('the same image embedded twice gives identical vectors', async (t) => {
   const m = await model()
-  const image = pixels(1, 2)
+  const image = pixels(1 * PER_IMAGE, 2)
   const first = await m.embed(image)
   const second = await m.embed(image)
   t.deepEqual(Array.from(first), Array.from(second))
@@ -70,14 +48,14 @@ test('the same image embedded twice gives identical vectors', async (t) => {
 
 test('float32 pixels in 0..255 embed like the same uint8 pixels', async (t) => {
   const m = await model()
-  const bytes = pixels(1, 3)
+  const bytes = pixels(1 * PER_IMAGE, 3)
   const fromBytes = await m.embed(bytes)
   const fromFloats = await m.embed(Float32Array.from(bytes))
   t.deepEqual(Array.from(fromBytes), Array.from(fromFloats))
 })
 
 test('same seed gives identical outputs, another seed different ones', async (t) => {
-  const image = pixels(2, 4)
+  const image = pixels(2 * PER_IMAGE, 4)
   const embedWith = async (seed: number) => {
     const m = await FaceNet.create({ arch: 'nn1', device: 'cpu', seed })
     try {
@@ -93,7 +71,7 @@ test('same seed gives identical outputs, another seed different ones', async (t)
 
 test('timers keep firing while embed works on the model thread', async (t) => {
   const m = await model()
-  const batch = pixels(16, 5)
+  const batch = pixels(16 * PER_IMAGE, 5)
   let ticks = 0
   const timer = setInterval(() => ticks++, 2)
   const started = Date.now()
@@ -165,13 +143,13 @@ test('a call after dispose rejects with DisposedError, and dispose is idempotent
   m.dispose()
   m.dispose()
   t.true(m.disposed)
-  const error = await t.throwsAsync(m.embed(pixels(1, 6)), { instanceOf: DisposedError })
+  const error = await t.throwsAsync(m.embed(pixels(1 * PER_IMAGE, 6)), { instanceOf: DisposedError })
   t.is(error?.code, 'ERR_DISPOSED')
 })
 
 test('dispose while embed calls are queued rejects the queued ones cleanly', async (t) => {
   const m = await FaceNet.create({ device: 'cpu', seed: 1 })
-  const image = pixels(4, 7)
+  const image = pixels(4 * PER_IMAGE, 7)
   const calls = [m.embed(image), m.embed(image), m.embed(image)]
   m.dispose()
   const results = await Promise.allSettled(calls)

@@ -3,22 +3,12 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { averageLinkage, clusterScores, evaluateClustering, evaluateIdentification, splitGalleryProbe } from '../src/index'
+import { rng } from './helpers'
 
 const python = readFileSync(join(__dirname, '..', '.libtorch', 'python'), 'utf8').trim()
 function reference(request: object): Record<string, unknown> {
   const out = execFileSync(python, [join(__dirname, 'fixtures', 'eval_reference.py')], { input: JSON.stringify(request) })
   return JSON.parse(out.toString()) as Record<string, unknown>
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** `ids` identities with `per` unit vectors each, scattered by `noise` around a random centre. */

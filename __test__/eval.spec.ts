@@ -10,6 +10,7 @@ import {
   rocCurve,
   type IndexPair,
 } from '../src/index'
+import { rng } from './helpers'
 
 const root = join(__dirname, '..')
 const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
@@ -20,18 +21,6 @@ function reference(request: object): Record<string, unknown> {
     maxBuffer: 64 << 20,
   })
   return JSON.parse(out.toString()) as Record<string, unknown>
-}
-
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 function gaussian(rand: () => number): number {

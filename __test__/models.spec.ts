@@ -1,5 +1,6 @@
 import test from 'ava'
 import { type Arch, FaceNet, UnknownArchError } from '../src'
+import { pixels, rowNorms } from './helpers'
 
 /** Every arch with the input size (height × width) it must declare. */
 const ARCHS: Array<[Arch, number, number]> = [
@@ -13,29 +14,6 @@ const ARCHS: Array<[Arch, number, number]> = [
   ['nns2', 140, 116],
   ['inception-resnet-v1', 160, 160],
 ]
-
-/** Deterministic pixels (xorshift), so failures reproduce. */
-function pixels(length: number, seed: number): Uint8Array {
-  const data = new Uint8Array(length)
-  let state = seed >>> 0 || 1
-  for (let i = 0; i < data.length; i++) {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    data[i] = state & 0xff
-  }
-  return data
-}
-
-function rowNorms(embeddings: Float32Array, dim: number): number[] {
-  const norms: number[] = []
-  for (let row = 0; row < embeddings.length / dim; row++) {
-    let sum = 0
-    for (let j = 0; j < dim; j++) sum += embeddings[row * dim + j]! ** 2
-    norms.push(Math.sqrt(sum))
-  }
-  return norms
-}
 
 for (const [arch, height, width] of ARCHS) {
   test.serial(`${arch}: declares ${height}×${width}, embeds unit vectors, summarizes itself`, async (t) => {

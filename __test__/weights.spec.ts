@@ -4,24 +4,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type Arch, FaceNet, ShapeError, WeightsError } from '../src'
+import { pixels } from './helpers'
 
 const root = join(__dirname, '..')
 const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
 const dir = mkdtempSync(join(tmpdir(), 'facenet-weights-'))
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))
-
-function pixels(length: number, seed: number): Uint8Array {
-  const data = new Uint8Array(length)
-  let state = seed >>> 0 || 1
-  for (let i = 0; i < data.length; i++) {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    data[i] = state & 0xff
-  }
-  return data
-}
 
 interface PythonCheck {
   metadata: Record<string, string>

@@ -1,0 +1,37 @@
+/** Deterministic test data shared by the specs (no Math.random, so failures reproduce). */
+
+/** `length` pseudo-random bytes (xorshift32). */
+export function pixels(length: number, seed: number): Uint8Array {
+  const data = new Uint8Array(length)
+  let state = seed >>> 0 || 1
+  for (let i = 0; i < data.length; i++) {
+    state ^= state << 13
+    state ^= state >>> 17
+    state ^= state << 5
+    data[i] = state & 0xff
+  }
+  return data
+}
+
+/** L2 norm of each row of an N×dim row-major array. */
+export function rowNorms(embeddings: Float32Array, dim: number): number[] {
+  const norms: number[] = []
+  for (let row = 0; row < embeddings.length / dim; row++) {
+    let sum = 0
+    for (let j = 0; j < dim; j++) sum += embeddings[row * dim + j]! ** 2
+    norms.push(Math.sqrt(sum))
+  }
+  return norms
+}
+
+/** Uniform [0, 1) numbers (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
