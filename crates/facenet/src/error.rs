@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{0}")]
     Weights(String),
     /// libtorch reported an error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
 }
 
@@ -56,3 +56,32 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// libtorch's own message without the C++ stack trace it appends ("Exception raised
+/// from …" and the frames after it), which means nothing to a JavaScript caller.
+fn torch_message(error: &tch::TchError) -> String {
+    let text = error.to_string();
+    let cut = text.find("Exception raised from").unwrap_or(text.len());
+    text[..cut].trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn torch_errors_keep_the_message_and_drop_the_cpp_stack() {
+        let a = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::zeros([4, 5], (Kind::Float, Device::Cpu));
+        let error: Error = a.f_matmul(&b).unwrap_err().into();
+        let message = error.to_string();
+        assert!(message.starts_with("libtorch: "), "{message}");
+        assert!(
+            message.contains("2x3") || message.contains("cannot be multiplied"),
+            "{message}"
+        );
+        assert!(!message.contains("Exception raised from"), "{message}");
+        assert!(!message.contains("frame #"), "{message}");
+    }
+}
