@@ -82,6 +82,33 @@ fn run_chain(units: &[ConvUnit], xs: &Tensor, train: bool) -> Tensor {
 /// Block35, Block17 and Block8: parallel branches, concatenated, projected back by a 1×1
 /// conv with bias (`conv2d`), scaled and added to the input, then ReLU (except the last
 /// Block8).
+/// Builds `branch{i}` for each layer list: a one-layer branch is a bare BasicConv2d
+/// (`branch0.conv.weight`), a longer one a Sequential (`branch1.0.…`). Returns the
+/// branches, their summed output channels and the last branch's output shape.
+fn build_branches(
+    path: &nn::Path,
+    table: &mut LayerTable,
+    input: Shape,
+    branches: &[&[(i64, ConvGeometry)]],
+) -> (Vec<Vec<ConvUnit>>, i64, Shape) {
+    let mut channels = 0;
+    let mut spatial = input;
+    let mut units = Vec::with_capacity(branches.len());
+    for (i, layers) in branches.iter().enumerate() {
+        let branch_path = path / format!("branch{i}");
+        let (chain_units, out) = if layers.len() == 1 {
+            let (unit, out) = basic(&branch_path, table, input, layers[0].0, layers[0].1);
+            (vec![unit], out)
+        } else {
+            chain(&branch_path, table, input, layers)
+        };
+        channels += out.c;
+        spatial = out;
+        units.push(chain_units);
+    }
+    (units, channels, spatial)
+}
+
 #[derive(Debug)]
 struct ResidualBlock {
     branches: Vec<Vec<ConvUnit>>,
@@ -101,19 +128,7 @@ impl ResidualBlock {
         scale: f64,
         relu: bool,
     ) -> Self {
-        let mut channels = 0;
-        let mut units = Vec::with_capacity(branches.len());
-        for (i, layers) in branches.iter().enumerate() {
-            let branch_path = path / format!("branch{i}");
-            let (chain_units, out) = if layers.len() == 1 {
-                let (unit, out) = basic(&branch_path, table, input, layers[0].0, layers[0].1);
-                (vec![unit], out)
-            } else {
-                chain(&branch_path, table, input, layers)
-            };
-            channels += out.c;
-            units.push(chain_units);
-        }
+        let (units, channels, _) = build_branches(path, table, input, branches);
         let (up, out) = Conv::new(
             &(path / "conv2d"),
             table,
@@ -219,21 +234,7 @@ impl Reduction {
         input: Shape,
         branches: &[&[(i64, ConvGeometry)]],
     ) -> (Self, Shape) {
-        let mut channels = 0;
-        let mut spatial = input;
-        let mut units = Vec::with_capacity(branches.len());
-        for (i, layers) in branches.iter().enumerate() {
-            let branch_path = path / format!("branch{i}");
-            let (chain_units, out) = if layers.len() == 1 {
-                let (unit, out) = basic(&branch_path, table, input, layers[0].0, layers[0].1);
-                (vec![unit], out)
-            } else {
-                chain(&branch_path, table, input, layers)
-            };
-            channels += out.c;
-            spatial = out;
-            units.push(chain_units);
-        }
+        let (units, channels, spatial) = build_branches(path, table, input, branches);
         let name = super::layers::name_of(path);
         let pooled = POOL.record(
             table,
