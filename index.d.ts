@@ -41,7 +41,7 @@ export declare class BindingModel {
    * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
    * here, into a tensor; the forward pass runs on the worker.
    */
-  embed(pixels: Uint8Array | Float32Array, count: number, height: number, width: number): Promise<Float32Array>
+  embed(pixels: Uint8Array | Float32Array, count: number, height: number, width: number, precision?: string | undefined | null): Promise<Float32Array>
   /**
    * Frees the model's memory once the call running now returns; queued calls reject
    * with ERR_DISPOSED. Never blocks.
@@ -187,6 +187,8 @@ export interface BindingTrainOptions {
   reducer: string
   normalize: boolean
   seed: number
+  /** fp32 (default) | bf16 (autocast of the forward pass) */
+  precision?: string
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */

@@ -54,6 +54,22 @@ test('float32 pixels in 0..255 embed like the same uint8 pixels', async (t) => {
   t.deepEqual(Array.from(fromBytes), Array.from(fromFloats))
 })
 
+test("precision 'bf16' embeds under bfloat16 autocast: float32 unit vectors close to fp32's", async (t) => {
+  const m = await model()
+  const images = { data: pixels(2 * PER_IMAGE, 8), shape: [2, SIDE, SIDE, 3] as const }
+  const full = await m.embed(images)
+  const half = await m.embed(images, { precision: 'bf16' })
+  t.true(half instanceof Float32Array)
+  for (const norm of rowNorms(half, 128)) t.true(Math.abs(norm - 1) < 1e-3, `norm ${norm}`)
+  t.notDeepEqual(Array.from(half), Array.from(full), 'bit-identical to fp32: autocast did not run')
+  for (let row = 0; row < 2; row++) {
+    let cosine = 0
+    for (let i = row * 128; i < (row + 1) * 128; i++) cosine += full[i]! * half[i]!
+    t.true(cosine > 0.99, `row ${row}: cosine ${cosine} between the fp32 and bf16 embeddings`)
+  }
+  await t.throwsAsync(m.embed(images, { precision: 'fp8' as 'bf16' }), { instanceOf: InvalidArgumentError, message: /fp8/ })
+})
+
 test('same seed gives identical outputs, another seed different ones', async (t) => {
   const image = pixels(2 * PER_IMAGE, 4)
   const embedWith = async (seed: number) => {

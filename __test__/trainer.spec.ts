@@ -204,3 +204,31 @@ test('bad trainer options are InvalidArgumentErrors naming the value', async (t)
   await t.throwsAsync(new Trainer(model, small).fit(await data(), { epochs: 0 }), { instanceOf: InvalidArgumentError, message: /epochs/ })
   model.dispose()
 })
+
+test('bf16 autocast trains with float32 weights, and its losses track the fp32 run', async (t) => {
+  const dir = tmp('bf16')
+  const losses: Record<string, number[]> = { fp32: [], bf16: [] }
+  for (const precision of ['fp32', 'bf16'] as const) {
+    const model = await FaceNet.create({ arch: 'tiny', device: 'cpu', seed: 6 })
+    await new Trainer(model, { ...small, optimizer: 'sgd', lr: 0.05, precision }).fit(await data(), {
+      epochs: 10,
+      maxSteps: 3,
+      onStep: (s) => losses[precision]!.push(s.loss),
+    })
+    await model.save(join(dir, `${precision}.safetensors`))
+    model.dispose()
+  }
+  t.is(losses.bf16!.length, 3)
+  // bf16 rounds the forward pass (8 bits of mantissa): the loss moves, but only a little.
+  const first = [losses.fp32![0]!, losses.bf16![0]!]
+  t.not(first[0], first[1], 'the bf16 forward pass gave a bit-identical loss: autocast did not run')
+  t.true(Math.abs(first[0]! - first[1]!) < 0.05 * first[0]!, `fp32 ${first[0]} vs bf16 ${first[1]}`)
+  for (const loss of losses.bf16!) t.true(Number.isFinite(loss) && loss > 0, `bf16 loss ${loss}`)
+  const bytes = readFileSync(join(dir, 'bf16.safetensors'))
+  const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString()) as Record<string, { dtype?: string }>
+  const dtypes = new Set(Object.entries(header).filter(([k]) => k !== '__metadata__').map(([, v]) => v.dtype))
+  t.deepEqual([...dtypes], ['F32'])
+  const model = await FaceNet.create({ arch: 'tiny', device: 'cpu' })
+  t.throws(() => new Trainer(model, { precision: 'fp16' as 'bf16' }), { instanceOf: InvalidArgumentError, message: /fp16/ })
+  model.dispose()
+})

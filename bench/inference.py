@@ -6,10 +6,11 @@ names, so a safetensors file that facenet-torch writes loads into them (see
 __test__/fixtures/check_safetensors.py). They are written from the paper and the Rust
 code, not copied from any other project.
 
-Usage: python bench/inference.py ARCH BATCH ITERS THREADS [DEVICE]  → one JSON line
+Usage: python bench/inference.py ARCH BATCH ITERS THREADS [DEVICE] [fp32|bf16]  → one JSON line
        {"arch": ..., "imagesPerSecond": ..., "seconds": [...]}
 """
 
+import contextlib
 import json
 import math
 import sys
@@ -351,7 +352,14 @@ def normalize(pixels, kind):
     return ((flat - mean) / std).view_as(x)
 
 
-def bench(arch, batch, iters, threads, device="cpu"):
+def autocast(device, precision):
+    """torch.autocast in bfloat16 for "bf16", as facenet-torch's precision option."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def bench(arch, batch, iters, threads, device="cpu", precision="fp32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(arch).eval().to(device)
@@ -361,7 +369,9 @@ def bench(arch, batch, iters, threads, device="cpu"):
     pixels = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8)
 
     def step():
-        return model(normalize(pixels.to(device), "fixed")).cpu()
+        with autocast(device, precision):
+            embeddings = model(normalize(pixels.to(device), "fixed"))
+        return embeddings.float().cpu()
 
     seconds = []
     with torch.inference_mode():
@@ -377,4 +387,5 @@ def bench(arch, batch, iters, threads, device="cpu"):
 if __name__ == "__main__":
     arch, batch, iters, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
-    print(json.dumps(bench(arch, batch, iters, threads, device)))
+    precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
+    print(json.dumps(bench(arch, batch, iters, threads, device, precision)))

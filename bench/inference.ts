@@ -6,7 +6,8 @@
  * return embeddings on the CPU; both use the same number of threads. The figure is the
  * median over the timed iterations, after one warm-up batch.
  *
- * Run: npx tsx bench/inference.ts [device=cpu] [arch,arch,...|all] [threads=CPUs]
+ * Run: npx tsx bench/inference.ts [device=cpu] [arch,arch,...|all] [threads=CPUs] [precision=fp32]
+ * ITERS=N overrides the timed iterations of every arch (a GPU wants more than a CPU).
  *
  * On a machine that other work shares, run with threads=1: libtorch's OpenMP threads spin
  * at barriers and lose far more to oversubscription than one thread does, on both sides.
@@ -15,13 +16,14 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { availableParallelism, cpus } from 'node:os'
 import { join, resolve } from 'node:path'
-import { type Arch, type Device, FaceNet } from '../src'
+import { type Arch, type Device, FaceNet, type Precision } from '../src'
 
 const root = resolve(__dirname, '..')
 const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
 const device = (process.argv[2] ?? 'cpu') as Device
 const BATCH = 32
 const threads = Number(process.argv[4] ?? availableParallelism())
+const precision = (process.argv[5] ?? 'fp32') as Precision
 
 /** Timed iterations per arch: fewer for the big nets, so a CPU run stays in minutes. */
 const ITERATIONS: Record<Arch, number> = {
@@ -48,11 +50,11 @@ async function ours(arch: Arch, iterations: number): Promise<number> {
   const data = new Uint8Array(BATCH * height * width * 3)
   for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24
   const batch = { data, shape: [BATCH, height, width, 3] as const }
-  await model.embed(batch)
+  await model.embed(batch, { precision })
   const seconds: number[] = []
   for (let i = 0; i < iterations; i++) {
     const start = performance.now()
-    await model.embed(batch)
+    await model.embed(batch, { precision })
     seconds.push((performance.now() - start) / 1000)
   }
   return BATCH / median(seconds)
@@ -62,17 +64,17 @@ function pytorch(arch: Arch, iterations: number): number {
   const torchDevice = device === 'auto' ? 'cpu' : device
   const out = execFileSync(
     python,
-    [join(__dirname, 'inference.py'), arch, String(BATCH), String(iterations), String(threads), torchDevice],
+    [join(__dirname, 'inference.py'), arch, String(BATCH), String(iterations), String(threads), torchDevice, precision],
     { encoding: 'utf8' },
   )
   return (JSON.parse(out.trim().split('\n').pop()!) as { imagesPerSecond: number }).imagesPerSecond
 }
 
 async function main(): Promise<void> {
-  console.log(`inference, batch ${BATCH}, device ${device}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'})`)
+  console.log(`inference, batch ${BATCH}, device ${device}, ${precision}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'})`)
   console.log('arch                  iters   ours img/s   PyTorch img/s   ours/PyTorch')
   for (const arch of archs) {
-    const iterations = ITERATIONS[arch]
+    const iterations = process.env.ITERS ? Number(process.env.ITERS) : ITERATIONS[arch]
     const a = await ours(arch, iterations)
     const b = pytorch(arch, iterations)
     console.log(

@@ -6,12 +6,13 @@
  *   npx tsx bench/lfw-train.ts [--minutes 30] [--arch tiny] [--out runs/lfw]
  *     [--optimizer adagrad] [--lr 0.05] [--miner semi-hard] [--reducer mean]
  *     [--P 16] [--K 4] [--negatives 0] [--crop 0.7] [--seed 0]
+ *     [--device auto] [--precision fp32] [--prefetch 2]
  *
  * Prints one line per epoch and a final JSON summary.
  */
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
-import { evaluateVerification, FaceNet, ImageFolder, LfwPairs, loadPairImages, Trainer, type Arch } from '../src'
+import { evaluateVerification, FaceNet, ImageFolder, LfwPairs, loadPairImages, Trainer, type Arch, type Device, type Precision } from '../src'
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +29,9 @@ const { values } = parseArgs({
     reducer: { type: 'string', default: 'mean' },
     seed: { type: 'string', default: '0' },
     out: { type: 'string', default: 'runs/lfw' },
+    device: { type: 'string', default: 'auto' },
+    precision: { type: 'string', default: 'fp32' },
+    prefetch: { type: 'string', default: '2' },
   },
 })
 
@@ -38,7 +42,7 @@ async function main() {
   const lfw = await LfwPairs.parse(join(root, 'pairs.txt'))
   const { trainIdentities } = lfw.unrestrictedSplit(9)
   const folder = (await ImageFolder.open(root)).subset(trainIdentities)
-  const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: 'auto' })
+  const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device })
   const centerCrop = Number(values.crop)
   const pairImages = await loadPairImages(lfw, model.inputSize, { centerCrop })
   const evaluate = async () => {
@@ -67,6 +71,8 @@ async function main() {
     reducer: values.reducer as 'mean',
     centerCrop,
     seed: Number(values.seed),
+    precision: values.precision as Precision,
+    prefetch: Number(values.prefetch),
     logFile: join(out, 'train.jsonl'),
   })
   const budget = Number(values.minutes) * 60
@@ -90,6 +96,8 @@ async function main() {
   console.log(
     JSON.stringify({
       arch: values.arch,
+      device: model.device,
+      precision: values.precision,
       minutes: (Date.now() - started) / 60000,
       steps: trainer.step,
       untrainedFold10: untrained.fold10,

@@ -7,7 +7,7 @@
  * PyTorch, ours, PyTorch… for `pairs` pairs, and the median of the per-pair ratios is
  * printed with each side's peak RSS.
  *
- * Run: npx tsx bench/train-step.ts [archs=nn4,nns1,nn1,inception-resnet-v1] [threads=1] [pairs=5] [device=cpu]
+ * Run: npx tsx bench/train-step.ts [archs=nn4,nns1,nn1,inception-resnet-v1] [threads=1] [pairs=5] [device=cpu] [precision=fp32]
  * Batches: arch:PxK overrides, e.g. nn4:15x20 (defaults below).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
-import { type Arch, type Device, FaceNet } from '../src'
+import { type Arch, type Device, FaceNet, type Precision } from '../src'
 import { modelBinding } from '../src/model'
 
 const root = resolve(__dirname, '..')
@@ -56,7 +56,7 @@ class LineServer {
 }
 
 /** Our side as a line server (runs in a child so that its peak RSS is its own). */
-async function child(arch: Arch, p: number, k: number, threads: number, device: Device): Promise<void> {
+async function child(arch: Arch, p: number, k: number, threads: number, device: Device, precision: Precision): Promise<void> {
   const model = await FaceNet.create({ arch, threads, device, seed: 0 })
   const binding = modelBinding(model)
   await binding.configureTraining({
@@ -71,6 +71,7 @@ async function child(arch: Arch, p: number, k: number, threads: number, device: 
     reducer: 'mean',
     normalize: true,
     seed: 0,
+    precision,
   })
   const { height, width } = model.inputSize
   const n = p * k
@@ -100,15 +101,16 @@ async function main(): Promise<void> {
   const threads = Number(process.argv[3] ?? 1)
   const pairs = Number(process.argv[4] ?? 5)
   const device = (process.argv[5] ?? 'cpu') as Device
-  console.log(`train step (semi-hard, triplet loss, AdaGrad), device ${device}, ${threads} threads, ${pairs} pairs (${cpus()[0]?.model ?? 'unknown CPU'})`)
+  const precision = (process.argv[6] ?? 'fp32') as Precision
+  console.log(`train step (semi-hard, triplet loss, AdaGrad), device ${device}, ${precision}, ${threads} threads, ${pairs} pairs (${cpus()[0]?.model ?? 'unknown CPU'})`)
   console.log('arch                  P×K      ours img/s   PyTorch img/s   ours/PyTorch (median of pairs)   ours peak MB   PyTorch peak MB')
   const rows = []
   for (const spec of archs) {
     const [arch, override] = spec.split(':') as [Arch, string | undefined]
     const [p, k] = override ? (override.split('x').map(Number) as [number, number]) : (BATCH[arch] ?? [8, 4])
     const n = p * k
-    const ours = new LineServer(process.execPath, [...nodeArgs, __filename, '--child', arch, String(p), String(k), String(threads), device])
-    const theirs = new LineServer(python, [join(__dirname, 'train_step.py'), arch, String(p), String(k), String(threads), device])
+    const ours = new LineServer(process.execPath, [...nodeArgs, __filename, '--child', arch, String(p), String(k), String(threads), device, precision])
+    const theirs = new LineServer(python, [join(__dirname, 'train_step.py'), arch, String(p), String(k), String(threads), device, precision])
     await ours.read()
     await theirs.read()
     await ours.ask('step') // warm-up: allocator, oneDNN primitives, optimizer state
@@ -132,12 +134,12 @@ async function main(): Promise<void> {
         (rb.gpu_peak_mb !== undefined ? `   PyTorch GPU peak ${rb.gpu_peak_mb.toFixed(0)} MB` : ''),
     )
   }
-  console.log(JSON.stringify({ bench: 'train-step', device, threads, pairs, rows }))
+  console.log(JSON.stringify({ bench: 'train-step', device, precision, threads, pairs, rows }))
 }
 
 if (process.argv[2] === '--child') {
-  const [, , , arch, p, k, threads, device] = process.argv
-  void child(arch as Arch, Number(p), Number(k), Number(threads), device as Device)
+  const [, , , arch, p, k, threads, device, precision] = process.argv
+  void child(arch as Arch, Number(p), Number(k), Number(threads), device as Device, (precision ?? 'fp32') as Precision)
 } else {
   void main()
 }

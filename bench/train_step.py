@@ -8,7 +8,7 @@ in bench/inference.py.
 It is a line server so that the driver can alternate steps with facenet-torch's:
   stdin "step" → stdout {"seconds": s};  stdin "rss" → {"peak_mb": ...};  EOF ends.
 
-Usage: python bench/train_step.py ARCH P K THREADS [DEVICE]
+Usage: python bench/train_step.py ARCH P K THREADS [DEVICE] [fp32|bf16]
 """
 import json
 import os
@@ -19,11 +19,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from inference import INPUT, build, normalize  # noqa: E402
+from inference import INPUT, autocast, build, normalize  # noqa: E402
 from mining import loss as triplet_loss, mine  # noqa: E402
 
 
-def make_step(arch, p, k, threads, device="cpu"):
+def make_step(arch, p, k, threads, device="cpu", precision="fp32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(arch).train().to(device)
@@ -35,7 +35,9 @@ def make_step(arch, p, k, threads, device="cpu"):
     mine_gen = torch.Generator().manual_seed(1)
 
     def step():
-        e = model(normalize(pixels.to(device), "fixed"))
+        with autocast(device, precision):
+            e = model(normalize(pixels.to(device), "fixed"))
+        e = e.float()
         a, pp, n = mine(e.detach().cpu(), labels, mine_gen)
         dev = e.device
         loss = triplet_loss(e, a.to(dev), pp.to(dev), n.to(dev))
@@ -61,7 +63,8 @@ def peak_mb(device):
 def main():
     arch, p, k, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
-    step = make_step(arch, p, k, threads, device)
+    precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
+    step = make_step(arch, p, k, threads, device, precision)
     print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

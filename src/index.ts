@@ -3,7 +3,7 @@
  * on libtorch.
  */
 export { FaceNet } from './model'
-export type { Arch, CreateOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, Normalization, SaveOptions } from './model'
+export type { Arch, CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, Normalization, Precision, SaveOptions } from './model'
 export { devices } from './device'
 export type { Device, DeviceReport } from './device'
 export { mineTriplets, tripletLoss } from './mining'

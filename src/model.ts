@@ -107,6 +107,14 @@ export interface ImageBatch {
   shape: readonly [number, number, number, number]
 }
 
+/** Arithmetic of a forward pass: float32, or bfloat16 autocast (for CUDA). */
+export type Precision = 'fp32' | 'bf16'
+
+export interface EmbedOptions {
+  /** Default `'fp32'`. `'bf16'` runs the network under bfloat16 autocast. */
+  precision?: Precision
+}
+
 export interface ModelInfo {
   arch: Arch
   embeddingDim: number
@@ -285,9 +293,10 @@ export class FaceNet implements Disposable {
   /**
    * Embeds a batch of images. Pass an {@link ImageBatch}, or a bare array holding whole
    * images of the model's input size (N is then inferred). Returns N×embeddingDim values,
-   * row-major; every row has unit L2 norm.
+   * row-major; every row has unit L2 norm. `options.precision: 'bf16'` runs the network
+   * under bfloat16 autocast (for CUDA); the embeddings are float32 either way.
    */
-  async embed(images: ImageBatch | Uint8Array | Float32Array): Promise<Float32Array> {
+  async embed(images: ImageBatch | Uint8Array | Float32Array, options: EmbedOptions = {}): Promise<Float32Array> {
     if (this.disposed) throw new DisposedError()
     const { data, shape } = this.#asBatch(images)
     const [count, height, width, channels] = shape
@@ -295,7 +304,7 @@ export class FaceNet implements Disposable {
       throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
     }
     try {
-      return await this.#binding.embed(data, count, height, width)
+      return await this.#binding.embed(data, count, height, width, options.precision)
     } catch (error) {
       throw fromBindingError(error)
     }

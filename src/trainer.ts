@@ -9,7 +9,7 @@ import type { ImageSource } from './data/source'
 import { FaceNetError, fromBindingError, InvalidArgumentError, NonFiniteError } from './errors'
 import { evaluateVerification, type IndexPair, type VerificationResult } from './eval/verification'
 import { mineTriplets, type DistanceName, type MiningStats } from './mining'
-import type { FaceNet } from './model'
+import type { FaceNet, Precision } from './model'
 import { modelBinding } from './model'
 
 export type OptimizerName = 'sgd' | 'adagrad' | 'adam' | 'adamw'
@@ -84,6 +84,13 @@ export interface TrainerOptions {
   logFile?: string
   /** Batches decoded ahead. Default `2`. */
   prefetch?: number
+  /**
+   * Arithmetic of the forward pass. `'bf16'` runs it under bfloat16 autocast (as
+   * `torch.autocast(dtype=torch.bfloat16)`): convolutions and matrix products in bf16,
+   * weights, optimizer state, mining and the loss in float32. Meant for CUDA (Ampere
+   * and newer); it also runs on the CPU, where it is mostly slower. Default `'fp32'`.
+   */
+  precision?: Precision
 }
 
 /** Pairs to validate on after each epoch, with their images decoded at the model's input size. */
@@ -222,6 +229,10 @@ function resolveOptions(options: TrainerOptions): ResolvedOptions {
     checkpointEvery: options.checkpointEvery ?? 0,
     keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
     prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
+    precision: options.precision ?? 'fp32',
+  }
+  if (resolved.precision !== 'fp32' && resolved.precision !== 'bf16') {
+    throw new InvalidArgumentError(`precision must be 'fp32' or 'bf16', got ${JSON.stringify(resolved.precision)}`)
   }
   if (!Number.isInteger(resolved.seed) || resolved.seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(resolved.seed)}`)
   if (!Number.isInteger(resolved.checkpointEvery) || resolved.checkpointEvery < 0) {
@@ -340,7 +351,7 @@ export class Trainer {
       maxGradNorm: o.maxGradNorm,
       ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
     }
-    await this.#call(() => modelBinding(this.model).configureTraining({ optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed }))
+    await this.#call(() => modelBinding(this.model).configureTraining({ optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision }))
     this.#configured = true
   }
 

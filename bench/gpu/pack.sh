@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine lacks into one file, runs/gpu-bundle.tar.xz (ignored by git):
 # the built addon, index.js, dist/, sharp and its runtime deps, this machine's Node binary,
-# and the two benches compiled to JS (imports of ../src rewritten to ../dist), because the
+# and the benches compiled to JS (imports of ../src rewritten to ../dist), because the
 # device has neither Node nor node_modules (no tsx). Run from the repo root after
 # `node scripts/build.mjs`; then, on the device, with carry ["runs/gpu-bundle.tar.xz"]:
 #   bash bench/gpu/run.sh
@@ -18,7 +18,7 @@ cp -r dist "$stage/dist"
 # dist/ loads sharp eagerly (the data loader); these are all the packages it requires.
 cp -r node_modules/sharp node_modules/detect-libc node_modules/semver "$stage/node_modules/"
 cp -r node_modules/@img/colour node_modules/@img/sharp-linux-x64 node_modules/@img/sharp-libvips-linux-x64 "$stage/node_modules/@img/"
-for b in inference train-step; do
+for b in inference train-step cuda-check lfw-train; do
   node_modules/.bin/esbuild "bench/$b.ts" --format=cjs --platform=node --target=node20 --log-level=warning \
     | sed -e "s#require(\"\.\./src\")#require(\"../dist\")#" -e "s#require(\"\.\./src/model\")#require(\"../dist/model\")#" \
     > "$stage/bench/$b.js"

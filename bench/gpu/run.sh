@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# GPU benchmarks on the lent machine (H200, torch 2.11 CUDA 13 for its python3, no Node):
-# unpacks runs/gpu-bundle.tar.xz (made here by bench/gpu/pack.sh), links the addon against
-# the torch/lib of that python3 through LD_LIBRARY_PATH, then runs bench/inference and
-# bench/train-step on CUDA in fp32 beside the PyTorch twins on the same GPU, recording
-# images/s, ratios and per-process peak GPU memory (nvidia-smi samples) into $OUT.
-# bf16 autocast is not implemented in facenet-torch yet, so only fp32 runs.
+# GPU checks and benchmarks on the lent machine (H200, torch 2.11 CUDA 13 for its python3,
+# no Node): unpacks runs/gpu-bundle.tar.xz (made here by bench/gpu/pack.sh), links the
+# addon against the torch/lib of that python3 through LD_LIBRARY_PATH, then runs, each
+# writing into $OUT as it goes (so a run cut short still returns what it did):
+#   1. bench/cuda-check: Trainer on CUDA in fp32 and bf16, CPU/CUDA agreement, resume, NaN guard;
+#   2. bench/train-step in fp32 and bf16 beside the PyTorch twin on the same GPU;
+#   3. bench/inference in fp32 and bf16 beside the PyTorch twin;
+# with per-process peak GPU memory (nvidia-smi samples). At most 7 files land in $OUT (the
+# device tool returns 8).
 #
 #   bash bench/gpu/run.sh [--check]      (--check: unpack, link and report devices only)
 #
 # Environment: PYTHON (default python3), BUNDLE (default runs/gpu-bundle.tar.xz),
-# OUT (default runs/gpu-out), INFER_ARCHS (default all), TRAIN_ARCHS (default below),
-# DEVICE (default cuda), THREADS (default 16, CPU threads of both sides).
+# OUT (default runs/gpu-out), INFER_ARCHS, TRAIN_ARCHS (defaults below), CHECK_ARCH
+# (default nn4), DEVICE (default cuda), THREADS (default 16, CPU threads of both sides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 BUNDLE=${BUNDLE:-runs/gpu-bundle.tar.xz}
 OUT=${OUT:-runs/gpu-out}
 DEVICE=${DEVICE:-cuda}
-INFER_ARCHS=${INFER_ARCHS:-all}
-TRAIN_ARCHS=${TRAIN_ARCHS:-nn4:45x40,nns1:15x20,nn1:15x20,inception-resnet-v1:15x20}
+INFER_ARCHS=${INFER_ARCHS:-nn4,nn1,inception-resnet-v1}
+TRAIN_ARCHS=${TRAIN_ARCHS:-nn4:45x40,nn1:15x20,inception-resnet-v1:15x20}
+CHECK_ARCH=${CHECK_ARCH:-nn4}
 mkdir -p "$OUT"
 log() { echo "[run.sh $(date +%T)] $*" | tee -a "$OUT/run.log"; }
 
@@ -45,15 +49,15 @@ export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The benches read the PyTorch python from .libtorch/python, as in a local checkout.
 mkdir -p .libtorch && echo "$PY_EXE" > .libtorch/python
 log "python $PY_EXE, torch lib $TORCH_LIB"
-"$PYTHON" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "cudaAvailable": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))' | tee "$OUT/pytorch.json"
-"$NODE" -e 'const f = require("./dist"); console.log(JSON.stringify(f.devices()))' | tee "$OUT/ours-devices.json"
+"$PYTHON" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "cudaAvailable": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))' | tee -a "$OUT/run.log"
+"$NODE" -e 'const f = require("./dist"); console.log(JSON.stringify(f.devices()))' | tee "$stage/ours-devices.json" | tee -a "$OUT/run.log"
 # Which libtorch the addon actually loaded (its RUNPATH names the build machine's venv).
 loaded=$("$NODE" -e 'require("./dist"); const l = require("fs").readFileSync("/proc/self/maps", "utf8").split("\n").find((x) => x.endsWith("/libtorch_cpu.so")); console.log(l ? l.split(/\s+/).pop() : "")')
 log "addon loaded $loaded"
 [ "$(readlink -f "$(dirname "$loaded")")" = "$(readlink -f "$TORCH_LIB")" ] || { log "the addon did not load libtorch from $TORCH_LIB"; exit 1; }
-if command -v nvidia-smi > /dev/null; then nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true; fi
+if command -v nvidia-smi > /dev/null; then nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/run.log" || true; fi
 if [ "${1:-}" = "--check" ]; then log "check done"; exit 0; fi
-[[ "$DEVICE" != cuda* ]] || grep -q '"cudaAvailable":true' "$OUT/ours-devices.json" || { log "the addon sees no CUDA device: stopping"; exit 1; }
+[[ "$DEVICE" != cuda* ]] || grep -q '"cudaAvailable":true' "$stage/ours-devices.json" || { log "the addon sees no CUDA device: stopping"; exit 1; }
 
 # Per-process GPU memory, sampled every 0.25 s with the command line of each process, so
 # that each side's peak can be read back (sides alternate, one process each).
@@ -63,19 +67,25 @@ sample() {
       [ -n "$pid" ] && echo "$pid,$mem,$(tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | cut -c1-200)"
     done
     sleep 0.25
-  done >> "$OUT/gpu-mem.csv"
+  done >> "$stage/gpu-mem.csv"
 }
 sample &
 sampler=$!
 trap 'kill "$sampler" 2> /dev/null || true; rm -rf "$stage"' EXIT
 
-log "inference, $DEVICE, fp32, batch 32"
-"$NODE" bench/inference.js "$DEVICE" "$INFER_ARCHS" "${THREADS:-16}" 2>&1 | tee "$OUT/inference.txt"
-log "train step, $DEVICE, fp32: $TRAIN_ARCHS"
-"$NODE" bench/train-step.js "$TRAIN_ARCHS" "${THREADS:-16}" 5 "$DEVICE" 2>&1 | tee "$OUT/train-step.txt"
+log "cuda-check, $DEVICE, $CHECK_ARCH"
+"$NODE" bench/cuda-check.js "$DEVICE" "$CHECK_ARCH" 30 2>&1 | tee "$OUT/cuda-check.txt" || log "cuda-check: some checks failed"
+for precision in fp32 bf16; do
+  log "train step, $DEVICE, $precision: $TRAIN_ARCHS"
+  "$NODE" bench/train-step.js "$TRAIN_ARCHS" "${THREADS:-16}" 5 "$DEVICE" "$precision" 2>&1 | tee "$OUT/train-step-$precision.txt" || log "train step $precision failed"
+done
+for precision in fp32 bf16; do
+  log "inference, $DEVICE, $precision, batch 32: $INFER_ARCHS"
+  ITERS=${ITERS:-20} "$NODE" bench/inference.js "$DEVICE" "$INFER_ARCHS" "${THREADS:-16}" "$precision" 2>&1 | tee "$OUT/inference-$precision.txt" || log "inference $precision failed"
+done
 kill "$sampler" 2> /dev/null || true
 
-"$PY_EXE" - "$OUT/gpu-mem.csv" << 'PY' | tee "$OUT/gpu-mem-peaks.txt"
+"$PY_EXE" - "$stage/gpu-mem.csv" << 'PY' | tee "$OUT/gpu-mem-peaks.txt"
 import collections, sys
 peak = collections.defaultdict(int)
 for line in open(sys.argv[1]):

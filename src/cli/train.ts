@@ -38,6 +38,7 @@ const recipe = {
   seed: z.number().int().min(0).default(0),
   checkpointEvery: z.number().int().min(0).default(0),
   keepCheckpoints: positiveInt.default(3),
+  precision: z.enum(['fp32', 'bf16']).default('fp32'),
 }
 const RECIPE_KEYS = Object.keys(recipe)
 
@@ -86,6 +87,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     overwrite: { kind: 'boolean', help: "start afresh in an --out that already holds a run (deletes its checkpoints and log)" },
     device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
     threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
+    precision: { kind: 'string', value: 'P', help: "'fp32' (default) or 'bf16' (bfloat16 autocast of the forward pass; for CUDA)" },
   },
   schema,
   notes: [
@@ -187,6 +189,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     mining: o.mining,
     miner: o.miner,
     reducer: o.reducer,
+    precision: o.precision,
     identitiesPerBatch: o.batchIdentities,
     imagesPerIdentity: o.batchImages,
     centerCrop: o.centerCrop,

@@ -12,7 +12,7 @@ mod train;
 mod worker;
 
 use error::{invalid, to_js};
-use facenet::{Arch, FaceNet, ModelConfig, Normalization};
+use facenet::{Arch, FaceNet, ModelConfig, Normalization, Precision};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -265,14 +265,18 @@ impl BindingModel {
         count: u32,
         height: u32,
         width: u32,
+        precision: Option<String>,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
-        match pixels_tensor(&pixels, count, height, width) {
-            Ok(images) => self.worker.run(
+        let precision = Precision::from_name(precision.as_deref().unwrap_or("fp32")).map_err(to_js);
+        match precision
+            .and_then(|precision| Ok((precision, pixels_tensor(&pixels, count, height, width)?)))
+        {
+            Ok((precision, images)) => self.worker.run(
                 deferred,
                 move |state| {
                     let model = state.model.as_ref().ok_or_else(error::disposed)?;
-                    let embeddings = model.embed(&images).map_err(to_js)?;
+                    let embeddings = model.embed_with(&images, precision).map_err(to_js)?;
                     Vec::<f32>::try_from(embeddings.flatten(0, -1)).map_err(|e| to_js(e.into()))
                 },
                 |_env, values| Ok(Float32Array::new(values)),

@@ -10,6 +10,7 @@ use facenet::loss::{Reducer, TripletLoss};
 use facenet::mining::Triplets;
 use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use facenet::train::{StepStats, TrainConfig, TrainState};
+use facenet::Precision;
 use napi::bindgen_prelude::{Either, Float32Array, Int32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -45,6 +46,8 @@ pub struct BindingTrainOptions {
     pub reducer: String,
     pub normalize: bool,
     pub seed: f64,
+    /// fp32 (default) | bf16 (autocast of the forward pass)
+    pub precision: Option<String>,
 }
 
 #[napi(object)]
@@ -136,6 +139,7 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
         },
         miner,
         seed: o.seed as u64,
+        precision: Precision::from_name(o.precision.as_deref().unwrap_or("fp32")).map_err(to_js)?,
     })
 }
 

@@ -109,6 +109,7 @@ mod tests {
                 loss: Default::default(),
                 miner: Miner::default(),
                 seed: 9,
+                precision: Default::default(),
             },
         )
         .unwrap();

@@ -10,6 +10,7 @@ pub mod loss;
 pub mod mining;
 pub mod model;
 pub mod optim;
+pub mod precision;
 pub mod preprocess;
 pub mod train;
 pub mod weights;
@@ -17,6 +18,7 @@ pub mod weights;
 pub use device::{device_name, devices, parse_device, DeviceInfo};
 pub use error::{Error, Result};
 pub use model::{Arch, FaceNet, InputSize, ModelConfig};
+pub use precision::Precision;
 pub use preprocess::Normalization;
 
 /// The libtorch version this crate is built for (checked by torch-sys at build time).

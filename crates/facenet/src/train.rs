@@ -9,6 +9,7 @@ use crate::loss::{triplet_loss_with_count, TripletLoss};
 use crate::mining::{mine, Miner, MiningStats, Triplets};
 use crate::model::{check_image_batch, FaceNet};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::precision::{with_precision, Precision};
 use crate::preprocess::to_network_input;
 use tch::{Device, Kind, Tensor};
 
@@ -20,6 +21,8 @@ pub struct TrainConfig {
     /// Seeds dropout and random miner choices, mixed with the step number, so that a run
     /// resumed from a checkpoint repeats the uninterrupted run exactly.
     pub seed: u64,
+    /// Arithmetic of the forward pass; the loss, mining and update stay float32.
+    pub precision: Precision,
 }
 
 /// What one step did, for logs and guards.
@@ -124,7 +127,12 @@ impl TrainState {
         let device = model.device();
         let input = to_network_input(images, device, model.config().normalization)?;
         let labels = labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
-        let embeddings = model.forward_t(&input, true);
+        // Under bf16 autocast the head's output may come back in bf16; mining and the loss
+        // compare small distance differences, so they run on float32 copies.
+        let embeddings = with_precision(device, self.config.precision, || {
+            model.forward_t(&input, true)
+        })?
+        .f_to_kind(Kind::Float)?;
         if embeddings.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
             return Err(Error::NonFinite(format!(
                 "the embeddings are NaN or infinite at step {step} (check the input pixels); the weights were not updated"
@@ -352,6 +360,7 @@ mod tests {
             loss: TripletLoss::default(),
             miner: Miner::default(),
             seed: 3,
+            precision: Precision::Fp32,
         }
     }
 

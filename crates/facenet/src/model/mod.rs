@@ -9,6 +9,7 @@ mod nn1_paper;
 mod tiny;
 
 use crate::error::{Error, Result};
+use crate::precision::{with_precision, Precision};
 use crate::preprocess::{to_network_input, Normalization};
 use std::sync::Mutex;
 use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
@@ -277,6 +278,11 @@ impl FaceNet {
     /// Embeds a batch of N×H×W×3 images (uint8, or float32 pixel values in 0..255) held
     /// on the CPU. Returns N×D float embeddings of unit norm, on the CPU.
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
+        self.embed_with(images, Precision::Fp32)
+    }
+
+    /// [`FaceNet::embed`] with the forward pass in `precision`; the result is float32.
+    pub fn embed_with(&self, images: &Tensor, precision: Precision) -> Result<Tensor> {
         let expected = self.input_size();
         check_image_batch(images, expected)?;
         let _no_grad = tch::no_grad_guard();
@@ -287,8 +293,14 @@ impl FaceNet {
             let len = EMBED_CHUNK.min(n - start);
             let chunk = images.f_narrow(0, start, len)?;
             let input = to_network_input(&chunk, self.device(), self.config.normalization)?;
-            let embeddings = self.net.forward_t(&input, false);
-            chunks.push(embeddings.f_to_device(Device::Cpu)?);
+            let embeddings = with_precision(self.device(), precision, || {
+                self.net.forward_t(&input, false)
+            })?;
+            chunks.push(
+                embeddings
+                    .f_to_kind(Kind::Float)?
+                    .f_to_device(Device::Cpu)?,
+            );
             start += len;
         }
         if chunks.is_empty() {
