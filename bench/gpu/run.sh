@@ -13,7 +13,8 @@
 #
 # Environment: PYTHON (default python3), BUNDLE (default runs/gpu-bundle.tar.xz),
 # OUT (default runs/gpu-out), INFER_ARCHS, TRAIN_ARCHS (defaults below), CHECK_ARCH
-# (default nn4), DEVICE (default cuda), THREADS (default 16, CPU threads of both sides).
+# (default nn4), DEVICE (default cuda), THREADS (default 16, CPU threads of both sides),
+# STAGES (default check,train,infer: which of 1–3 to run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -23,6 +24,7 @@ DEVICE=${DEVICE:-cuda}
 INFER_ARCHS=${INFER_ARCHS:-nn4,nn1,inception-resnet-v1}
 TRAIN_ARCHS=${TRAIN_ARCHS:-nn4:45x40,nn1:15x20,inception-resnet-v1:15x20}
 CHECK_ARCH=${CHECK_ARCH:-nn4}
+STAGES=",${STAGES:-check,train,infer},"
 mkdir -p "$OUT"
 log() { echo "[run.sh $(date +%T)] $*" | tee -a "$OUT/run.log"; }
 
@@ -73,13 +75,15 @@ sample &
 sampler=$!
 trap 'kill "$sampler" 2> /dev/null || true; rm -rf "$stage"' EXIT
 
-log "cuda-check, $DEVICE, $CHECK_ARCH"
-"$NODE" bench/cuda-check.js "$DEVICE" "$CHECK_ARCH" 30 2>&1 | tee "$OUT/cuda-check.txt" || log "cuda-check: some checks failed"
-for precision in fp32 bf16; do
+if [[ "$STAGES" == *,check,* ]]; then
+  log "cuda-check, $DEVICE, $CHECK_ARCH"
+  "$NODE" bench/cuda-check.js "$DEVICE" "$CHECK_ARCH" 30 2>&1 | tee "$OUT/cuda-check.txt" || log "cuda-check: some checks failed"
+fi
+[[ "$STAGES" == *,train,* ]] && for precision in fp32 bf16; do
   log "train step, $DEVICE, $precision: $TRAIN_ARCHS"
   "$NODE" bench/train-step.js "$TRAIN_ARCHS" "${THREADS:-16}" 5 "$DEVICE" "$precision" 2>&1 | tee "$OUT/train-step-$precision.txt" || log "train step $precision failed"
 done
-for precision in fp32 bf16; do
+[[ "$STAGES" == *,infer,* ]] && for precision in fp32 bf16; do
   log "inference, $DEVICE, $precision, batch 32: $INFER_ARCHS"
   ITERS=${ITERS:-20} "$NODE" bench/inference.js "$DEVICE" "$INFER_ARCHS" "${THREADS:-16}" "$precision" 2>&1 | tee "$OUT/inference-$precision.txt" || log "inference $precision failed"
 done
