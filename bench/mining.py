@@ -30,7 +30,7 @@ def mine(e, labels, gen):
     d = (sq[:, None] + sq[None, :] - 2 * e @ e.T).clamp_min_(0)
     d.fill_diagonal_(0)
     same = labels[:, None] == labels[None, :]
-    pos = same & ~torch.eye(len(e), dtype=torch.bool)
+    pos = same & ~torch.eye(len(e), dtype=torch.bool, device=e.device)
     a_all, p_all = pos.nonzero(as_tuple=True)
     out = []
     for s in range(0, len(a_all), PAIR_SLICE):
@@ -40,7 +40,7 @@ def mine(e, labels, gen):
         neg = ~same[a]
         farther = neg & (dan > dap)
         semi = farther & (dan < dap + MARGIN)
-        keys = torch.rand(dan.shape, generator=gen)
+        keys = torch.rand(dan.shape, generator=gen, device=e.device)
         pick = torch.where(semi, keys, -1.0).argmax(1)
         nearest_farther = torch.where(farther, dan, torch.inf).argmin(1)
         farthest = torch.where(neg, dan, -torch.inf).argmax(1)

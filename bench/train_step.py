@@ -1,6 +1,6 @@
 """PyTorch side of bench/train-step.ts: one FaceNet training step on a P×K batch of
 random uint8 pixels, the same work as facenet-torch's trainStep: normalize, forward in
-train mode, online semi-hard mining (bench/mining.py's miner), triplet loss on
+train mode, online semi-hard mining on the embeddings' device (bench/mining.py's miner), triplet loss on
 L2-normalized embeddings, backward, global gradient norm, Adagrad step (lr 0.05, eps 1e-10),
 plus the mean pairwise distance that the core reports each step. The network is the twin
 in bench/inference.py.
@@ -31,16 +31,16 @@ def make_step(arch, p, k, threads, device="cpu", precision="fp32"):
     h, w = INPUT[arch]
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (p * k, h, w, 3), dtype=torch.uint8, generator=gen)
-    labels = torch.arange(p).repeat_interleave(k)
-    mine_gen = torch.Generator().manual_seed(1)
+    # Mining runs where the embeddings are, as facenet-torch's does (on a GPU too).
+    labels = torch.arange(p).repeat_interleave(k).to(device)
+    mine_gen = torch.Generator(device=device).manual_seed(1)
 
     def step():
         with autocast(device, precision):
             e = model(normalize(pixels.to(device), "fixed"))
         e = e.float()
-        a, pp, n = mine(e.detach().cpu(), labels, mine_gen)
-        dev = e.device
-        loss = triplet_loss(e, a.to(dev), pp.to(dev), n.to(dev))
+        a, pp, n = mine(e.detach(), labels, mine_gen)
+        loss = triplet_loss(e, a, pp, n)
         with torch.no_grad():
             d = torch.cdist(e.detach(), e.detach()).pow(2).mean().item()
         opt.zero_grad(set_to_none=True)
