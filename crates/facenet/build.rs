@@ -2,11 +2,12 @@ include!("../link_libtorch.rs");
 
 fn main() {
     link_libtorch();
-    compile_autocast_shim();
+    compile_shims();
 }
 
-/// Compiles cpp/autocast.cpp against the headers of the libtorch torch-sys linked.
-fn compile_autocast_shim() {
+/// Compiles the C++ in cpp/ (what tch does not wrap) against the headers of the libtorch
+/// torch-sys linked.
+fn compile_shims() {
     let lib = std::path::PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("DEP_TCH_LIBTORCH_LIB is set by torch-sys"),
     );
@@ -21,10 +22,11 @@ fn compile_autocast_shim() {
                 lib.display()
             )
         });
-    println!("cargo:rerun-if-changed=cpp/autocast.cpp");
+    println!("cargo:rerun-if-changed=cpp");
     cc::Build::new()
         .cpp(true)
         .file("cpp/autocast.cpp")
+        .file("cpp/foreach.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
@@ -32,5 +34,5 @@ fn compile_autocast_shim() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
-        .compile("facenet_autocast");
+        .compile("facenet_shims");
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod distance;
 pub mod error;
+pub mod foreach;
 pub mod loss;
 pub mod mining;
 pub mod model;

@@ -6,6 +6,7 @@
 //! (SGD, Adagrad, Adam, AdamW) with their default epsilons, so results are comparable.
 
 use crate::error::{Error, Result};
+use crate::foreach;
 use tch::{nn::VarStore, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -230,106 +231,111 @@ impl Optimizer {
         self.updates
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, param) in &mut self.params {
-            let mut grad = param.grad();
+    /// The parameters that received a gradient in the last backward pass: their indices,
+    /// the parameters and the gradients (handles sharing storage with the originals).
+    fn live(&self) -> (Vec<usize>, Vec<Tensor>, Vec<Tensor>) {
+        let mut indices = Vec::with_capacity(self.params.len());
+        let mut params = Vec::with_capacity(self.params.len());
+        let mut grads = Vec::with_capacity(self.params.len());
+        for (index, (_, param)) in self.params.iter().enumerate() {
+            let grad = param.grad();
             if grad.defined() {
-                let _ = grad.f_zero_();
+                indices.push(index);
+                params.push(param.shallow_clone());
+                grads.push(grad);
             }
         }
+        (indices, params, grads)
+    }
+
+    /// One state slot's tensors for the given parameters.
+    fn slot(&self, slot: usize, indices: &[usize]) -> Vec<Tensor> {
+        indices
+            .iter()
+            .map(|&i| self.state[slot][i].shallow_clone())
+            .collect()
+    }
+
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let (_, _, grads) = self.live();
+        foreach::zero_(&grads)
     }
 
     /// Global L2 norm of the gradients; clips them in place when above the configured max.
     pub fn clip_grad_norm(&mut self) -> Result<f64> {
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, p)| p.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let (_, _, grads) = self.live();
         if grads.is_empty() {
             return Ok(0.0);
         }
         // Per-tensor norms need no full-size temporaries; only the N scalars are combined.
-        let norms = grads
-            .iter()
-            .map(|g| g.f_norm())
-            .collect::<Result<Vec<_>, _>>()?;
+        let norms = foreach::norm(&grads, 2.0)?;
         let norm = Tensor::f_stack(&norms, 0)?.f_norm()?.f_double_value(&[])?;
         if let Some(max) = self.config.max_grad_norm {
             if norm.is_finite() && norm > max {
-                let scale = max / (norm + 1e-6);
-                for mut grad in grads {
-                    let _ = grad.f_mul_scalar_(scale)?;
-                }
+                foreach::mul_scalar_(&grads, max / (norm + 1e-6))?;
             }
         }
         Ok(norm)
     }
 
     /// One update with the current gradients at learning rate `lr` (the caller owns the
-    /// step count that the schedule reads: see [`OptimizerConfig::lr_at`]).
+    /// step count that the schedule reads: see [`OptimizerConfig::lr_at`]). Each rule is a
+    /// few multi-tensor ops over all parameters, as torch.optim's foreach implementations.
     pub fn step(&mut self, lr: f64) -> Result<()> {
         let wd = self.config.weight_decay;
         let t = (self.updates + 1) as f64;
         let _no_grad = tch::no_grad_guard();
-        for (index, (_, param)) in self.params.iter_mut().enumerate() {
-            let grad = param.grad();
-            if !grad.defined() {
-                continue;
-            }
-            let mut grad = if wd != 0.0 && !matches!(self.config.kind, OptimizerKind::AdamW { .. })
-            {
-                grad.f_add(&param.f_mul_scalar(wd)?)?
+        let (indices, params, grads) = self.live();
+        if !params.is_empty() {
+            let grads = if wd != 0.0 && !matches!(self.config.kind, OptimizerKind::AdamW { .. }) {
+                foreach::add(&grads, &params, wd)?
             } else {
-                grad
+                grads
             };
             match self.config.kind {
                 OptimizerKind::Sgd { momentum, nesterov } => {
-                    if momentum != 0.0 {
-                        let buf = &mut self.state[0][index];
+                    let update = if momentum != 0.0 {
+                        let bufs = self.slot(0, &indices);
                         if self.updates == 0 {
-                            buf.f_copy_(&grad)?;
+                            foreach::copy_(&bufs, &grads)?;
                         } else {
-                            let _ = buf.f_mul_scalar_(momentum)?;
-                            let _ = buf.f_add_(&grad)?;
+                            foreach::mul_scalar_(&bufs, momentum)?;
+                            foreach::add_(&bufs, &grads, 1.0)?;
                         }
-                        grad = if nesterov {
-                            grad.f_add(&buf.f_mul_scalar(momentum)?)?
+                        if nesterov {
+                            foreach::add(&grads, &bufs, momentum)?
                         } else {
-                            buf.shallow_clone()
-                        };
-                    }
-                    let _ = param.f_sub_(&grad.f_mul_scalar(lr)?)?;
+                            bufs
+                        }
+                    } else {
+                        grads
+                    };
+                    foreach::add_(&params, &update, -lr)?;
                 }
                 OptimizerKind::Adagrad { eps } => {
-                    let sum = &mut self.state[0][index];
-                    let _ = sum.f_addcmul_(&grad, &grad)?;
-                    // One temporary: (√sum + eps) / −lr, so that addcdiv adds −lr·g/(√sum + eps).
-                    let mut denom = sum.f_sqrt()?;
-                    let _ = denom.f_add_scalar_(eps)?;
-                    let _ = denom.f_div_scalar_(-lr)?;
-                    let _ = param.f_addcdiv_(&grad, &denom)?;
+                    let sums = self.slot(0, &indices);
+                    foreach::addcmul_(&sums, &grads, &grads, 1.0)?;
+                    let std = foreach::sqrt(&sums)?;
+                    foreach::add_scalar_(&std, eps)?;
+                    foreach::addcdiv_(&params, &grads, &std, -lr)?;
                 }
                 OptimizerKind::Adam { beta1, beta2, eps }
                 | OptimizerKind::AdamW { beta1, beta2, eps } => {
                     if let OptimizerKind::AdamW { .. } = self.config.kind {
-                        let _ = param.f_mul_scalar_(1.0 - lr * wd)?;
+                        foreach::mul_scalar_(&params, 1.0 - lr * wd)?;
                     }
-                    let (first, second) = self.state.split_at_mut(1);
-                    let exp_avg = &mut first[0][index];
-                    let exp_avg_sq = &mut second[0][index];
-                    let _ = exp_avg.f_mul_scalar_(beta1)?;
-                    let _ = exp_avg.f_add_(&grad.f_mul_scalar(1.0 - beta1)?)?;
-                    let _ = exp_avg_sq.f_mul_scalar_(beta2)?;
-                    let _ = exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - beta2)?, &grad)?;
+                    let exp_avg = self.slot(0, &indices);
+                    let exp_avg_sq = self.slot(1, &indices);
+                    foreach::mul_scalar_(&exp_avg, beta1)?;
+                    foreach::add_(&exp_avg, &grads, 1.0 - beta1)?;
+                    foreach::mul_scalar_(&exp_avg_sq, beta2)?;
+                    foreach::addcmul_(&exp_avg_sq, &grads, &grads, 1.0 - beta2)?;
                     let bias1 = 1.0 - beta1.powf(t);
                     let bias2 = 1.0 - beta2.powf(t);
-                    let denom = exp_avg_sq
-                        .f_sqrt()?
-                        .f_div_scalar(bias2.sqrt())?
-                        .f_add_scalar(eps)?;
-                    let _ = param.f_addcdiv_(&exp_avg.f_mul_scalar(-lr / bias1)?, &denom)?;
+                    let denom = foreach::sqrt(&exp_avg_sq)?;
+                    foreach::div_scalar_(&denom, bias2.sqrt())?;
+                    foreach::add_scalar_(&denom, eps)?;
+                    foreach::addcdiv_(&params, &exp_avg, &denom, -lr / bias1)?;
                 }
             }
         }
@@ -392,7 +398,7 @@ mod tests {
         let mut optimizer = Optimizer::new(&vs, config).unwrap();
         let mut trace = Vec::new();
         for step in 0..steps {
-            optimizer.zero_grad();
+            optimizer.zero_grad().unwrap();
             let loss = (&w - 3.0).square().sum(Kind::Float) * 0.5;
             loss.backward();
             optimizer.clip_grad_norm().unwrap();

@@ -5,6 +5,7 @@
 
 use crate::distance::row_distance;
 use crate::error::{Error, Result};
+use crate::foreach;
 use crate::loss::{triplet_loss_with_count, TripletLoss};
 use crate::mining::{mine, Miner, MiningStats, Triplets};
 use crate::model::{check_image_batch, FaceNet};
@@ -179,11 +180,11 @@ impl TrainState {
                 "the loss is {loss_value} at step {step}; the weights were not updated"
             )));
         }
-        self.optimizer.zero_grad();
+        self.optimizer.zero_grad()?;
         loss.f_backward()?;
         let grad_norm = self.optimizer.clip_grad_norm()?;
         if !grad_norm.is_finite() {
-            self.optimizer.zero_grad();
+            self.optimizer.zero_grad()?;
             return Err(Error::NonFinite(format!(
                 "the gradient norm is {grad_norm} at step {step}; the weights were not updated"
             )));
@@ -289,13 +290,11 @@ fn mean_pairwise_squared_distance(embeddings: &Tensor) -> Result<f64> {
 fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
     let _no_grad = tch::no_grad_guard();
     let mut variables: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
-    // A NaN or Inf anywhere makes its tensor's sum non-finite: one cheap reduction per
-    // tensor and a single host read in the common case; the search runs only on failure.
-    let sums = variables
-        .iter()
-        .map(|(_, t)| t.f_sum(Kind::Float))
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = Tensor::f_stack(&sums, 0)?
+    // A NaN or Inf anywhere makes its tensor's L2 norm non-finite: one multi-tensor
+    // reduction and a single host read in the common case; the search runs only on failure.
+    let tensors: Vec<Tensor> = variables.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let norms = foreach::norm(&tensors, 2.0)?;
+    let total = Tensor::f_stack(&norms, 0)?
         .f_sum(Kind::Float)?
         .f_double_value(&[])?;
     if total.is_finite() {
@@ -307,7 +306,7 @@ fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
             return Ok(Some(name.clone()));
         }
     }
-    // The sum overflowed without any weight being non-finite.
+    // A norm overflowed without any weight being non-finite.
     Ok(None)
 }
 
