@@ -7,6 +7,7 @@
  *     [--optimizer adagrad] [--lr 0.05] [--miner semi-hard] [--reducer mean]
  *     [--P 16] [--K 4] [--negatives 0] [--crop 0.7] [--seed 0]
  *     [--device auto] [--precision fp32] [--prefetch 2]
+ *     [--schedule constant|cosine] [--total-steps N] [--min-lr 0] [--weight-decay 0]
  *
  * Prints one line per epoch and a final JSON summary.
  */
@@ -32,6 +33,10 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'auto' },
     precision: { type: 'string', default: 'fp32' },
     prefetch: { type: 'string', default: '2' },
+    schedule: { type: 'string', default: 'constant' },
+    'total-steps': { type: 'string' },
+    'min-lr': { type: 'string', default: '0' },
+    'weight-decay': { type: 'string', default: '0' },
   },
 })
 
@@ -73,6 +78,11 @@ async function main() {
     seed: Number(values.seed),
     precision: values.precision as Precision,
     prefetch: Number(values.prefetch),
+    weightDecay: Number(values['weight-decay']),
+    schedule:
+      values.schedule === 'cosine'
+        ? { type: 'cosine', minLr: Number(values['min-lr']), ...(values['total-steps'] ? { totalSteps: Number(values['total-steps']) } : {}) }
+        : { type: 'constant' },
     logFile: join(out, 'train.jsonl'),
   })
   const budget = Number(values.minutes) * 60

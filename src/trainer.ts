@@ -87,8 +87,9 @@ export interface TrainerOptions {
   /**
    * Arithmetic of the forward pass. `'bf16'` runs it under bfloat16 autocast (as
    * `torch.autocast(dtype=torch.bfloat16)`): convolutions and matrix products in bf16,
-   * weights, optimizer state, mining and the loss in float32. Meant for CUDA (Ampere
-   * and newer); it also runs on the CPU, where it is mostly slower. Default `'fp32'`.
+   * weights, optimizer state, mining and the loss in float32. Epoch mining's pass over
+   * the training set uses it too; validation stays float32. Meant for CUDA (Ampere and
+   * newer); it also runs on the CPU. Default `'fp32'`.
    */
   precision?: Precision
 }
@@ -584,7 +585,7 @@ export class Trainer {
     const embeddings = new Float32Array(data.length * dim)
     const present = new Uint8Array(data.length)
     for await (const batch of loader) {
-      const out = await this.model.embed({ data: batch.pixels, shape: batch.shape })
+      const out = await this.model.embed({ data: batch.pixels, shape: batch.shape }, { precision: o.precision })
       batch.indices.forEach((item, row) => {
         embeddings.set(out.subarray(row * dim, (row + 1) * dim), item * dim)
         present[item] = 1
