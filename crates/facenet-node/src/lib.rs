@@ -268,8 +268,7 @@ impl BindingModel {
         precision: Option<String>,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
-        let precision = Precision::from_name(precision.as_deref().unwrap_or("fp32")).map_err(to_js);
-        match precision
+        match parse_precision(precision.as_deref())
             .and_then(|precision| Ok((precision, pixels_tensor(&pixels, count, height, width)?)))
         {
             Ok((precision, images)) => self.worker.run(
@@ -301,6 +300,13 @@ impl BindingModel {
 
 /// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
 /// a batch makes on its way in.
+/// An optional precision name from JavaScript; absent means the core's default (fp32).
+pub(crate) fn parse_precision(name: Option<&str>) -> Result<Precision> {
+    name.map_or(Ok(Precision::default()), |name| {
+        Precision::from_name(name).map_err(to_js)
+    })
+}
+
 pub(crate) fn pixels_tensor(
     pixels: &Either<Uint8Array, Float32Array>,
     count: u32,

@@ -4,13 +4,12 @@
 use crate::error::{coded, invalid, to_js};
 use crate::mining::{parse_miner, stats_to_js, BindingMineOptions, BindingMiningStats};
 use crate::worker::Deferred;
-use crate::BindingModel;
+use crate::{parse_precision, BindingModel};
 use facenet::distance::Distance;
 use facenet::loss::{Reducer, TripletLoss};
 use facenet::mining::Triplets;
 use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use facenet::train::{StepStats, TrainConfig, TrainState};
-use facenet::Precision;
 use napi::bindgen_prelude::{Either, Float32Array, Int32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -139,7 +138,7 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
         },
         miner,
         seed: o.seed as u64,
-        precision: Precision::from_name(o.precision.as_deref().unwrap_or("fp32")).map_err(to_js)?,
+        precision: parse_precision(o.precision.as_deref())?,
     })
 }
 

@@ -83,13 +83,33 @@ fn same_length(lists: &[&[Tensor]]) -> Result<usize> {
     Ok(n)
 }
 
-/// Calls a shim that writes `n` new tensors into `out`, and takes ownership of them.
-fn collect(n: usize, call: impl FnOnce(*mut *mut C_tensor) -> *mut c_char) -> Result<Vec<Tensor>> {
+/// Runs a shim op that changes the tensors of its first list in place, over lists of equal
+/// length; empty lists are a no-op.
+fn in_place(
+    lists: &[&[Tensor]],
+    call: impl FnOnce(&[Vec<Handle>], usize) -> *mut c_char,
+) -> Result<()> {
+    let n = same_length(lists)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let handles: Vec<Vec<Handle>> = lists.iter().map(|list| handles(list)).collect();
+    check(call(&handles, n))
+}
+
+/// Runs a shim op that writes `n` new tensors into its `out` array, and takes ownership of
+/// them.
+fn new_tensors(
+    lists: &[&[Tensor]],
+    call: impl FnOnce(&[Vec<Handle>], usize, *mut *mut C_tensor) -> *mut c_char,
+) -> Result<Vec<Tensor>> {
+    let n = same_length(lists)?;
     if n == 0 {
         return Ok(Vec::new());
     }
+    let handles: Vec<Vec<Handle>> = lists.iter().map(|list| handles(list)).collect();
     let mut out: Vec<*mut C_tensor> = vec![std::ptr::null_mut(); n];
-    check(call(out.as_mut_ptr()))?;
+    check(call(&handles, n, out.as_mut_ptr()))?;
     // SAFETY: on success the shim filled every slot with a tensor allocated by `new`, which
     // tch's Tensor frees with `delete` when dropped.
     Ok(out
@@ -98,103 +118,80 @@ fn collect(n: usize, call: impl FnOnce(*mut *mut C_tensor) -> *mut c_char) -> Re
         .collect())
 }
 
+// SAFETY (every `unsafe` below): the handle arrays outlive the call and hold `n` valid
+// tensors each, `out` has room for `n`; the shim catches every C++ exception.
+
 pub fn zero_(xs: &[Tensor]) -> Result<()> {
-    let h = handles(xs);
-    if h.is_empty() {
-        return Ok(());
-    }
-    // SAFETY (every call below): the handle arrays live across the call and hold valid
-    // tensors of the stated count; the shim catches every C++ exception.
-    check(unsafe { facenet_foreach_zero_(h.as_ptr(), h.len()) })
+    in_place(&[xs], |h, n| unsafe {
+        facenet_foreach_zero_(h[0].as_ptr(), n)
+    })
 }
 
 pub fn mul_scalar_(xs: &[Tensor], s: f64) -> Result<()> {
-    let h = handles(xs);
-    if h.is_empty() {
-        return Ok(());
-    }
-    check(unsafe { facenet_foreach_mul_scalar_(h.as_ptr(), h.len(), s) })
+    in_place(&[xs], |h, n| unsafe {
+        facenet_foreach_mul_scalar_(h[0].as_ptr(), n, s)
+    })
 }
 
 pub fn div_scalar_(xs: &[Tensor], s: f64) -> Result<()> {
-    let h = handles(xs);
-    if h.is_empty() {
-        return Ok(());
-    }
-    check(unsafe { facenet_foreach_div_scalar_(h.as_ptr(), h.len(), s) })
+    in_place(&[xs], |h, n| unsafe {
+        facenet_foreach_div_scalar_(h[0].as_ptr(), n, s)
+    })
 }
 
 pub fn add_scalar_(xs: &[Tensor], s: f64) -> Result<()> {
-    let h = handles(xs);
-    if h.is_empty() {
-        return Ok(());
-    }
-    check(unsafe { facenet_foreach_add_scalar_(h.as_ptr(), h.len(), s) })
+    in_place(&[xs], |h, n| unsafe {
+        facenet_foreach_add_scalar_(h[0].as_ptr(), n, s)
+    })
 }
 
 /// xs += alpha·ys
 pub fn add_(xs: &[Tensor], ys: &[Tensor], alpha: f64) -> Result<()> {
-    let n = same_length(&[xs, ys])?;
-    if n == 0 {
-        return Ok(());
-    }
-    let (hx, hy) = (handles(xs), handles(ys));
-    check(unsafe { facenet_foreach_add_list_(hx.as_ptr(), hy.as_ptr(), n, alpha) })
+    in_place(&[xs, ys], |h, n| unsafe {
+        facenet_foreach_add_list_(h[0].as_ptr(), h[1].as_ptr(), n, alpha)
+    })
 }
 
 /// xs + alpha·ys, as new tensors.
 pub fn add(xs: &[Tensor], ys: &[Tensor], alpha: f64) -> Result<Vec<Tensor>> {
-    let n = same_length(&[xs, ys])?;
-    let (hx, hy) = (handles(xs), handles(ys));
-    collect(n, |out| unsafe {
-        facenet_foreach_add_list(hx.as_ptr(), hy.as_ptr(), n, alpha, out)
+    new_tensors(&[xs, ys], |h, n, out| unsafe {
+        facenet_foreach_add_list(h[0].as_ptr(), h[1].as_ptr(), n, alpha, out)
     })
 }
 
 /// xs += value·a·b
 pub fn addcmul_(xs: &[Tensor], a: &[Tensor], b: &[Tensor], value: f64) -> Result<()> {
-    let n = same_length(&[xs, a, b])?;
-    if n == 0 {
-        return Ok(());
-    }
-    let (hx, ha, hb) = (handles(xs), handles(a), handles(b));
-    check(unsafe { facenet_foreach_addcmul_(hx.as_ptr(), ha.as_ptr(), hb.as_ptr(), n, value) })
+    in_place(&[xs, a, b], |h, n| unsafe {
+        facenet_foreach_addcmul_(h[0].as_ptr(), h[1].as_ptr(), h[2].as_ptr(), n, value)
+    })
 }
 
 /// xs += value·a/b
 pub fn addcdiv_(xs: &[Tensor], a: &[Tensor], b: &[Tensor], value: f64) -> Result<()> {
-    let n = same_length(&[xs, a, b])?;
-    if n == 0 {
-        return Ok(());
-    }
-    let (hx, ha, hb) = (handles(xs), handles(a), handles(b));
-    check(unsafe { facenet_foreach_addcdiv_(hx.as_ptr(), ha.as_ptr(), hb.as_ptr(), n, value) })
+    in_place(&[xs, a, b], |h, n| unsafe {
+        facenet_foreach_addcdiv_(h[0].as_ptr(), h[1].as_ptr(), h[2].as_ptr(), n, value)
+    })
 }
 
 /// √x of each tensor, as new tensors.
 pub fn sqrt(xs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let h = handles(xs);
-    collect(h.len(), |out| unsafe {
-        facenet_foreach_sqrt(h.as_ptr(), h.len(), out)
+    new_tensors(&[xs], |h, n, out| unsafe {
+        facenet_foreach_sqrt(h[0].as_ptr(), n, out)
     })
 }
 
 /// xs ← src, elementwise.
 pub fn copy_(xs: &[Tensor], src: &[Tensor]) -> Result<()> {
-    let n = same_length(&[xs, src])?;
-    if n == 0 {
-        return Ok(());
-    }
-    let (hx, hs) = (handles(xs), handles(src));
-    check(unsafe { facenet_foreach_copy_(hx.as_ptr(), hs.as_ptr(), n) })
+    in_place(&[xs, src], |h, n| unsafe {
+        facenet_foreach_copy_(h[0].as_ptr(), h[1].as_ptr(), n)
+    })
 }
 
 /// One 0-dim tensor per input holding its `ord`-norm (2.0: L2; f64::INFINITY: max |x|,
 /// which is NaN when the tensor holds a NaN).
 pub fn norm(xs: &[Tensor], ord: f64) -> Result<Vec<Tensor>> {
-    let h = handles(xs);
-    collect(h.len(), |out| unsafe {
-        facenet_foreach_norm(h.as_ptr(), h.len(), ord, out)
+    new_tensors(&[xs], |h, n, out| unsafe {
+        facenet_foreach_norm(h[0].as_ptr(), n, ord, out)
     })
 }
 

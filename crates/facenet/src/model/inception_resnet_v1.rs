@@ -79,9 +79,6 @@ fn run_chain(units: &[ConvUnit], xs: &Tensor, train: bool) -> Tensor {
         .fold(xs.shallow_clone(), |xs, unit| xs.apply_t(unit, train))
 }
 
-/// Block35, Block17 and Block8: parallel branches, concatenated, projected back by a 1×1
-/// conv with bias (`conv2d`), scaled and added to the input, then ReLU (except the last
-/// Block8).
 /// Builds `branch{i}` for each layer list: a one-layer branch is a bare BasicConv2d
 /// (`branch0.conv.weight`), a longer one a Sequential (`branch1.0.…`). Returns the
 /// branches, their summed output channels and the last branch's output shape.
@@ -109,6 +106,9 @@ fn build_branches(
     (units, channels, spatial)
 }
 
+/// Block35, Block17 and Block8: parallel branches, concatenated, projected back by a 1×1
+/// conv with bias (`conv2d`), scaled and added to the input, then ReLU (except the last
+/// Block8).
 #[derive(Debug)]
 struct ResidualBlock {
     branches: Vec<Vec<ConvUnit>>,
