@@ -8,9 +8,13 @@
  *     [--P 16] [--K 4] [--negatives 0] [--crop 0.7] [--seed 0]
  *     [--device auto] [--precision fp32] [--prefetch 2]
  *     [--schedule constant|cosine] [--total-steps N] [--min-lr 0] [--weight-decay 0]
+ *     [--crop-scale 0.875] [--rotation 0] [--brightness 0] [--curve-minutes 5]
  *
- * Prints one line per epoch and a final JSON summary.
+ * Prints one line per epoch and a final JSON summary. Every `--curve-minutes` the weights
+ * are saved (milliseconds for small networks); they are evaluated after the budget, so the
+ * fold-10 curve costs the training no time.
  */
+import { mkdir } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
 import { evaluateVerification, FaceNet, ImageFolder, LfwPairs, loadPairImages, Trainer, type Arch, type Device, type Precision } from '../src'
@@ -37,6 +41,10 @@ const { values } = parseArgs({
     'total-steps': { type: 'string' },
     'min-lr': { type: 'string', default: '0' },
     'weight-decay': { type: 'string', default: '0' },
+    'crop-scale': { type: 'string', default: '0.875' },
+    rotation: { type: 'string', default: '0' },
+    brightness: { type: 'string', default: '0' },
+    'curve-minutes': { type: 'string', default: '5' },
   },
 })
 
@@ -50,7 +58,7 @@ async function main() {
   const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device })
   const centerCrop = Number(values.crop)
   const pairImages = await loadPairImages(lfw, model.inputSize, { centerCrop })
-  const evaluate = async () => {
+  const evaluate = async (model: FaceNet) => {
     const dim = model.embeddingDim
     const [n, h, w] = pairImages.images.shape
     const per = h * w * 3
@@ -64,7 +72,7 @@ async function main() {
     const result = evaluateVerification({ embeddings, dim }, pairImages.pairs)
     return { fold10: result.accuracy.perFold[9]!, mean: result.accuracy.mean, auc: result.auc }
   }
-  const untrained = await evaluate()
+  const untrained = await evaluate(model)
   console.log(`train images ${folder.length}, identities ${folder.identities.length}; untrained fold-10 accuracy ${(100 * untrained.fold10).toFixed(2)}%`)
   const trainer = new Trainer(model, {
     optimizer: values.optimizer as 'adagrad',
@@ -79,6 +87,7 @@ async function main() {
     precision: values.precision as Precision,
     prefetch: Number(values.prefetch),
     weightDecay: Number(values['weight-decay']),
+    augment: { cropScale: Number(values['crop-scale']), maxRotation: Number(values.rotation), brightness: Number(values.brightness) },
     schedule:
       values.schedule === 'cosine'
         ? { type: 'cosine', minLr: Number(values['min-lr']), ...(values['total-steps'] ? { totalSteps: Number(values['total-steps']) } : {}) }
@@ -86,7 +95,9 @@ async function main() {
     logFile: join(out, 'train.jsonl'),
   })
   const budget = Number(values.minutes) * 60
-  const curve: { minutes: number; step: number; fold10: number }[] = []
+  const snapshots: { minutes: number; step: number; file: string }[] = []
+  const curveEvery = Number(values['curve-minutes']) * 60000
+  await mkdir(join(out, 'curve'), { recursive: true })
   let waited = 0
   let stepped = 0
   await trainer.fit(folder, {
@@ -98,23 +109,38 @@ async function main() {
     },
     onEpoch: async (e) => {
       console.log(`epoch ${e.epoch} steps ${e.steps} loss ${e.meanLoss.toFixed(4)} ${e.seconds.toFixed(0)}s data-wait ${((100 * waited) / (waited + stepped)).toFixed(1)}%`)
+      const elapsed = Date.now() - started
+      if (elapsed >= (snapshots.length + 1) * curveEvery) {
+        const file = join(out, 'curve', `step-${trainer.step}.safetensors`)
+        await model.save(file)
+        snapshots.push({ minutes: elapsed / 60000, step: trainer.step, file })
+      }
     },
   })
-  const final = await evaluate()
-  curve.push({ minutes: (Date.now() - started) / 60000, step: trainer.step, fold10: final.fold10 })
+  const minutes = (Date.now() - started) / 60000
+  const final = await evaluate(model)
   await model.save(join(out, 'model.safetensors'))
+  const curve: { minutes: number; step: number; fold10: number }[] = []
+  for (const snapshot of snapshots) {
+    const saved = await FaceNet.load(snapshot.file, { device: values.device as Device })
+    curve.push({ minutes: snapshot.minutes, step: snapshot.step, fold10: (await evaluate(saved)).fold10 })
+    saved.dispose()
+  }
+  curve.push({ minutes, step: trainer.step, fold10: final.fold10 })
+  for (const point of curve) console.log(`curve: ${point.minutes.toFixed(1)} min, step ${point.step}, fold 10 ${(100 * point.fold10).toFixed(2)}%`)
   console.log(
     JSON.stringify({
       arch: values.arch,
       device: model.device,
       precision: values.precision,
-      minutes: (Date.now() - started) / 60000,
+      minutes,
       steps: trainer.step,
       untrainedFold10: untrained.fold10,
       fold10: final.fold10,
       tenFoldMean: final.mean,
       auc: final.auc,
       dataWaitPercent: (100 * waited) / (waited + stepped),
+      curve,
     }),
   )
   model.dispose()
