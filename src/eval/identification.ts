@@ -1,5 +1,6 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
+import { Rng } from '../data/rng'
 
 export interface IdentificationOptions {
   /** Default `'l2'`. */
@@ -28,18 +29,6 @@ export interface IdentificationResult {
   topK: Record<string, number>
 }
 
-/** Deterministic uniform [0, 1) (mulberry32): the split must not depend on Math.random. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /**
  * Splits image indices by identity: per identity, `galleryPerIdentity` images chosen at
  * random (seeded) go to the gallery and the others are probes. Identities with no image
@@ -59,16 +48,13 @@ export function splitGalleryProbe(
     if (list) list.push(i)
     else byIdentity.set(labels[i]!, [i])
   }
-  const rand = mulberry32(seed)
+  // The library's seeded generator: the split must not depend on Math.random.
+  const rng = new Rng(seed)
   const gallery: number[] = []
   const probes: number[] = []
   for (const images of byIdentity.values()) {
-    // Fisher–Yates on a copy, so the choice depends only on the seed and the input order.
-    const shuffled = images.slice()
-    for (let i = shuffled.length - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1))
-      ;[shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!]
-    }
+    // Shuffled as a copy, so the choice depends only on the seed and the input order.
+    const shuffled = rng.shuffle(images.slice())
     const cut = Math.min(galleryPerIdentity, shuffled.length)
     gallery.push(...shuffled.slice(0, cut))
     probes.push(...shuffled.slice(cut))
