@@ -58,14 +58,14 @@ async function main() {
   const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device })
   const centerCrop = Number(values.crop)
   const pairImages = await loadPairImages(lfw, model.inputSize, { centerCrop })
-  const evaluate = async (model: FaceNet) => {
-    const dim = model.embeddingDim
+  const evaluate = async (net: FaceNet) => {
+    const dim = net.embeddingDim
     const [n, h, w] = pairImages.images.shape
     const per = h * w * 3
     const embeddings = new Float32Array(n * dim)
     for (let s = 0; s < n; s += 128) {
       const c = Math.min(128, n - s)
-      embeddings.set(await model.embed({ data: pairImages.images.data.subarray(s * per, (s + c) * per), shape: [c, h, w, 3] }), s * dim)
+      embeddings.set(await net.embed({ data: pairImages.images.data.subarray(s * per, (s + c) * per), shape: [c, h, w, 3] }), s * dim)
     }
     // 10 folds: fold k's accuracy uses the threshold chosen on the other nine, so fold 10's
     // (index 9) is the protocol's number.

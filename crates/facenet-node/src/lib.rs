@@ -298,8 +298,6 @@ impl BindingModel {
     }
 }
 
-/// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
-/// a batch makes on its way in.
 /// An optional precision name from JavaScript; absent means the core's default (fp32).
 pub(crate) fn parse_precision(name: Option<&str>) -> Result<Precision> {
     name.map_or(Ok(Precision::default()), |name| {
@@ -307,6 +305,8 @@ pub(crate) fn parse_precision(name: Option<&str>) -> Result<Precision> {
     })
 }
 
+/// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
+/// a batch makes on its way in.
 pub(crate) fn pixels_tensor(
     pixels: &Either<Uint8Array, Float32Array>,
     count: u32,
