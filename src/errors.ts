@@ -13,6 +13,9 @@ export type FaceNetErrorCode =
   | 'ERR_WEIGHTS'
   | 'ERR_DATA'
   | 'ERR_NON_FINITE'
+  | 'ERR_LIBTORCH'
+  | 'ERR_LIBTORCH_SETUP'
+  | 'ERR_NATIVE_ADDON'
 
 export class FaceNetError extends Error {
   readonly code: FaceNetErrorCode
@@ -101,8 +104,45 @@ export class NonFiniteError extends FaceNetError {
   }
 }
 
-// ERR_DATA is raised in TS only; the native side never reports it.
-const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA'>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
+/** A place the libtorch search looked, and what it found there. */
+export interface LibtorchSearchResult {
+  place: string
+  result: string
+}
+
+/**
+ * No usable libtorch 2.11.0 was found when the module loaded (or it failed to load). The
+ * message names every place searched, the version needed and the command that installs it
+ * (`npx facenet setup`); `searched` lists the same places.
+ */
+export class LibtorchNotFoundError extends FaceNetError {
+  readonly searched: readonly LibtorchSearchResult[]
+  constructor(message: string, searched: readonly LibtorchSearchResult[], options?: ErrorOptions) {
+    super('ERR_LIBTORCH', message, options)
+    this.searched = searched
+  }
+}
+
+/** libtorch could not be provisioned (`facenet setup`): no Python, no network, a full disk, a pip failure. */
+export class SetupError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_LIBTORCH_SETUP', message, options)
+  }
+}
+
+/**
+ * The prebuilt addon for this platform (`facenet-torch-linux-x64-gnu`, an optional
+ * dependency) is not installed or cannot be loaded.
+ */
+export class NativeAddonError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_NATIVE_ADDON', message, options)
+  }
+}
+
+// These codes are raised in TS only; the native side never reports them.
+type TsOnlyCode = 'ERR_DATA' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON'
+const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,
   ERR_NON_FINITE: NonFiniteError,
@@ -123,7 +163,7 @@ export function fromBindingError(error: unknown): unknown {
   if (!(error instanceof Error) || error instanceof FaceNetError) return error
   const match = CODED_MESSAGE.exec(error.message)
   if (!match) return error
-  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, 'ERR_DATA'>, string]
+  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, TsOnlyCode>, string]
   const ErrorClass = byCode[code]
   return ErrorClass ? new ErrorClass(message, { cause: error }) : error
 }

@@ -247,10 +247,11 @@ export async function infoCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(info))
   else {
     console.log(`facenet-torch ${info.version}`)
-    console.log(`libtorch      ${info.libtorch}`)
+    console.log(`libtorch      ${info.libtorch} (${d.libtorchPath}, found via ${d.libtorchSource})`)
     console.log(`node          ${info.node}`)
     console.log(`cpu           ${d.cpuThreads} threads`)
-    console.log(`cuda          ${d.cudaAvailable ? `${d.cudaDeviceCount} device(s)${d.cudnnAvailable ? ', cuDNN' : ''}` : 'not available'}`)
+    const cudaWhy = d.cudaLibrariesLoaded ? '' : ` (libtorch_cuda not loaded: ${d.cudaLoadError ?? 'CPU-only install'})`
+    console.log(`cuda          ${d.cudaAvailable ? `${d.cudaDeviceCount} device(s)${d.cudnnAvailable ? ', cuDNN' : ''}` : `not available${cudaWhy}`}`)
   }
   return EXIT.ok
 }
