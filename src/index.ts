@@ -27,13 +27,18 @@ export {
   DisposedError,
   FaceNetError,
   InvalidArgumentError,
+  LibtorchNotFoundError,
+  NativeAddonError,
   NonFiniteError,
+  SetupError,
   ShapeError,
   TorchError,
   UnknownArchError,
   WeightsError,
 } from './errors'
-export type { FaceNetErrorCode } from './errors'
+export type { FaceNetErrorCode, LibtorchSearchResult } from './errors'
+export { TORCH_VERSION } from './libtorch'
+export type { LibtorchSource } from './libtorch'
 export * from './data'
 export * from './eval'
 export * from './report'

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks on the lent machine (H200, torch 2.11 CUDA 13 for its python3,
 # no Node): unpacks runs/gpu-bundle.tar.xz (made here by bench/gpu/pack.sh), links the
-# addon against the torch/lib of that python3 through LD_LIBRARY_PATH, then runs, each
+# addon against the torch/lib of that python3 through FACENET_TORCH_HOME, then runs, each
 # writing into $OUT as it goes (so a run cut short still returns what it did):
 #   1. bench/cuda-check: Trainer on CUDA in fp32 and bf16, CPU/CUDA agreement, resume, NaN guard;
 #   2. bench/train-step in fp32 and bf16 beside the PyTorch twin on the same GPU;
@@ -42,18 +42,18 @@ NODE="$stage/node"
 chmod +x "$NODE"
 log "bundle of commit $(cat "$stage/commit"), node $("$NODE" --version)"
 
-# The addon needs libtorch 2.11's shared libraries: take those of the python that the
-# PyTorch side runs on, so that both sides use the very same libtorch.
+# The addon finds libtorch at load time (src/libtorch.ts): point it at the torch of the
+# python that the PyTorch side runs on, so that both sides use the very same libtorch.
 PY_EXE=$("$PYTHON" -c 'import sys; print(sys.executable)')
 TORCH_LIB=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 [ -f "$TORCH_LIB/libtorch_cpu.so" ] || { echo "run.sh: no libtorch_cpu.so in $TORCH_LIB" >&2; exit 1; }
-export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FACENET_TORCH_HOME="$(dirname "$TORCH_LIB")"
 # The benches read the PyTorch python from .libtorch/python, as in a local checkout.
 mkdir -p .libtorch && echo "$PY_EXE" > .libtorch/python
 log "python $PY_EXE, torch lib $TORCH_LIB"
 "$PYTHON" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "cudaAvailable": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))' | tee -a "$OUT/run.log"
 "$NODE" -e 'const f = require("./dist"); console.log(JSON.stringify(f.devices()))' | tee "$stage/ours-devices.json" | tee -a "$OUT/run.log"
-# Which libtorch the addon actually loaded (its RUNPATH names the build machine's venv).
+# Which libtorch the addon actually loaded (the addon carries no path of its own).
 loaded=$("$NODE" -e 'require("./dist"); const l = require("fs").readFileSync("/proc/self/maps", "utf8").split("\n").find((x) => x.endsWith("/libtorch_cpu.so")); console.log(l ? l.split(/\s+/).pop() : "")')
 log "addon loaded $loaded"
 [ "$(readlink -f "$(dirname "$loaded")")" = "$(readlink -f "$TORCH_LIB")" ] || { log "the addon did not load libtorch from $TORCH_LIB"; exit 1; }
