@@ -7,8 +7,11 @@
 //! 2·positives boundaries), and per-bucket counts, minima and random keys answer every
 //! pair's question. That is O(N·log P) per anchor row, and memory O(rows × N).
 
+mod scan;
+
 use crate::distance::{check_embeddings, cross_distance, pairwise_distance, Distance};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 /// The paper's margin α.
@@ -193,6 +196,8 @@ impl SplitMix64 {
 /// smallest key among any fixed set is uniform over that set. One XOR pass per row.
 struct RandomKeys {
     perm: Tensor,
+    /// The same permutation on the host, for the CPU scan.
+    perm_host: Vec<i64>,
     rng: SplitMix64,
     bits: u32,
 }
@@ -207,17 +212,23 @@ impl RandomKeys {
         let bits = 64 - (n.max(1) as u64).leading_zeros();
         Ok(RandomKeys {
             perm: Tensor::f_from_slice(&perm)?.f_to_device(device)?,
+            perm_host: perm,
             rng,
             bits,
         })
     }
 
+    /// The XOR masks of the next `rows` rows, in call order.
+    fn next_masks(&mut self, rows: i64) -> Vec<i64> {
+        let mask = (1u64 << self.bits) - 1;
+        (0..rows)
+            .map(|_| (self.rng.next_u64() & mask) as i64)
+            .collect()
+    }
+
     /// Keys for the next `rows` rows (rows×N), in call order.
     fn next(&mut self, rows: i64) -> Result<Tensor> {
-        let mask = (1u64 << self.bits) - 1;
-        let masks: Vec<i64> = (0..rows)
-            .map(|_| (self.rng.next_u64() & mask) as i64)
-            .collect();
+        let masks = self.next_masks(rows);
         let masks = Tensor::f_from_slice(&masks)?.f_to_device(self.perm.device())?;
         Ok(self
             .perm
@@ -782,6 +793,9 @@ pub fn mine_epoch_with(
         choice,
         fallback,
     };
+    if e.device() == Device::Cpu && e.kind() == Kind::Float {
+        return mine_epoch_scan(&e, &labels, spec, distance, chunk, seed);
+    }
     let (triplets, d_ap, d_an, pairs, none) =
         semi_hard_blocks(n, &labels, spec, chunk, seed, false, |start, len| {
             let d = cross_distance(&e.f_narrow(0, start, len)?, &e, distance)?;
@@ -791,6 +805,131 @@ pub fn mine_epoch_with(
             Ok(d)
         })?;
     let stats = stats_of(&d_ap, &d_an, margin, pairs, none)?;
+    Ok((triplets, stats))
+}
+
+/// The epoch miner on the CPU: Gram blocks from libtorch (the GEMM), then the fused row
+/// scan of [`scan`] on libtorch's thread count. Same triplets as the tensor path.
+fn mine_epoch_scan(
+    e: &Tensor,
+    labels: &Tensor,
+    spec: SemiHardSpec,
+    distance: Distance,
+    chunk: i64,
+    seed: u64,
+) -> Result<(Triplets, MiningStats)> {
+    let n = e.size()[0];
+    // Dense identity ids, so that members are a Vec and labels are 4 bytes a row.
+    let mut ids: HashMap<i64, u32> = HashMap::new();
+    let mut members: Vec<Vec<u32>> = Vec::new();
+    let mut dense = Vec::with_capacity(n as usize);
+    for (i, label) in Vec::<i64>::try_from(&labels.f_to_device(Device::Cpu)?)?
+        .into_iter()
+        .enumerate()
+    {
+        let id = *ids.entry(label).or_insert_with(|| {
+            members.push(Vec::new());
+            (members.len() - 1) as u32
+        });
+        members[id as usize].push(i as u32);
+        dense.push(id);
+    }
+    let mut keys = RandomKeys::new(n, seed, Device::Cpu)?;
+    // Keys are below 2^bits ≤ 2n, which fits u32 for any N a CPU can mine.
+    let perm: Vec<u32> = keys.perm_host.iter().map(|&k| k as u32).collect();
+    let mut perm_inverse = vec![0u32; perm.len()];
+    for (j, &k) in perm.iter().enumerate() {
+        perm_inverse[k as usize] = j as u32;
+    }
+    let (rows_of, norms) = match distance {
+        Distance::SquaredL2 => {
+            let norms = e.f_square()?.f_sum_dim_intlist(1, false, None::<Kind>)?;
+            (e.shallow_clone(), Vec::<f32>::try_from(&norms)?)
+        }
+        Distance::Cosine => (crate::distance::normalize_rows(e)?, Vec::new()),
+    };
+    let row_distance = match distance {
+        Distance::SquaredL2 => scan::RowDistance::SquaredL2 { norms: &norms },
+        Distance::Cosine => scan::RowDistance::Cosine,
+    };
+    let all_t = rows_of.f_tr()?;
+    // A pipeline: this thread computes the Gram block of chunk i + 1 while the scanner
+    // threads scan chunk i. Giving libtorch half the threads for the GEMM also stops its
+    // idle OpenMP workers from spinning on the cores the scan needs.
+    let threads = tch::get_num_threads().max(1);
+    let gemm_threads = (threads / 2).max(1);
+    let scan_threads = (threads - gemm_threads).max(1) as usize;
+    tch::set_num_threads(gemm_threads);
+    let result = std::thread::scope(|scope| -> Result<scan::ScanOut> {
+        // One block in flight besides the one being computed: memory stays O(chunk × N).
+        let (send, receive) = std::sync::mpsc::sync_channel::<(i64, Tensor, Vec<u32>)>(1);
+        let (dense, members, perm, perm_inverse) = (&dense, &members, &perm, &perm_inverse);
+        let scanner = scope.spawn(move || {
+            let mut out = scan::ScanOut::default();
+            for (start, gram, masks) in receive {
+                let rows = masks.len();
+                // SAFETY: `gram` is a contiguous CPU float tensor of rows × n elements, owned
+                // here and unchanged while the slice is used.
+                let slice = unsafe {
+                    std::slice::from_raw_parts(gram.data_ptr() as *const f32, rows * n as usize)
+                };
+                let block = scan::Block {
+                    start: start as usize,
+                    labels: dense,
+                    members,
+                    spec,
+                    distance: row_distance,
+                    perm,
+                    perm_inverse,
+                    masks: &masks,
+                };
+                out.append(scan::scan_block(
+                    slice,
+                    rows,
+                    n as usize,
+                    &block,
+                    scan_threads,
+                ));
+            }
+            out
+        });
+        let mut start = 0;
+        let mut produced = Ok(());
+        while start < n {
+            let len = chunk.min(n - start);
+            let gram = match rows_of
+                .f_narrow(0, start, len)
+                .and_then(|rows| rows.f_mm(&all_t))
+                .and_then(|g| g.f_contiguous())
+            {
+                Ok(gram) => gram,
+                Err(error) => {
+                    produced = Err(error.into());
+                    break;
+                }
+            };
+            let masks: Vec<u32> = keys.next_masks(len).into_iter().map(|m| m as u32).collect();
+            if send.send((start, gram, masks)).is_err() {
+                break;
+            }
+            start += len;
+        }
+        drop(send);
+        let out = scanner
+            .join()
+            .map_err(|_| Error::invalid("internal: the epoch scan thread panicked"))?;
+        produced.map(|()| out)
+    });
+    tch::set_num_threads(threads);
+    let out = result?;
+    let triplets = Triplets {
+        anchors: Tensor::f_from_slice(&out.anchors)?,
+        positives: Tensor::f_from_slice(&out.positives)?,
+        negatives: Tensor::f_from_slice(&out.negatives)?,
+    };
+    let d_ap = Tensor::f_from_slice(&out.d_ap)?;
+    let d_an = Tensor::f_from_slice(&out.d_an)?;
+    let stats = stats_of(&d_ap, &d_an, spec.margin, out.pairs, out.no_semi_hard)?;
     Ok((triplets, stats))
 }
 
@@ -1239,6 +1378,59 @@ mod tests {
         }
         assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4, 5]);
         assert!(seen.values().all(|&c| (140..=260).contains(&c)), "{seen:?}");
+    }
+
+    #[test]
+    fn epoch_scan_gives_the_tensor_search_triplets_bit_for_bit() {
+        let combos = [
+            (Choice::Random, Fallback::NearestFartherElseFarthest),
+            (Choice::Random, Fallback::Hardest),
+            (Choice::Random, Fallback::Skip),
+            (Choice::Hardest, Fallback::NearestFartherElseFarthest),
+            (Choice::Hardest, Fallback::Skip),
+        ];
+        // Random unit rows, and lattice points whose distances tie with d(a,p) and d(a,p) + α.
+        let sets = [
+            (random_batch(257, 8, 23, 3), 0.2),
+            (random_batch(120, 4, 6, 4), 0.5),
+            (lattice_batch(150, 11, 5), 1.0),
+        ];
+        for ((e, lt, _), margin) in sets {
+            let n = e.size()[0];
+            for (choice, fallback) in combos {
+                let spec = SemiHardSpec {
+                    margin,
+                    choice,
+                    fallback,
+                };
+                for (chunk, seed, distance) in [
+                    (64, 7, Distance::SquaredL2),
+                    (1000, 8, Distance::SquaredL2),
+                    (50, 9, Distance::Cosine),
+                ] {
+                    let (reference, d_ap, _, pairs, none) =
+                        semi_hard_blocks(n, &lt, spec, chunk, seed, false, |start, len| {
+                            cross_distance(&e.narrow(0, start, len), &e, distance)
+                        })
+                        .unwrap();
+                    let (scanned, stats) =
+                        mine_epoch_scan(&e, &lt, spec, distance, chunk, seed).unwrap();
+                    assert_eq!(
+                        triples(&scanned),
+                        triples(&reference),
+                        "{spec:?} chunk {chunk} {distance:?}"
+                    );
+                    assert_eq!(stats.anchor_positive_pairs, pairs);
+                    assert_eq!(stats.triplets, d_ap.size()[0]);
+                    let expected_none = if pairs == 0 {
+                        0.0
+                    } else {
+                        none as f64 / pairs as f64
+                    };
+                    assert_eq!(stats.no_semi_hard_fraction, expected_none);
+                }
+            }
+        }
     }
 
     #[test]
