@@ -36,6 +36,15 @@ if ! "$VENV/bin/python" -c 'import numpy, sklearn, scipy, safetensors, PIL' 2>/d
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy scikit-learn scipy safetensors pillow
 fi
 
+# facenet-pytorch's MTCNN, for the detection parity spec and benchmark, and the torchvision
+# that matches torch 2.11.0 (its NMS). --no-deps: their pins would replace this torch;
+# requests and tqdm are what facenet_pytorch's package imports besides torch.
+if ! "$VENV/bin/python" -c 'from facenet_pytorch import MTCNN; import torchvision' 2>/dev/null; then
+  echo "facenet-torch: installing facenet-pytorch 2.6.0 and torchvision 0.26.0 into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 torchvision==0.26.0
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check requests tqdm
+fi
+
 TORCH_DIR="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 VERSION="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 case "$VERSION" in
