@@ -19,6 +19,7 @@ const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
   cluster: async () => (await import('./use')).clusterCommand,
   info: async () => (await import('./use')).infoCommand,
   setup: async () => (await import('./setup')).setupCommand,
+  pack: async () => (await import('./pack')).packCommand,
 }
 
 function usage(): string {

@@ -22,6 +22,7 @@ export const SUMMARIES = {
   cluster: 'group the faces of a folder (searched recursively) by person',
   info: 'library version, libtorch version and the devices libtorch sees',
   setup: 'find or install libtorch (torch==2.11.0 from PyPI, once per machine)',
+  pack: 'decode an identity-folder dataset once into images.npy + names.npy (resumable)',
 } as const
 
 /** A mistake in how the command was called: exits with {@link EXIT.usage}. */

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { extname, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
+import { npyHeader } from '../data/npy'
 import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
@@ -10,22 +11,10 @@ import { embedFiles } from '../inference'
 import { centerCropOf, listImages, loadModel, thresholdOf } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec } from './options'
 
-/**
- * A float32 C-order `.npy` (format 1.0): magic, version, a little-endian header length,
- * a Python dict literal padded with spaces to a multiple of 64 bytes, then the data.
- */
+/** A float32 C-order `.npy`. */
 export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
-  const unpadded = 10 + dict.length + 1
-  const header = dict + ' '.repeat((64 - (unpadded % 64)) % 64) + '\n'
-  const head = Buffer.alloc(10)
-  head.write('\x93NUMPY', 0, 'latin1')
-  head[6] = 1
-  head[7] = 0
-  head.writeUInt16LE(header.length, 8)
-  const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   // numpy's '<f4' is little-endian; so is every platform this addon builds for.
-  return Buffer.concat([head, Buffer.from(header, 'latin1'), body])
+  return Buffer.concat([npyHeader('<f4', shape), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
 }
 
 const THRESHOLD_FLAG = { kind: 'number', value: 'D', help: "squared-L2 distance below which two faces match (default: the one 'facenet eval' stored)" } as const

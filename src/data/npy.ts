@@ -285,3 +285,20 @@ export class NpyDataset implements ImageSource {
       .toBuffer()
   }
 }
+
+/**
+ * The header of a C-order `.npy` (format 1.0): magic, version, a little-endian header
+ * length, then a Python dict literal padded with spaces to a multiple of 64 bytes.
+ */
+export function npyHeader(descr: string, shape: readonly number[]): Buffer {
+  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  const total = Math.ceil((10 + dict.length + 1) / 64) * 64
+  const header = Buffer.alloc(total, 0x20)
+  header.write('\x93NUMPY', 0, 'latin1')
+  header[6] = 1
+  header[7] = 0
+  header.writeUInt16LE(total - 10, 8)
+  header.write(dict, 10, 'latin1')
+  header[total - 1] = 0x0a
+  return header
+}
