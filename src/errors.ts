@@ -6,6 +6,8 @@
 export type FaceNetErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_SHAPE'
+  | 'ERR_BUSY'
+  | 'ERR_OUTPUT'
   | 'ERR_UNKNOWN_ARCH'
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_DISPOSED'
@@ -31,10 +33,46 @@ export class InvalidArgumentError extends FaceNetError {
   }
 }
 
+/**
+ * Refuses keys an options object does not have: a misspelt option (`learningRate`,
+ * `epoch`) would otherwise be ignored and the default used without a word.
+ */
+export function checkKeys(what: string, options: object, known: readonly string[]): void {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`${what} must be an object, got ${String(options)}`)
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw new InvalidArgumentError(`${what}: unknown option '${key}'; the options are ${known.join(', ')}`)
+  }
+}
+
 /** Input data has the wrong length, shape or element type. */
 export class ShapeError extends FaceNetError {
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_SHAPE', message, options)
+  }
+}
+
+/**
+ * The resource is in use: a run folder locked by another process (`holder` says which),
+ * or a model that is already training.
+ */
+export class BusyError extends FaceNetError {
+  /** Who holds the lock, e.g. `pid 4242 on host a since 2026-01-01T00:00:00.000Z`. */
+  readonly holder?: string
+  constructor(message: string, options?: ErrorOptions & { holder?: string }) {
+    super('ERR_BUSY', message, options)
+    if (options?.holder !== undefined) this.holder = options.holder
+  }
+}
+
+/**
+ * A result could not be written: the folder is missing or read-only, the disk is full,
+ * the path is a folder. `file` names it. Anything computed before is already reported.
+ */
+export class OutputError extends FaceNetError {
+  readonly file: string
+  constructor(file: string, message: string, options?: ErrorOptions) {
+    super('ERR_OUTPUT', `${file}: ${message}`, options)
+    this.file = file
   }
 }
 
@@ -101,10 +139,11 @@ export class NonFiniteError extends FaceNetError {
   }
 }
 
-// ERR_DATA is raised in TS only; the native side never reports it.
-const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA'>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
+// ERR_DATA and ERR_OUTPUT are raised in TS only; the native side never reports them.
+const byCode: Record<Exclude<FaceNetErrorCode, 'ERR_DATA' | 'ERR_OUTPUT'>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,
+  ERR_BUSY: BusyError,
   ERR_NON_FINITE: NonFiniteError,
   ERR_UNKNOWN_ARCH: UnknownArchError,
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
@@ -123,7 +162,7 @@ export function fromBindingError(error: unknown): unknown {
   if (!(error instanceof Error) || error instanceof FaceNetError) return error
   const match = CODED_MESSAGE.exec(error.message)
   if (!match) return error
-  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, 'ERR_DATA'>, string]
+  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, 'ERR_DATA' | 'ERR_OUTPUT'>, string]
   const ErrorClass = byCode[code]
   return ErrorClass ? new ErrorClass(message, { cause: error }) : error
 }

@@ -1,6 +1,6 @@
-import { readdir, stat } from 'node:fs/promises'
-import { extname, join, resolve } from 'node:path'
-import { DataError } from '../errors'
+import { readdir, stat, writeFile } from 'node:fs/promises'
+import { dirname, extname, join, resolve } from 'node:path'
+import { DataError, OutputError } from '../errors'
 import { FaceNet, type Arch } from '../model'
 import type { Device } from '../device'
 import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
@@ -61,7 +61,13 @@ export async function listImages(dir: string): Promise<string[]> {
   if (!info.isDirectory()) throw new DataError(root, 'is not a directory')
   const out: string[] = []
   const walk = async (at: string): Promise<void> => {
-    const entries = (await readdir(at, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    let listed
+    try {
+      listed = await readdir(at, { withFileTypes: true })
+    } catch (cause) {
+      throw new DataError(at, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+    }
+    const entries = listed.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     for (const entry of entries) {
       const path = join(at, entry.name)
       if (entry.isDirectory()) await walk(path)
@@ -70,4 +76,27 @@ export async function listImages(dir: string): Promise<string[]> {
   }
   await walk(root)
   return out
+}
+
+const problem = (cause: unknown): string => (cause as NodeJS.ErrnoException).code ?? (cause as Error).message
+
+/**
+ * Checks, before any work, that a result can be written to `file`: its folder exists and
+ * `file` is not a folder. Returns why not, for a usage error naming the flag.
+ */
+export async function outputProblem(file: string): Promise<string | undefined> {
+  const folder = await stat(dirname(file)).catch(() => undefined)
+  if (!folder) return `the folder ${dirname(file)} does not exist`
+  if (!folder.isDirectory()) return `${dirname(file)} is not a folder`
+  if ((await stat(file).catch(() => undefined))?.isDirectory()) return `${file} is a folder`
+  return undefined
+}
+
+/** Writes a result file, as an {@link OutputError} naming it when that fails. */
+export async function writeOutput(file: string, data: string | Uint8Array): Promise<void> {
+  try {
+    await writeFile(file, data)
+  } catch (cause) {
+    throw new OutputError(file, `cannot be written (${problem(cause)})`, { cause })
+  }
 }
