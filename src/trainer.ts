@@ -202,7 +202,7 @@ const training = new WeakSet<FaceNet>()
  * Triplets need an anchor and a positive of one identity and a negative of another: data
  * without them would train "successfully" on zero triplets at every step.
  */
-function checkTrainable(data: ImageSource): void {
+function checkTrainable(data: ImageSource, o: ResolvedOptions): void {
   const root = (data as { root?: unknown }).root
   const where = typeof root === 'string' ? root : 'the training data'
   const counts = new Map<number, number>()
@@ -211,6 +211,12 @@ function checkTrainable(data: ImageSource): void {
   if (counts.size < 2 || multi === 0) {
     const has = `${counts.size} ${counts.size === 1 ? 'identity' : 'identities'}, ${multi} of them with 2 or more images`
     throw new DataError(where, `has ${has}; triplet training needs at least 2 identities, one of them with 2 or more images`)
+  }
+  const singles = counts.size - multi
+  if (o.mining === 'online' && o.identitiesPerBatch === 1 && (o.negativesPerBatch === 0 || singles === 0)) {
+    throw new InvalidArgumentError(
+      `identitiesPerBatch 1 makes batches of one identity, whose only negatives are single-image identities (negativesPerBatch ${o.negativesPerBatch}, ${singles} in the data): no triplets; raise identitiesPerBatch`,
+    )
   }
 }
 
@@ -283,9 +289,6 @@ function resolveOptions(options: TrainerOptions): ResolvedOptions {
     keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
     prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
     precision: options.precision ?? 'fp32',
-  }
-  if (resolved.identitiesPerBatch === 1 && resolved.negativesPerBatch === 0) {
-    throw new InvalidArgumentError('identitiesPerBatch 1 with negativesPerBatch 0 makes batches of one identity, which hold no triplets; raise either')
   }
   if (resolved.precision !== 'fp32' && resolved.precision !== 'bf16') {
     throw new InvalidArgumentError(`precision must be 'fp32' or 'bf16', got ${JSON.stringify(resolved.precision)}`)
@@ -449,7 +452,7 @@ export class Trainer {
     positiveInteger('epochs', epochs)
     if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
     if (options.maxSeconds !== undefined) nonNegative('maxSeconds', options.maxSeconds)
-    checkTrainable(data)
+    checkTrainable(data, this.options)
     // Two runs interleaving their steps on one set of weights would both "succeed" with a
     // model neither of them trained.
     if (training.has(this.model)) throw new BusyError('this model is already training: a fit() or steps() on it has not finished')
@@ -571,7 +574,12 @@ export class Trainer {
           }
           if (next.done) break
           const batch = next.value
-          if (batch.shape[0] === 0) continue
+          // Bad images skipped can leave a batch too small for any triplet.
+          if (batch.shape[0] < 2) {
+            warn(`batch ${batch.batch} of epoch ${epoch} kept ${batch.shape[0]} image(s) after skipping bad ones; it is left out`)
+            position = { epoch, batch: batch.batch + 1 }
+            continue
+          }
           const dataWaitMs = performance.now() - waitStarted
           const stepStarted = performance.now()
           const stats = await this.#trainStep(batch, triplets?.[batch.batch], lastCheckpoint)

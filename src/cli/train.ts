@@ -191,7 +191,6 @@ const FLAG_OF: Record<string, string> = {
   seed: '--seed',
   P: '--batch-identities',
   K: '--batch-images',
-  negatives: '--negatives',
 }
 
 function withFlags(message: string): string {
@@ -349,6 +348,8 @@ export async function train(rawArgv: string[]): Promise<number> {
       onWarning: (message) => say(`warning: ${message}`),
     })
   } catch (error) {
+    // Options the trainer refuses only once it sees the data, e.g. one identity per batch.
+    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
     if (error instanceof DataError && !skip && / saved in /.test(error.message)) {
       error.message += `; continue with: facenet train --out ${o.out} --resume (add --skip-bad-images to leave bad images out)`
     }
