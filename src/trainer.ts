@@ -1,4 +1,4 @@
-import { createWriteStream, type WriteStream } from 'node:fs'
+import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { BatchLoader, type Batch } from './data/loader'
@@ -566,8 +566,8 @@ export class Trainer {
               break
             }
             // A bad image met mid-run: keep the steps trained so far before stopping.
-            if (error instanceof DataError && this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) {
-              await checkpoint(position)
+            if (error instanceof DataError && this.#checkpointDir && this.#step > 0) {
+              if (checkpointedStep !== this.#step) await checkpoint(position)
               error.message += `; training stopped at step ${this.#step}, saved in ${lastCheckpoint}`
             }
             throw error
@@ -643,16 +643,17 @@ export class Trainer {
             threshold: lastValidation.threshold,
           }
         }
-        if (this.#checkpointDir) await checkpoint({ epoch: epoch + 1, batch: 0 })
         // An epoch resumed at its very end trained nothing here; a "0 steps" line would
         // read as an empty epoch.
-        if (epochSteps > 0 || epochResult.validation) {
-          log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
-          options.onEpoch?.(epochResult)
-        }
+        const report = epochSteps > 0 || epochResult.validation !== undefined
+        // Logged before its checkpoint: a kill in between leaves a line that the resume
+        // from the previous checkpoint cuts and writes again, never a missing one.
+        if (report) log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
+        if (this.#checkpointDir) await checkpoint({ epoch: epoch + 1, batch: 0 })
+        if (report) options.onEpoch?.(epochResult)
       }
     } finally {
-      await new Promise<void>((done) => (log && !log.destroyed ? log.end(() => done()) : done()))
+      log?.close()
     }
     return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
   }
@@ -845,29 +846,42 @@ async function trimLog(file: string, state: CheckpointState): Promise<void> {
   }
 }
 
+/** An open training log: one line per call, on disk when the call returns. */
+interface Log {
+  write(line: string): void
+  close(): void
+}
+
 /**
- * The training log, appended to. The log is a record, not the run: if it cannot be
- * written (a full disk), that is reported once and training goes on; checkpoints keep
- * the progress.
+ * The training log, appended to synchronously: a line written is on disk before the step's
+ * checkpoint is, so a kill can never leave a checkpoint ahead of its log. The log is a
+ * record, not the run: if it cannot be written (a full disk), that is reported once and
+ * training goes on; checkpoints keep the progress.
  */
-async function openLog(file: string, warn: (message: string) => void): Promise<WriteStream> {
+async function openLog(file: string, warn: (message: string) => void): Promise<Log> {
   const problem = (error: unknown) => (error as NodeJS.ErrnoException).code ?? (error as Error).message
+  let fd: number
   try {
     await mkdir(resolve(file, '..'), { recursive: true })
+    fd = openSync(file, 'a')
   } catch (cause) {
-    throw new OutputError(file, `cannot be created (${problem(cause)})`, { cause })
+    throw new OutputError(file, `cannot be opened for writing (${problem(cause)})`, { cause })
   }
-  const stream = createWriteStream(file, { flags: 'a' })
-  await new Promise<void>((opened, failed) => {
-    stream.once('open', () => opened())
-    stream.once('error', (cause) => failed(new OutputError(file, `cannot be opened for writing (${problem(cause)})`, { cause })))
-  })
-  let warned = false
-  stream.on('error', (cause) => {
-    if (!warned) warn(`${file}: the training log cannot be written (${problem(cause)}); training goes on without it`)
-    warned = true
-  })
-  return stream
+  let failed = false
+  return {
+    write(line) {
+      if (failed) return
+      try {
+        writeSync(fd, line)
+      } catch (cause) {
+        failed = true
+        warn(`${file}: the training log cannot be written (${problem(cause)}); training goes on without it`)
+      }
+    },
+    close() {
+      closeSync(fd)
+    },
+  }
 }
 
 /**

@@ -71,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     // A filesystem error no command mapped (EACCES, ENOSPC, …): its message names the path.
     const code = (error as NodeJS.ErrnoException)?.code
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+    if (typeof code === 'string' && /^(ERR_FS_)?E[A-Z]+$/.test(code)) {
       process.stderr.write(`facenet ${name}: ${(error as Error).message}\n`)
       return EXIT.failure
     }

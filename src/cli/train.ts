@@ -163,7 +163,10 @@ async function removeRun(out: string, checkpointDir: string): Promise<void> {
     if (/^step-\d+\.ckpt$/.test(name) || /^\.step-\d+\.ckpt\.tmp-\d+-\d+$/.test(name)) await rm(join(checkpointDir, name), { force: true })
   }
   await rmdir(checkpointDir).catch(() => {}) // only if nothing else is in it
-  for (const name of ['train.jsonl', 'model.safetensors', 'config.json']) await rm(join(out, name), { force: true })
+  for (const name of ['train.jsonl', 'model.safetensors', 'config.json']) {
+    // A folder of that name is not a file the run wrote.
+    if ((await stat(join(out, name)).catch(() => undefined))?.isFile()) await rm(join(out, name))
+  }
 }
 
 /** Whether `--out` holds (part of) a run: a checkpoint, a log or a model. */
