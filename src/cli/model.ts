@@ -1,6 +1,6 @@
-import { readdir, stat, writeFile } from 'node:fs/promises'
-import { dirname, extname, join, resolve } from 'node:path'
-import { DataError, OutputError } from '../errors'
+import { stat, writeFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { OutputError } from '../errors'
 import { FaceNet, type Arch } from '../model'
 import type { Device } from '../device'
 import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
@@ -47,36 +47,7 @@ export function thresholdOf(model: FaceNet, flag: number | undefined): number | 
   return stored !== undefined && Number.isFinite(Number(stored)) ? Number(stored) : undefined
 }
 
-const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp'])
-
-/** Image files under `dir`, recursively, in code-point order. */
-export async function listImages(dir: string): Promise<string[]> {
-  const root = resolve(dir)
-  let info
-  try {
-    info = await stat(root)
-  } catch {
-    throw new DataError(root, 'does not exist')
-  }
-  if (!info.isDirectory()) throw new DataError(root, 'is not a directory')
-  const out: string[] = []
-  const walk = async (at: string): Promise<void> => {
-    let listed
-    try {
-      listed = await readdir(at, { withFileTypes: true })
-    } catch (cause) {
-      throw new DataError(at, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
-    }
-    const entries = listed.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    for (const entry of entries) {
-      const path = join(at, entry.name)
-      if (entry.isDirectory()) await walk(path)
-      else if (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) out.push(path)
-    }
-  }
-  await walk(root)
-  return out
-}
+export { listImages } from '../data/list-images'
 
 const problem = (cause: unknown): string => (cause as NodeJS.ErrnoException).code ?? (cause as Error).message
 
