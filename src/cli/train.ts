@@ -228,7 +228,8 @@ export async function train(rawArgv: string[]): Promise<number> {
   const modelFile = join(out, 'model.safetensors')
 
   // Held from before anything in --out is read or changed to after the model is saved.
-  await using _lock = await acquireRunLock(out)
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- held by scope: released when train() returns or throws
+  await using lock = await acquireRunLock(out)
   let resume: string | undefined
   if (o.resume) {
     resume = typeof o.resume === 'string' ? resolve(o.resume) : await latestCheckpoint(checkpointDir)
@@ -239,8 +240,9 @@ export async function train(rawArgv: string[]): Promise<number> {
     throw new UsageError(`${out} already holds a run; pass --resume to continue it or --overwrite to start afresh`)
   }
 
-  let progress: ProgressBar | undefined
-  const say = (line: string) => (parsed.json || !progress ? process.stderr.write(`${line}\n`) : progress.log(line))
+  // The bar exists once the run starts; lines before it (the dataset check) go to stderr.
+  const ui: { progress?: ProgressBar } = {}
+  const say = (line: string) => (parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
   const skip = o.skipBadImages
   const open = async (root: string) => {
     const found: string[] = []
@@ -316,7 +318,8 @@ export async function train(rawArgv: string[]): Promise<number> {
   }
   const startStep = resume ? Number(/step-(\d+)\.ckpt$/.exec(resume)?.[1] ?? 0) : 0
   const maxSeconds = o.minutes !== undefined ? o.minutes * 60 : undefined
-  progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
+  const progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
+  ui.progress = progress
   say(
     `training ${o.arch} on ${folder.length} images of ${folder.identities.length} identities` +
       (resume ? `, resuming from ${resume}` : '') +
@@ -332,7 +335,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     stopSignal = signal
     // A closed terminal (SIGHUP) fails writes to it; they must not end the run before its checkpoint.
     if (signal === 'SIGHUP') for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
-    progress?.log(`${signal === 'SIGINT' ? 'interrupted' : signal}: finishing the step in flight and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'a signal'} again to quit now)`)
+    progress.log(`${signal === 'SIGINT' ? 'interrupted' : signal}: finishing the step in flight and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'a signal'} again to quit now)`)
     controller.abort()
   }
   const handlers = SIGNALS.map((signal) => [signal, () => onSignal(signal)] as const)
@@ -346,7 +349,7 @@ export async function train(rawArgv: string[]): Promise<number> {
       ...(maxSeconds !== undefined ? { maxSeconds } : {}),
       signal: controller.signal,
       ...(resume ? { resume } : {}),
-      onStep: (s) => progress?.step(s),
+      onStep: (s) => progress.step(s),
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
     })
