@@ -5,7 +5,7 @@
  * images, and the library in-process.
  */
 import test from 'ava'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { watch } from 'node:fs'
 import { appendFile, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { hostname, tmpdir } from 'node:os'
@@ -13,34 +13,16 @@ import { join, resolve } from 'node:path'
 import { BusyError, DataError, embedFiles, FaceNet, InvalidArgumentError, NpyDataset, Trainer, WeightsError } from '../src'
 import { npyBytes } from '../src/cli/use'
 import { createModel, makeSource, trainerOptions } from '../scripts/reliability-train'
+import { startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
-const CLI = join(ROOT, 'src', 'cli', 'index.ts')
 const LFW = join(ROOT, 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 const PER_IDENTITY = 4
 const AS_ROOT = process.getuid?.() === 0
 
-interface Run {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-function start(args: string[], options: { uid?: number } = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, FORCE_COLOR: '0' },
-    ...(options.uid !== undefined ? { uid: options.uid, gid: options.uid } : {}),
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const done = new Promise<Run>((resolveRun) => child.on('close', (code, signal) => resolveRun({ code, signal, stdout, stderr })))
-  return { child, done }
-}
+type Run = CliRun
+const start = startCli
 
 const cli = (...args: string[]): Promise<Run> => start(args).done
 
