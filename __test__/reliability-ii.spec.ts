@@ -308,7 +308,9 @@ test('4: unknown option keys are refused naming the key: FaceNet.create, Trainer
     await t.throwsAsync(model.embed(new Uint8Array(64 * 64 * 3), { precison: 'bf16' } as never), bad('precison'))
     await t.throwsAsync(embedFiles(model, [], { batch: 4 } as never), bad('batch'))
     await t.throwsAsync(model.save(join(dir, 'x.safetensors'), { meta: {} } as never), bad('meta'))
-    t.throws(() => new Trainer(model, { lr: 1e308 }), { instanceOf: InvalidArgumentError, message: /^lr must be a finite number > 0 and at most 3\.40e\+38/ })
+    t.throws(() => new Trainer(model, { lr: 1e308 }), { instanceOf: InvalidArgumentError, message: "lr must be at most 3.40e+38 (float32's largest), got 1e+308" })
+    t.throws(() => new Trainer(model, { margin: -3.5e38 }), { instanceOf: InvalidArgumentError, message: /margin must be a finite number ≥ 0/ })
+    t.throws(() => new Trainer(model, { weightDecay: 1e39 }), { instanceOf: InvalidArgumentError, message: /weightDecay must be at most/ })
   } finally {
     model.dispose()
   }

@@ -238,10 +238,14 @@ function nonNegative(name: string, value: number): number {
 /** The largest float32: rates and coefficients meet float32 weights, and larger ones overflow in libtorch. */
 const FLOAT32_MAX = 3.4028234663852886e38
 
-/** A coefficient that reaches float32 arithmetic: finite, ≥ 0 (or > 0), and within float32's range. */
-function coefficient(name: string, value: number, positive = false): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (positive && value === 0) || value > FLOAT32_MAX) {
-    throw new InvalidArgumentError(`${name} must be a finite number ${positive ? '> 0' : '≥ 0'} and at most ${FLOAT32_MAX.toExponential(2)} (float32), got ${String(value)}`)
+/**
+ * A rate or coefficient within float32's range (its other bounds are checked where it is
+ * used, natively): a finite but larger value passes as "valid" and then fails deep inside
+ * libtorch as "Internal torch error … overflow".
+ */
+function float32(name: string, value: number): number {
+  if (typeof value === 'number' && Math.abs(value) > FLOAT32_MAX && Number.isFinite(value)) {
+    throw new InvalidArgumentError(`${name} must be at most ${FLOAT32_MAX.toExponential(2)} (float32's largest), got ${String(value)}`)
   }
   return value
 }
@@ -261,19 +265,19 @@ function resolveOptions(options: TrainerOptions): ResolvedOptions {
   }
   const resolved: ResolvedOptions = {
     optimizer,
-    lr: coefficient('lr', options.lr ?? 0.05, true),
-    momentum: coefficient('momentum', options.momentum ?? 0),
+    lr: float32('lr', options.lr ?? 0.05),
+    momentum: float32('momentum', options.momentum ?? 0),
     nesterov: options.nesterov ?? false,
-    weightDecay: coefficient('weightDecay', options.weightDecay ?? 0),
+    weightDecay: float32('weightDecay', nonNegative('weightDecay', options.weightDecay ?? 0)),
     betas: options.betas ?? [0.9, 0.999],
-    eps: coefficient('eps', options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8), true),
+    eps: float32('eps', options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8)),
     schedule: options.schedule ?? { type: 'constant' },
     warmupSteps: options.warmupSteps ?? 0,
     // 0 disables clipping; a negative value would silently disable it too, so refuse it.
-    maxGradNorm: coefficient('maxGradNorm', options.maxGradNorm ?? 0),
+    maxGradNorm: float32('maxGradNorm', nonNegative('maxGradNorm', options.maxGradNorm ?? 0)),
     mining,
     miner: options.miner ?? 'semi-hard',
-    margin: coefficient('margin', options.margin ?? 0.2),
+    margin: float32('margin', nonNegative('margin', options.margin ?? 0.2)),
     choice: options.choice ?? 'random',
     fallback: options.fallback ?? 'nearest-farther-else-farthest',
     distance: options.distance ?? 'squared-l2',
