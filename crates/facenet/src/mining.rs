@@ -345,28 +345,29 @@ fn semi_hard_rows(
 
     let inf = f64::INFINITY;
     let col_grid = cols.f_unsqueeze(0)?.f_expand([c, n], false)?;
-    // The column holding each bucket's smallest `values` (lowest column among ties): the
-    // first entry of the bucket's run once a row is sorted by value, then stably by
-    // bucket. Runs start at `cum`. (index_reduce's "amin" would do it in one pass, but it
-    // is a beta op that prints a warning on every run; tch's scatter_reduce has only the
-    // legacy add/multiply reductions.) Every column outside the dump bucket is a negative.
-    let real_bucket = Tensor::f_arange(nb, long)?.f_lt(nb - 1)?.f_unsqueeze(0)?;
-    let present = counts.f_gt(0)?.f_logical_and(&real_bucket)?;
-    let run_start = cum.f_narrow(1, 0, nb)?.f_clamp_max(n - 1)?;
+    // The column holding each bucket's smallest `values` (lowest column among ties).
+    // tch exposes scatter_reduce only with the legacy add/multiply reductions, so the
+    // per-row minimum goes through index_reduce on flattened (row, bucket) ids.
+    let flat_bucket = bucket
+        .f_add(
+            &Tensor::f_arange(c, long)?
+                .f_mul_scalar(nb)?
+                .f_unsqueeze(1)?,
+        )?
+        .f_flatten(0, -1)?;
+    let scatter_amin = |init: Tensor, values: &Tensor| -> Result<Tensor> {
+        Ok(init
+            .f_flatten(0, -1)?
+            .f_index_reduce(0, &flat_bucket, &values.f_flatten(0, -1)?, "amin", true)?
+            .f_view([c, nb])?)
+    };
     let bucket_argmin = |values: &Tensor, init: Tensor| -> Result<(Tensor, Tensor)> {
-        let (_, by_value) = values.f_sort_stable(true, 1, false)?;
-        let (_, by_bucket) = bucket
-            .f_gather(1, &by_value, false)?
-            .f_sort_stable(true, 1, false)?;
-        let first = by_value
-            .f_gather(1, &by_bucket, false)?
-            .f_gather(1, &run_start, false)?;
-        let mins = values
-            .f_gather(1, &first, false)?
-            .f_where_self(&present, &init)?;
-        let arg = col_grid
-            .f_gather(1, &first, false)?
-            .f_where_self(&present, &Tensor::f_full([c, nb], n, long)?)?;
+        let mins = scatter_amin(init, values)?;
+        let hit = values
+            .f_eq_tensor(&mins.f_gather(1, &bucket, false)?)?
+            .f_logical_and(&neg)?;
+        let cand = col_grid.f_where_self(&hit, &Tensor::f_full([c, n], n, long)?)?;
+        let arg = scatter_amin(Tensor::f_full([c, nb], n, long)?, &cand)?;
         Ok((mins, arg))
     };
 
