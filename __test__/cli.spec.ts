@@ -3,36 +3,19 @@
  * on tiny models and a few LFW images.
  */
 import test from 'ava'
-import { spawn } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { FaceNet, parseNpy } from '../src'
+import { startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
 const LFW = join(ROOT, 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 const PER_IDENTITY = 6
 
-interface Run {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-function start(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'index.ts'), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, FORCE_COLOR: '0' },
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const done = new Promise<Run>((resolveRun) => child.on('close', (code, signal) => resolveRun({ code, signal, stdout, stderr })))
-  return { child, done }
-}
+type Run = CliRun
+const start = startCli
 
 const cli = (...args: string[]): Promise<Run> => start(args).done
 

@@ -1,4 +1,29 @@
-/** Deterministic test data shared by the specs (no Math.random, so failures reproduce). */
+/** Deterministic test data and a CLI runner shared by the specs (no Math.random, so failures reproduce). */
+import { spawn } from 'node:child_process'
+import { join, resolve } from 'node:path'
+
+/** How a `facenet` subprocess ended, with all it printed. */
+export interface CliRun {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/** Starts the `facenet` command (node + tsx on src/cli/index.ts) as a real subprocess. */
+export function startCli(args: string[]) {
+  const root = resolve(__dirname, '..')
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'index.ts'), ...args], {
+    cwd: root,
+    env: { ...process.env, FORCE_COLOR: '0' },
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const done = new Promise<CliRun>((resolveRun) => child.on('close', (code, signal) => resolveRun({ code, signal, stdout, stderr })))
+  return { child, done }
+}
 
 /** `length` pseudo-random bytes (xorshift32). */
 export function pixels(length: number, seed: number): Uint8Array {

@@ -450,7 +450,7 @@ test('zero, negative and absurd option values: InvalidArgumentError (or the spec
     [{ optimizer: 'adam', betas: [2, 0.9] }, /beta1 must be in \[0, 1\), got 2/],
     [{ schedule: { type: 'step', every: 0 } }, /'every' must be at least 1, got 0/],
     [{ identitiesPerBatch: 0 }, /identitiesPerBatch must be an integer ≥ 1, got 0/],
-    [{ imagesPerIdentity: -2 }, /imagesPerIdentity must be an integer ≥ 1, got -2/],
+    [{ imagesPerIdentity: -2 }, /imagesPerIdentity must be an integer ≥ 2 \(an anchor and a positive\), got -2/],
     [{ negativesPerBatch: -1 }, /negatives must be an integer ≥ 0, got -1/],
     [{ centerCrop: 0 }, /centerCrop must be in \(0, 1\], got 0/],
     [{ keepCheckpoints: 0 }, /keepCheckpoints must be an integer ≥ 1, got 0/],

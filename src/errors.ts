@@ -6,6 +6,8 @@
 export type FaceNetErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_SHAPE'
+  | 'ERR_BUSY'
+  | 'ERR_OUTPUT'
   | 'ERR_UNKNOWN_ARCH'
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_DISPOSED'
@@ -34,10 +36,46 @@ export class InvalidArgumentError extends FaceNetError {
   }
 }
 
+/**
+ * Refuses keys an options object does not have: a misspelt option (`learningRate`,
+ * `epoch`) would otherwise be ignored and the default used without a word.
+ */
+export function checkKeys(what: string, options: object, known: readonly string[]): void {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`${what} must be an object, got ${String(options)}`)
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw new InvalidArgumentError(`${what}: unknown option '${key}'; the options are ${known.join(', ')}`)
+  }
+}
+
 /** Input data has the wrong length, shape or element type. */
 export class ShapeError extends FaceNetError {
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_SHAPE', message, options)
+  }
+}
+
+/**
+ * The resource is in use: a run folder locked by another process (`holder` says which),
+ * or a model that is already training.
+ */
+export class BusyError extends FaceNetError {
+  /** Who holds the lock, e.g. `pid 4242 on host a since 2026-01-01T00:00:00.000Z`. */
+  readonly holder?: string
+  constructor(message: string, options?: ErrorOptions & { holder?: string }) {
+    super('ERR_BUSY', message, options)
+    if (options?.holder !== undefined) this.holder = options.holder
+  }
+}
+
+/**
+ * A result could not be written: the folder is missing or read-only, the disk is full,
+ * the path is a folder. `file` names it. Anything computed before is already reported.
+ */
+export class OutputError extends FaceNetError {
+  readonly file: string
+  constructor(file: string, message: string, options?: ErrorOptions) {
+    super('ERR_OUTPUT', `${file}: ${message}`, options)
+    this.file = file
   }
 }
 
@@ -141,10 +179,11 @@ export class NativeAddonError extends FaceNetError {
 }
 
 // These codes are raised in TS only; the native side never reports them.
-type TsOnlyCode = 'ERR_DATA' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON'
+type TsOnlyCode = 'ERR_DATA' | 'ERR_OUTPUT' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON'
 const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,
+  ERR_BUSY: BusyError,
   ERR_NON_FINITE: NonFiniteError,
   ERR_UNKNOWN_ARCH: UnknownArchError,
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,

@@ -8,6 +8,8 @@ export { devices } from './device'
 export type { Device, DeviceReport } from './device'
 export { mineTriplets, tripletLoss } from './mining'
 export { latestCheckpoint, Trainer } from './trainer'
+export { acquireRunLock } from './run-lock'
+export type { RunLock } from './run-lock'
 export { CENTER_CROP_KEY, decodeImages, embedFiles } from './inference'
 export type { DecodeOptions } from './inference'
 export type { EpochResult, FitOptions, FitResult, OptimizerName, Schedule, StepResult, TrainerOptions, Validation } from './trainer'
@@ -22,6 +24,7 @@ export type {
   TripletLossResult,
 } from './mining'
 export {
+  BusyError,
   DataError,
   DeviceUnavailableError,
   DisposedError,
@@ -30,6 +33,7 @@ export {
   LibtorchNotFoundError,
   NativeAddonError,
   NonFiniteError,
+  OutputError,
   SetupError,
   ShapeError,
   TorchError,

@@ -2,6 +2,7 @@ import { ImageList } from './data/image-list'
 import { BatchLoader, type Batch } from './data/loader'
 import { checkCenterCrop, type InputSize } from './data/preprocess'
 import { SequentialSampler } from './data/sampler'
+import { checkKeys } from './errors'
 import type { FaceNet } from './model'
 
 export interface DecodeOptions {
@@ -53,6 +54,7 @@ export async function decodeImages(
  * forward pass of the current one.
  */
 export async function embedFiles(model: FaceNet, paths: readonly string[], options: DecodeOptions = {}): Promise<Float32Array> {
+  checkKeys('embedFiles', options, ['centerCrop', 'batchSize'])
   const dim = model.embeddingDim
   const out = new Float32Array(paths.length * dim)
   const centerCrop = options.centerCrop ?? storedCenterCrop(model)

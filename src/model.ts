@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
-import { callBinding, DisposedError, fromBindingError, InvalidArgumentError, ShapeError } from './errors'
+import { callBinding, checkKeys, DisposedError, fromBindingError, InvalidArgumentError, ShapeError } from './errors'
 
 /**
  * Architectures of the model zoo (input size in pixels, height×width):
@@ -172,6 +172,7 @@ export class FaceNet implements Disposable {
 
   /** Builds a network with freshly initialized weights. */
   static async create(options: CreateOptions = {}): Promise<FaceNet> {
+    checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads'])
     const embeddingDim = checkInteger('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
     const seed = checkInteger('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
     const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
@@ -205,6 +206,7 @@ export class FaceNet implements Disposable {
     if (typeof path !== 'string' || path.length === 0) {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
+    checkKeys('FaceNet.load', options, ['device', 'threads', 'arch'])
     const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
@@ -230,6 +232,7 @@ export class FaceNet implements Disposable {
     if (typeof path !== 'string' || path.length === 0) {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
+    checkKeys('save', options, ['metadata'])
     const metadata = options.metadata ?? {}
     for (const [key, value] of Object.entries(metadata)) {
       if (RESERVED_METADATA.has(key)) throw new InvalidArgumentError(`metadata key '${key}' is reserved for the library's own header`)
@@ -298,6 +301,7 @@ export class FaceNet implements Disposable {
    */
   async embed(images: ImageBatch | Uint8Array | Float32Array, options: EmbedOptions = {}): Promise<Float32Array> {
     if (this.disposed) throw new DisposedError()
+    checkKeys('embed', options, ['precision'])
     const { data, shape } = this.#asBatch(images)
     const [count, height, width, channels] = shape
     if (channels !== 3) {

@@ -1,16 +1,17 @@
-import { createWriteStream, type WriteStream } from 'node:fs'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { closeSync, openSync, writeSync } from 'node:fs'
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { BatchLoader, type Batch } from './data/loader'
 import type { AugmentOptions } from './data/preprocess'
 import { Rng } from './data/rng'
 import { PKSampler, SequentialSampler, type SampledBatch, type SamplerState } from './data/sampler'
-import type { ImageSource } from './data/source'
-import { FaceNetError, fromBindingError, InvalidArgumentError, NonFiniteError } from './errors'
+import type { ImageSource, OnBadImage } from './data/source'
+import { BusyError, checkKeys, DataError, FaceNetError, fromBindingError, InvalidArgumentError, NonFiniteError, OutputError, WeightsError } from './errors'
 import { evaluateVerification, type IndexPair, type VerificationResult } from './eval/verification'
 import { mineTriplets, type DistanceName, type MiningStats } from './mining'
 import type { FaceNet, Precision } from './model'
 import { modelBinding } from './model'
+import { isRunning } from './run-lock'
 
 export type OptimizerName = 'sgd' | 'adagrad' | 'adam' | 'adamw'
 
@@ -92,7 +93,20 @@ export interface TrainerOptions {
    * newer); it also runs on the CPU. Default `'fp32'`.
    */
   precision?: Precision
+  /**
+   * A training image that cannot be decoded: `'error'` (default) stops the run with a
+   * {@link DataError} naming it (after writing a checkpoint when `checkpointDir` is set);
+   * `'skip'` leaves it out of its batch and reports it through `onWarning`.
+   */
+  onBadImage?: OnBadImage
 }
+
+const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
+  'optimizer', 'lr', 'momentum', 'nesterov', 'weightDecay', 'betas', 'eps', 'schedule', 'warmupSteps', 'maxGradNorm',
+  'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
+  'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
+  'keepCheckpoints', 'logFile', 'prefetch', 'precision', 'onBadImage',
+]
 
 /** Pairs to validate on after each epoch, with their images decoded at the model's input size. */
 export interface Validation {
@@ -119,6 +133,9 @@ export interface FitOptions {
   /** Checkpoint file to continue from. */
   resume?: string
 }
+
+const FIT_KEYS: readonly (keyof FitOptions)[] = ['epochs', 'maxSteps', 'maxSeconds', 'signal', 'onStep', 'onEpoch', 'onWarning', 'validation', 'resume']
+
 
 export interface StepResult {
   step: number
@@ -171,11 +188,36 @@ interface CheckpointState {
   options: ResolvedOptions
 }
 
-type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment'>> & {
+type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage'>> & {
   schedule: Schedule
   eps: number
   maxGradNorm: number
   augment: AugmentOptions | false
+}
+
+/** Models with a fit() in progress: a second one on the same weights is refused. */
+const training = new WeakSet<FaceNet>()
+
+/**
+ * Triplets need an anchor and a positive of one identity and a negative of another: data
+ * without them would train "successfully" on zero triplets at every step.
+ */
+function checkTrainable(data: ImageSource, o: ResolvedOptions): void {
+  const root = (data as { root?: unknown }).root
+  const where = typeof root === 'string' ? root : 'the training data'
+  const counts = new Map<number, number>()
+  for (const label of data.labels) counts.set(label, (counts.get(label) ?? 0) + 1)
+  const multi = [...counts.values()].filter((n) => n >= 2).length
+  if (counts.size < 2 || multi === 0) {
+    const has = `${counts.size} ${counts.size === 1 ? 'identity' : 'identities'}, ${multi} of them with 2 or more images`
+    throw new DataError(where, `has ${has}; triplet training needs at least 2 identities, one of them with 2 or more images`)
+  }
+  const singles = counts.size - multi
+  if (o.mining === 'online' && o.identitiesPerBatch === 1 && (o.negativesPerBatch === 0 || singles === 0)) {
+    throw new InvalidArgumentError(
+      `identitiesPerBatch 1 makes batches of one identity, whose only negatives are single-image identities (negativesPerBatch ${o.negativesPerBatch}, ${singles} in the data): no triplets; raise identitiesPerBatch`,
+    )
+  }
 }
 
 const COLLAPSE_DISTANCE = 1e-3
@@ -193,29 +235,49 @@ function nonNegative(name: string, value: number): number {
   return value
 }
 
+/** The largest float32: rates and coefficients meet float32 weights, and larger ones overflow in libtorch. */
+const FLOAT32_MAX = 3.4028234663852886e38
+
+/**
+ * A rate or coefficient within float32's range (its other bounds are checked where it is
+ * used, natively): a finite but larger value passes as "valid" and then fails deep inside
+ * libtorch as "Internal torch error … overflow".
+ */
+function float32(name: string, value: number): number {
+  if (typeof value === 'number' && Math.abs(value) > FLOAT32_MAX && Number.isFinite(value)) {
+    throw new InvalidArgumentError(`${name} must be at most ${FLOAT32_MAX.toExponential(2)} (float32's largest), got ${String(value)}`)
+  }
+  return value
+}
+
 function resolveOptions(options: TrainerOptions): ResolvedOptions {
+  checkKeys('Trainer', options, TRAINER_KEYS)
   const optimizer = options.optimizer ?? 'adagrad'
   if (!['sgd', 'adagrad', 'adam', 'adamw'].includes(optimizer)) {
     throw new InvalidArgumentError(`optimizer must be 'sgd', 'adagrad', 'adam' or 'adamw', got ${JSON.stringify(optimizer)}`)
   }
   const mining = options.mining ?? 'online'
   if (mining !== 'online' && mining !== 'epoch') throw new InvalidArgumentError(`mining must be 'online' or 'epoch', got ${JSON.stringify(mining)}`)
-  const imagesPerIdentity = positiveInteger('imagesPerIdentity', options.imagesPerIdentity ?? 40)
+  const imagesPerIdentity = options.imagesPerIdentity ?? 40
+  // One image per identity gives no anchor-positive pair, so no triplet ever.
+  if (!Number.isInteger(imagesPerIdentity) || imagesPerIdentity < 2) {
+    throw new InvalidArgumentError(`imagesPerIdentity must be an integer ≥ 2 (an anchor and a positive), got ${String(imagesPerIdentity)}`)
+  }
   const resolved: ResolvedOptions = {
     optimizer,
-    lr: options.lr ?? 0.05,
-    momentum: options.momentum ?? 0,
+    lr: float32('lr', options.lr ?? 0.05),
+    momentum: float32('momentum', options.momentum ?? 0),
     nesterov: options.nesterov ?? false,
-    weightDecay: nonNegative('weightDecay', options.weightDecay ?? 0),
+    weightDecay: float32('weightDecay', nonNegative('weightDecay', options.weightDecay ?? 0)),
     betas: options.betas ?? [0.9, 0.999],
-    eps: options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8),
+    eps: float32('eps', options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8)),
     schedule: options.schedule ?? { type: 'constant' },
     warmupSteps: options.warmupSteps ?? 0,
     // 0 disables clipping; a negative value would silently disable it too, so refuse it.
-    maxGradNorm: nonNegative('maxGradNorm', options.maxGradNorm ?? 0),
+    maxGradNorm: float32('maxGradNorm', nonNegative('maxGradNorm', options.maxGradNorm ?? 0)),
     mining,
     miner: options.miner ?? 'semi-hard',
-    margin: nonNegative('margin', options.margin ?? 0.2),
+    margin: float32('margin', nonNegative('margin', options.margin ?? 0.2)),
     choice: options.choice ?? 'random',
     fallback: options.fallback ?? 'nearest-farther-else-farthest',
     distance: options.distance ?? 'squared-l2',
@@ -312,12 +374,17 @@ export class Trainer {
   readonly options: Readonly<ResolvedOptions>
   readonly #checkpointDir?: string
   readonly #logFile?: string
+  readonly #onBadImage: OnBadImage
   #configured = false
   #step = 0
 
   constructor(model: FaceNet, options: TrainerOptions = {}) {
     this.model = model
     this.options = resolveOptions(options)
+    this.#onBadImage = options.onBadImage ?? 'error'
+    if (this.#onBadImage !== 'error' && this.#onBadImage !== 'skip') {
+      throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${JSON.stringify(this.#onBadImage)}`)
+    }
     this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
     this.#logFile = options.logFile ? resolve(options.logFile) : undefined
   }
@@ -384,11 +451,25 @@ export class Trainer {
 
   /** The same run as {@link fit}, one {@link StepResult} at a time. */
   async *steps(data: ImageSource, options: FitOptions = {}): AsyncGenerator<StepResult, FitResult> {
-    const o = this.options
+    checkKeys('fit', options, FIT_KEYS)
     const epochs = options.epochs ?? 1
     positiveInteger('epochs', epochs)
     if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
     if (options.maxSeconds !== undefined) nonNegative('maxSeconds', options.maxSeconds)
+    checkTrainable(data, this.options)
+    // Two runs interleaving their steps on one set of weights would both "succeed" with a
+    // model neither of them trained.
+    if (training.has(this.model)) throw new BusyError('this model is already training: a fit() or steps() on it has not finished')
+    training.add(this.model)
+    try {
+      return yield* this.#run(data, options, epochs)
+    } finally {
+      training.delete(this.model)
+    }
+  }
+
+  async *#run(data: ImageSource, options: FitOptions, epochs: number): AsyncGenerator<StepResult, FitResult> {
+    const o = this.options
     const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
     const size = this.model.inputSize
 
@@ -401,21 +482,42 @@ export class Trainer {
     let startBatch = 0
     let lastCheckpoint: string | undefined
     if (options.resume) {
-      const state = await this.#restore(options.resume)
+      const state = await this.#restore(options.resume, sampler)
       this.#step = state.step
       startEpoch = state.epoch
       startBatch = state.batch
       lastCheckpoint = resolve(options.resume)
+      // Steps after the checkpoint were trained by a run that died; this run trains them
+      // again, so their old lines go, or the log would hold them twice.
+      if (this.#logFile) await trimLog(this.#logFile, state)
     } else if (!this.#configured) {
       await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch))
     }
-    const log = this.#logFile ? await openLog(this.#logFile) : undefined
+    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
     let lastValidation: VerificationResult | undefined
     let stopped: FitResult['stopped'] = 'completed'
     let collapsedSteps = 0
+    let checkpointedStep = options.resume ? this.#step : -1
     const started = Date.now()
+    const checkpoint = async (position: { epoch: number; batch: number }): Promise<void> => {
+      lastCheckpoint = await this.#checkpoint(position, sampler)
+      checkpointedStep = this.#step
+    }
+    const stopReason = (): FitResult['stopped'] | undefined => {
+      if (options.maxSteps !== undefined && this.#step >= options.maxSteps) return 'max-steps'
+      if (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds) return 'max-seconds'
+      if (options.signal?.aborted) return 'aborted'
+      return undefined
+    }
     try {
       for (let epoch = startEpoch; epoch < epochs; epoch++) {
+        // Checked before the epoch starts: epoch mining's pass over the data is long.
+        const early = stopReason()
+        if (early) {
+          stopped = early
+          if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint({ epoch, batch: epoch === startEpoch ? startBatch : 0 })
+          break
+        }
         const epochStarted = Date.now()
         let epochLoss = 0
         let epochSteps = 0
@@ -426,11 +528,12 @@ export class Trainer {
           sampler.restore({ ...sampler.state(), epoch, batch: firstBatch })
           batchSource = sampler
         } else {
-          const list = await this.#epochTriplets(data, epoch)
+          const list = await this.#epochTriplets(data, epoch, warn)
           list.start = firstBatch
           triplets = list.batches.map((b) => b.triplets)
           batchSource = list
         }
+        const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
         const loader = new BatchLoader(data, {
           size,
           sampler: batchSource,
@@ -439,26 +542,22 @@ export class Trainer {
           seed: o.seed,
           prefetch: o.prefetch,
           signal: options.signal,
+          // Epoch mining's batches index their triplets by position, so a dropped image
+          // would shift them; its bad images were left out when the list was mined.
+          onBadImage: sampler ? this.#onBadImage : 'error',
           onWarning: (error) => warn(error.message),
         })
         const batches = loader[Symbol.asyncIterator]()
         let position = { epoch, batch: firstBatch }
-        // A checkpoint taken after an epoch's last batch (maxSteps or an abort stopped
-        // there) resumes at that epoch's end. Iterating the sampler from there would roll
-        // it into the next epoch, whose batches would then be trained twice.
-        const epochDone = sampler !== undefined && firstBatch >= sampler.batchesPerEpoch
+        // A checkpoint taken after an epoch's last batch (by older versions, which stopped
+        // there without ending the epoch) resumes at that epoch's end. Iterating the
+        // sampler from there would roll it into the next epoch, trained twice then.
+        const epochDone = firstBatch >= epochLength
         for (;;) {
           if (epochDone) break
-          if (options.maxSteps !== undefined && this.#step >= options.maxSteps) {
-            stopped = 'max-steps'
-            break
-          }
-          if (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds) {
-            stopped = 'max-seconds'
-            break
-          }
-          if (options.signal?.aborted) {
-            stopped = 'aborted'
+          const reason = stopReason()
+          if (reason) {
+            stopped = reason
             break
           }
           const waitStarted = performance.now()
@@ -470,10 +569,21 @@ export class Trainer {
               stopped = 'aborted'
               break
             }
+            // A bad image met mid-run: keep the steps trained so far before stopping.
+            if (error instanceof DataError && this.#checkpointDir && this.#step > 0) {
+              if (checkpointedStep !== this.#step) await checkpoint(position)
+              error.message += `; training stopped at step ${this.#step}, saved in ${lastCheckpoint}`
+            }
             throw error
           }
           if (next.done) break
           const batch = next.value
+          // Bad images skipped can leave a batch too small for any triplet.
+          if (batch.shape[0] < 2) {
+            warn(`batch ${batch.batch} of epoch ${epoch} kept ${batch.shape[0]} image(s) after skipping bad ones; it is left out`)
+            position = { epoch, batch: batch.batch + 1 }
+            continue
+          }
           const dataWaitMs = performance.now() - waitStarted
           const stepStarted = performance.now()
           const stats = await this.#trainStep(batch, triplets?.[batch.batch], lastCheckpoint)
@@ -510,12 +620,14 @@ export class Trainer {
           log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
           options.onStep?.(result)
           yield result
-          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) {
-            lastCheckpoint = await this.#checkpoint(position, sampler)
-          }
+          // The epoch's last batch ends the epoch now, whatever stops the run next: its
+          // checkpoint is then the epoch's end, written once.
+          const lastOfEpoch = batch.batch + 1 >= epochLength
+          if (lastOfEpoch) break
+          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
         }
         if (stopped !== 'completed') {
-          if (this.#checkpointDir && this.#step > 0) lastCheckpoint = await this.#checkpoint(position, sampler)
+          if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint(position)
           break
         }
         const epochResult: EpochResult = {
@@ -535,12 +647,17 @@ export class Trainer {
             threshold: lastValidation.threshold,
           }
         }
-        if (this.#checkpointDir) lastCheckpoint = await this.#checkpoint({ epoch: epoch + 1, batch: 0 }, sampler)
-        log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
-        options.onEpoch?.(epochResult)
+        // An epoch resumed at its very end trained nothing here; a "0 steps" line would
+        // read as an empty epoch.
+        const report = epochSteps > 0 || epochResult.validation !== undefined
+        // Logged before its checkpoint: a kill in between leaves a line that the resume
+        // from the previous checkpoint cuts and writes again, never a missing one.
+        if (report) log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
+        if (this.#checkpointDir) await checkpoint({ epoch: epoch + 1, batch: 0 })
+        if (report) options.onEpoch?.(epochResult)
       }
     } finally {
-      await new Promise<void>((done) => (log ? log.end(done) : done()))
+      log?.close()
     }
     return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
   }
@@ -573,13 +690,15 @@ export class Trainer {
   }
 
   /** Embeds the whole training set and builds the notebook's per-epoch triplet list. */
-  async #epochTriplets(data: ImageSource, epoch: number): Promise<TripletListSampler> {
+  async #epochTriplets(data: ImageSource, epoch: number, warn: (message: string) => void): Promise<TripletListSampler> {
     const o = this.options
     const loader = new BatchLoader(data, {
       size: this.model.inputSize,
       sampler: new SequentialSampler(data, 64),
       centerCrop: o.centerCrop,
       prefetch: o.prefetch,
+      onBadImage: this.#onBadImage,
+      onWarning: (error) => warn(error.message),
     })
     const dim = this.model.embeddingDim
     const embeddings = new Float32Array(data.length * dim)
@@ -591,7 +710,9 @@ export class Trainer {
         present[item] = 1
       })
     }
-    const mined = await mineTriplets(embeddings, data.labels, {
+    // Images skipped as bad have no embedding: mine among the others only.
+    const kept = present.every((p) => p === 1) ? undefined : Int32Array.from(present.keys()).filter((i) => present[i] === 1)
+    const mined = await mineTriplets(kept ? kept.reduce((sub, item, j) => (sub.set(embeddings.subarray(item * dim, (item + 1) * dim), j * dim), sub), new Float32Array(kept.length * dim)) : embeddings, kept ? kept.map((i) => data.labels[i]!) : data.labels, {
       miner: 'epoch',
       margin: o.margin,
       choice: o.choice,
@@ -599,7 +720,8 @@ export class Trainer {
       distance: o.distance,
       seed: o.seed + epoch,
     })
-    return new TripletListSampler(data, mined, o.tripletsPerBatch, o.seed, epoch)
+    const triplets = kept ? { anchors: mined.anchors.map((j) => kept[j]!), positives: mined.positives.map((j) => kept[j]!), negatives: mined.negatives.map((j) => kept[j]!) } : mined
+    return new TripletListSampler(data, triplets, o.tripletsPerBatch, o.seed, epoch)
   }
 
   async #checkpoint(position: { epoch: number; batch: number }, sampler: PKSampler | undefined): Promise<string> {
@@ -621,20 +743,149 @@ export class Trainer {
     return file
   }
 
-  async #restore(path: string): Promise<CheckpointState> {
+  async #restore(path: string, sampler: PKSampler | undefined): Promise<CheckpointState> {
+    const file = resolve(path)
+    // Checked before the weights are loaded, so a refused checkpoint leaves the model as it was.
+    const header = await readCheckpointHeader(file)
+    if (header.checkpoint !== undefined) checkState(file, header.checkpoint, header.step, sampler)
     if (!this.#configured) await this.#configure(1)
-    const json = await this.#call(() => modelBinding(this.model).loadCheckpoint(resolve(path)))
-    const state = JSON.parse(json) as CheckpointState
-    if (state?.format !== 'facenet-torch-checkpoint') {
-      throw new InvalidArgumentError(`${path} is not a facenet-torch training checkpoint`)
-    }
-    return state
+    const json = await this.#call(() => modelBinding(this.model).loadCheckpoint(file))
+    return checkState(file, json, header.step, sampler)
   }
 }
 
-async function openLog(file: string): Promise<WriteStream> {
-  await mkdir(resolve(file, '..'), { recursive: true })
-  return createWriteStream(file, { flags: 'a' })
+/** The `checkpoint` and `step` metadata of a checkpoint's safetensors header, read without its tensors. */
+async function readCheckpointHeader(file: string): Promise<{ checkpoint?: string; step?: string }> {
+  let handle
+  try {
+    handle = await open(file, 'r')
+  } catch {
+    // Missing or unreadable: the native loader reports it with its coded error.
+    return {}
+  }
+  try {
+    const head = Buffer.alloc(8)
+    if ((await handle.read(head, 0, 8, 0)).bytesRead < 8) return {}
+    const length = Number(head.readBigUInt64LE(0))
+    if (length > 100 * 1024 * 1024) return {}
+    const text = Buffer.alloc(length)
+    if ((await handle.read(text, 0, length, 8)).bytesRead < length) return {}
+    const meta = (JSON.parse(text.toString('utf8')) as { __metadata__?: Record<string, unknown> }).__metadata__ ?? {}
+    return {
+      ...(typeof meta.checkpoint === 'string' ? { checkpoint: meta.checkpoint } : {}),
+      ...(typeof meta.step === 'string' ? { step: meta.step } : {}),
+    }
+  } catch {
+    return {}
+  } finally {
+    await handle.close()
+  }
+}
+
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
+
+/**
+ * A checkpoint's training state, checked: an impossible step, epoch or batch would resume
+ * at the wrong place or name checkpoints that retention then sorts wrongly.
+ */
+function checkState(file: string, json: string, headerStep: string | undefined, sampler: PKSampler | undefined): CheckpointState {
+  const bad = (why: string) => new WeightsError(`${file}: the checkpoint's training state ${why}`)
+  let state: CheckpointState
+  try {
+    state = JSON.parse(json) as CheckpointState
+  } catch (cause) {
+    throw new WeightsError(`${file}: the checkpoint's training state is not valid JSON (${(cause as Error).message})`, { cause })
+  }
+  if (typeof state !== 'object' || state === null || state.format !== 'facenet-torch-checkpoint') {
+    throw new InvalidArgumentError(`${file} is not a facenet-torch training checkpoint`)
+  }
+  if (state.version !== 1) throw bad(`has version ${JSON.stringify(state.version)}; this library reads version 1`)
+  for (const key of ['step', 'epoch', 'batch'] as const) {
+    if (!isCount(state[key])) throw bad(`has ${key} ${JSON.stringify(state[key])}, not a count`)
+  }
+  if (headerStep !== undefined && String(state.step) !== headerStep) throw bad(`says step ${state.step}, its header step ${headerStep}`)
+  const named = /step-(\d+)\.ckpt$/.exec(file)?.[1]
+  if (named !== undefined && Number(named) !== state.step) throw bad(`says step ${state.step}, but the file is named for step ${Number(named)}`)
+  if (state.step === 0 && (state.epoch > 0 || state.batch > 0)) throw bad(`is at epoch ${state.epoch} batch ${state.batch} after 0 steps`)
+  if (sampler && state.batch > sampler.batchesPerEpoch) {
+    throw bad(`is at batch ${state.batch}, but an epoch of this data has ${sampler.batchesPerEpoch} batches`)
+  }
+  if (typeof state.options !== 'object' || state.options === null) throw bad('has no options')
+  return state
+}
+
+/**
+ * Cuts `file` back to what the checkpoint `state` had seen: step lines up to its step,
+ * epoch lines of the epochs before its epoch. Torn last lines (a kill mid-write) go too.
+ * Rewritten under a temporary name and renamed, so a kill now leaves one or the other.
+ */
+async function trimLog(file: string, state: CheckpointState): Promise<void> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw new OutputError(file, `cannot be read to resume its log (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error })
+  }
+  const keep = text.split('\n').filter((line) => {
+    let row: { type?: unknown; step?: unknown; epoch?: unknown }
+    try {
+      row = JSON.parse(line) as typeof row
+    } catch {
+      return false
+    }
+    if (row.type === 'step') return typeof row.step === 'number' && row.step <= state.step
+    if (row.type === 'epoch') return typeof row.epoch === 'number' && row.epoch < state.epoch
+    return true
+  })
+  const trimmed = keep.map((line) => line + '\n').join('')
+  if (trimmed === text) return
+  const temp = `${file}.${process.pid}.tmp`
+  try {
+    await writeFile(temp, trimmed)
+    await rename(temp, file)
+  } catch (error) {
+    await rm(temp, { force: true })
+    throw new OutputError(file, `cannot be rewritten to resume its log (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error })
+  }
+}
+
+/** An open training log: one line per call, on disk when the call returns. */
+interface Log {
+  write(line: string): void
+  close(): void
+}
+
+/**
+ * The training log, appended to synchronously: a line written is on disk before the step's
+ * checkpoint is, so a kill can never leave a checkpoint ahead of its log. The log is a
+ * record, not the run: if it cannot be written (a full disk), that is reported once and
+ * training goes on; checkpoints keep the progress.
+ */
+async function openLog(file: string, warn: (message: string) => void): Promise<Log> {
+  const problem = (error: unknown) => (error as NodeJS.ErrnoException).code ?? (error as Error).message
+  let fd: number
+  try {
+    await mkdir(resolve(file, '..'), { recursive: true })
+    fd = openSync(file, 'a')
+  } catch (cause) {
+    throw new OutputError(file, `cannot be opened for writing (${problem(cause)})`, { cause })
+  }
+  let failed = false
+  return {
+    write(line) {
+      if (failed) return
+      try {
+        writeSync(fd, line)
+      } catch (cause) {
+        failed = true
+        warn(`${file}: the training log cannot be written (${problem(cause)}); training goes on without it`)
+      }
+    },
+    close() {
+      closeSync(fd)
+    },
+  }
 }
 
 /**
@@ -656,14 +907,6 @@ export async function pruneCheckpoints(dir: string, keep: number): Promise<void>
   }
 }
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** The newest complete checkpoint in `dir`, or `undefined`. */
 export async function latestCheckpoint(dir: string): Promise<string | undefined> {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { LfwPairs } from '../data/lfw-pairs'
@@ -6,7 +6,9 @@ import { rawPixelEmbeddings } from '../eval/embeddings'
 import { loadPairImages } from '../eval/lfw'
 import { evaluate } from '../eval/model'
 import { evaluateVerification } from '../eval/verification'
+import { FaceNetError } from '../errors'
 import type { LossPoint } from '../report/plots'
+import { writeReport } from '../report/report'
 import { centerCropOf, loadModel, META } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { LFW_ROOT } from './train'
@@ -56,7 +58,12 @@ async function trainingLog(modelFile: string): Promise<LossPoint[] | undefined> 
   const points: LossPoint[] = []
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue
-    const row = JSON.parse(line) as { type?: string; step?: number; loss?: number }
+    let row: { type?: string; step?: number; loss?: number }
+    try {
+      row = JSON.parse(line) as typeof row
+    } catch {
+      continue // a line torn by a killed run; the curve does without it
+    }
     if (row.type === 'step' && typeof row.step === 'number' && typeof row.loss === 'number') points.push({ step: row.step, loss: row.loss })
   }
   return points.length > 0 ? points : undefined
@@ -73,62 +80,89 @@ export async function evalCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--fold: ${pairsFile} has ${lfw.folds.length} fold(s), got ${o.fold}`)
   }
   const modelFile = resolve(o.model)
+  const reportDir = o.report ? resolve(o.report) : undefined
+  if (reportDir && (await stat(reportDir).catch(() => undefined))?.isDirectory() === false) {
+    throw new UsageError(`--report: ${reportDir} exists and is not a folder`)
+  }
   using model = await loadModel(o)
   const centerCrop = centerCropOf(model, o)
   const started = Date.now()
   const images = await loadPairImages(lfw, model.inputSize, { centerCrop })
   const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), images.pairs)
   const log = await trainingLog(modelFile)
-  const result = await evaluate(model, images.images, images.pairs, {
-    flip: o.flip,
-    batchSize: o.batchSize,
-    name: o.name ?? `${model.arch} (${modelFile})`,
-    baselines: [{ name: 'raw pixels', verification: raw }],
-    details: { model: modelFile, pairs: pairsFile, centerCrop, ...(o.fold ? { fold: o.fold } : {}) },
-    ...(o.report ? { report: resolve(o.report) } : {}),
-    ...(log ? { trainingLog: log } : {}),
-  })
+  const name = o.name ?? `${model.arch} (${modelFile})`
+  const baselines = [{ name: 'raw pixels', verification: raw }]
+  const details = { model: modelFile, pairs: pairsFile, centerCrop, ...(o.fold ? { fold: o.fold } : {}) }
+  const result = await evaluate(model, images.images, images.pairs, { flip: o.flip, batchSize: o.batchSize, name, baselines, details })
   const v = result.verification
   const k = o.fold !== undefined ? o.fold - 1 : undefined
   const threshold = k !== undefined ? v.foldThresholds[k]! : v.threshold
-  if (!o.noStore) {
-    await model.save(modelFile, {
-      metadata: {
-        ...model.metadata,
-        [META.threshold]: String(threshold),
-        [META.thresholdMetric]: v.metric,
-        [META.thresholdFrom]: k !== undefined ? `${pairsFile} folds ≠ ${o.fold}` : pairsFile,
-        [META.centerCrop]: String(centerCrop),
-      },
-    })
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`
+  // The results come first: the report and the stored threshold are extras, and a failure
+  // in either (a read-only model file, a full disk) must not hide a finished evaluation.
+  if (!parsed.json) {
+    console.log(`${v.pairCount} pairs in ${v.folds} folds, model ${model.arch}, center crop ${centerCrop}`)
+    console.log(`accuracy      ${pct(v.accuracy.mean)} ± ${pct(v.accuracy.std)}  (raw pixels: ${pct(raw.accuracy.mean)})`)
+    if (k !== undefined) console.log(`fold ${o.fold}       ${pct(v.accuracy.perFold[k]!)}  (threshold ${threshold.toFixed(4)} chosen on the other folds)`)
+    console.log(`VAL@FAR=${v.val.farTarget}  ${pct(v.val.mean)} ± ${pct(v.val.std)}`)
+    console.log(`AUC           ${v.auc.toFixed(4)}   EER ${pct(v.eer)}`)
+    console.log(`threshold     ${threshold.toFixed(4)} (squared L2)`)
   }
-  const summary = {
-    model: modelFile,
-    pairs: v.pairCount,
-    folds: v.folds,
-    accuracy: { mean: v.accuracy.mean, std: v.accuracy.std, perFold: v.accuracy.perFold },
-    ...(k !== undefined ? { fold: { fold: o.fold, accuracy: v.accuracy.perFold[k]!, threshold } } : {}),
-    val: { mean: v.val.mean, std: v.val.std, farTarget: v.val.farTarget },
-    auc: v.auc,
-    eer: v.eer,
-    threshold,
-    thresholdStored: !o.noStore,
-    rawPixelAccuracy: raw.accuracy.mean,
-    centerCrop,
-    seconds: (Date.now() - started) / 1000,
-    report: result.report?.html ?? null,
+  const failures: string[] = []
+  const failed = (what: string, error: unknown) => failures.push(`${what}: ${error instanceof FaceNetError ? `${error.message} [${error.code}]` : (error as Error)?.message ?? String(error)}`)
+  let reportHtml: string | null = null
+  if (reportDir) {
+    try {
+      const files = await writeReport(
+        reportDir,
+        { name, verification: v, baselines, details: { arch: model.arch, embeddingDim: model.embeddingDim, flip: o.flip, ...details } },
+        log ? { trainingLog: log } : {},
+      )
+      reportHtml = files.html
+    } catch (error) {
+      failed(`the report could not be written to ${reportDir}`, error)
+    }
+  }
+  let stored = false
+  if (!o.noStore) {
+    try {
+      await model.save(modelFile, {
+        metadata: {
+          ...model.metadata,
+          [META.threshold]: String(threshold),
+          [META.thresholdMetric]: v.metric,
+          [META.thresholdFrom]: k !== undefined ? `${pairsFile} folds ≠ ${o.fold}` : pairsFile,
+          [META.centerCrop]: String(centerCrop),
+        },
+      })
+      stored = true
+    } catch (error) {
+      failed(`the threshold could not be stored in ${modelFile} (the results above stand; --no-store skips this)`, error)
+    }
   }
   if (parsed.json) {
+    const summary = {
+      model: modelFile,
+      pairs: v.pairCount,
+      folds: v.folds,
+      accuracy: { mean: v.accuracy.mean, std: v.accuracy.std, perFold: v.accuracy.perFold },
+      ...(k !== undefined ? { fold: { fold: o.fold, accuracy: v.accuracy.perFold[k]!, threshold } } : {}),
+      val: { mean: v.val.mean, std: v.val.std, farTarget: v.val.farTarget },
+      auc: v.auc,
+      eer: v.eer,
+      threshold,
+      thresholdStored: stored,
+      rawPixelAccuracy: raw.accuracy.mean,
+      centerCrop,
+      seconds: (Date.now() - started) / 1000,
+      report: reportHtml,
+      ...(failures.length > 0 ? { errors: failures } : {}),
+    }
     console.log(JSON.stringify(summary))
-    return EXIT.ok
+  } else {
+    if (stored) console.log(`threshold stored in ${modelFile}`)
+    if (reportHtml) console.log(`report: ${reportHtml}`)
   }
-  const pct = (x: number) => `${(100 * x).toFixed(2)}%`
-  console.log(`${v.pairCount} pairs in ${v.folds} folds, model ${model.arch}, center crop ${centerCrop}`)
-  console.log(`accuracy      ${pct(v.accuracy.mean)} ± ${pct(v.accuracy.std)}  (raw pixels: ${pct(raw.accuracy.mean)})`)
-  if (k !== undefined) console.log(`fold ${o.fold}       ${pct(v.accuracy.perFold[k]!)}  (threshold ${threshold.toFixed(4)} chosen on the other folds)`)
-  console.log(`VAL@FAR=${v.val.farTarget}  ${pct(v.val.mean)} ± ${pct(v.val.std)}`)
-  console.log(`AUC           ${v.auc.toFixed(4)}   EER ${pct(v.eer)}`)
-  console.log(`threshold     ${threshold.toFixed(4)} (squared L2)${!o.noStore ? `, stored in ${modelFile}` : ''}`)
-  if (result.report) console.log(`report: ${result.report.html}`)
-  return EXIT.ok
+  for (const line of failures) process.stderr.write(`facenet eval: ${line}\n`)
+  return failures.length > 0 ? EXIT.failure : EXIT.ok
 }

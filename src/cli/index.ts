@@ -39,6 +39,7 @@ function usage(): string {
     `  ${EXIT.failure}    the work failed (unreadable data or weights, libtorch error, …)`,
     `  ${EXIT.usage}    usage error: unknown command or flag, bad value, bad config key`,
     `  ${EXIT.interrupted}  interrupted (Ctrl-C); 'train' writes a checkpoint first`,
+    `  129, 143  'train' stopped by SIGHUP, SIGTERM: as Ctrl-C (128 + the signal's number)`,
     '',
   ].join('\n')
 }
@@ -67,6 +68,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (error instanceof FaceNetError) {
       process.stderr.write(`facenet ${name}: ${error.message} [${error.code}]\n`)
+      // A folder another run holds is a question of how the command was called, as is a bad flag.
+      return error.code === 'ERR_BUSY' ? EXIT.usage : EXIT.failure
+    }
+    // A filesystem error no command mapped (EACCES, ENOSPC, …): its message names the path.
+    const code = (error as NodeJS.ErrnoException)?.code
+    if (typeof code === 'string' && /^(ERR_FS_)?E[A-Z]+$/.test(code)) {
+      process.stderr.write(`facenet ${name}: ${(error as Error).message}\n`)
       return EXIT.failure
     }
     process.stderr.write(`facenet ${name}: ${(error as Error)?.stack ?? String(error)}\n`)

@@ -1,6 +1,6 @@
-import { readdir, stat } from 'node:fs/promises'
-import { extname, join, resolve } from 'node:path'
-import { DataError } from '../errors'
+import { stat, writeFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { OutputError } from '../errors'
 import { FaceNet, type Arch } from '../model'
 import type { Device } from '../device'
 import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
@@ -47,27 +47,27 @@ export function thresholdOf(model: FaceNet, flag: number | undefined): number | 
   return stored !== undefined && Number.isFinite(Number(stored)) ? Number(stored) : undefined
 }
 
-const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp'])
+export { listImages } from '../data/list-images'
 
-/** Image files under `dir`, recursively, in code-point order. */
-export async function listImages(dir: string): Promise<string[]> {
-  const root = resolve(dir)
-  let info
+const problem = (cause: unknown): string => (cause as NodeJS.ErrnoException).code ?? (cause as Error).message
+
+/**
+ * Checks, before any work, that a result can be written to `file`: its folder exists and
+ * `file` is not a folder. Returns why not, for a usage error naming the flag.
+ */
+export async function outputProblem(file: string): Promise<string | undefined> {
+  const folder = await stat(dirname(file)).catch(() => undefined)
+  if (!folder) return `the folder ${dirname(file)} does not exist`
+  if (!folder.isDirectory()) return `${dirname(file)} is not a folder`
+  if ((await stat(file).catch(() => undefined))?.isDirectory()) return `${file} is a folder`
+  return undefined
+}
+
+/** Writes a result file, as an {@link OutputError} naming it when that fails. */
+export async function writeOutput(file: string, data: string | Uint8Array): Promise<void> {
   try {
-    info = await stat(root)
-  } catch {
-    throw new DataError(root, 'does not exist')
+    await writeFile(file, data)
+  } catch (cause) {
+    throw new OutputError(file, `cannot be written (${problem(cause)})`, { cause })
   }
-  if (!info.isDirectory()) throw new DataError(root, 'is not a directory')
-  const out: string[] = []
-  const walk = async (at: string): Promise<void> => {
-    const entries = (await readdir(at, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    for (const entry of entries) {
-      const path = join(at, entry.name)
-      if (entry.isDirectory()) await walk(path)
-      else if (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) out.push(path)
-    }
-  }
-  await walk(root)
-  return out
 }

@@ -1,15 +1,20 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
+import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
 import { LfwPairs } from '../data/lfw-pairs'
 import { PKSampler } from '../data/sampler'
 import type { Device } from '../device'
+import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet } from '../model'
+import { acquireRunLock } from '../run-lock'
 import { latestCheckpoint, Trainer, type TrainerOptions } from '../trainer'
-import { META } from './model'
+import { META, writeOutput } from './model'
 import { ARCHS, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
+
+const FLOAT32_MAX = 3.4028234663852886e38
 
 /** The shipped LFW (`data/lfw`), two levels above this file in both src/ and dist/. */
 export const LFW_ROOT = resolve(__dirname, '..', '..', 'data', 'lfw')
@@ -25,12 +30,14 @@ const recipe = {
   miner: z.enum(['semi-hard', 'batch-hard', 'batch-all', 'hard', 'random']).default('semi-hard'),
   reducer: z.enum(['mean', 'mean-active']).default('mean'),
   optimizer: z.enum(['sgd', 'adagrad', 'adam', 'adamw']).default('adagrad'),
-  lr: z.number().positive().default(0.05),
-  momentum: z.number().min(0).optional(),
-  weightDecay: z.number().min(0).optional(),
-  margin: z.number().min(0).default(0.2),
+  // Rates and coefficients meet float32 weights: beyond float32's range libtorch overflows.
+  lr: z.number().positive().max(FLOAT32_MAX).default(0.05),
+  momentum: z.number().min(0).max(FLOAT32_MAX).optional(),
+  weightDecay: z.number().min(0).max(FLOAT32_MAX).optional(),
+  margin: z.number().min(0).max(FLOAT32_MAX).default(0.2),
   batchIdentities: positiveInt.default(45),
-  batchImages: positiveInt.default(40),
+  // An anchor and a positive: one image per identity holds no triplet.
+  batchImages: z.number().int().min(2).default(40),
   negatives: z.number().int().min(0).optional(),
   tripletsPerBatch: positiveInt.optional(),
   centerCrop: crop.default(1),
@@ -42,6 +49,7 @@ const recipe = {
   checkpointEvery: z.number().int().min(0).default(0),
   keepCheckpoints: positiveInt.default(3),
   precision: z.enum(['fp32', 'bf16']).default('fp32'),
+  skipBadImages: z.boolean().default(false),
 }
 const RECIPE_KEYS = Object.keys(recipe)
 
@@ -54,6 +62,7 @@ const schema = z.strictObject({
   overwrite: z.boolean().default(false),
   device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
   threads: positiveInt.optional(),
+  verify: z.boolean().default(false),
 })
 
 export const trainSpec: CommandSpec<typeof schema> = {
@@ -94,11 +103,15 @@ export const trainSpec: CommandSpec<typeof schema> = {
     device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
     threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
     precision: { kind: 'string', value: 'P', help: "'fp32' (default) or 'bf16' (bfloat16 autocast of the forward pass; for CUDA)" },
+    skipBadImages: { kind: 'boolean', help: 'leave out images that cannot be decoded (each reported), instead of stopping the run' },
+    verify: { kind: 'boolean', help: 'decode every image once before training and report every bad one; stop if any (unless --skip-bad-images)' },
   },
   schema,
   notes: [
-    'Ctrl-C stops after the step in flight, writes a checkpoint and model.safetensors, and exits with 130;',
-    "'facenet train --out DIR --resume' continues from there.",
+    'Ctrl-C (SIGINT), SIGTERM and SIGHUP stop after the step in flight, write a checkpoint and',
+    "model.safetensors, and exit with 128 + the signal's number (130, 143, 129);",
+    "'facenet train --out DIR --resume' continues from there. A second signal quits at once.",
+    'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
   ],
 }
 
@@ -137,6 +150,58 @@ function peekOut(argv: string[]): string | undefined {
   return undefined
 }
 
+/** The files a run writes into `--out`, and only those: what `--overwrite` removes. */
+async function removeRun(out: string, checkpointDir: string): Promise<void> {
+  let names: string[] = []
+  try {
+    names = await readdir(checkpointDir)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+  }
+  for (const name of names) {
+    // Checkpoints, and the temporary files of writes a killed run left behind.
+    if (/^step-\d+\.ckpt$/.test(name) || /^\.step-\d+\.ckpt\.tmp-\d+-\d+$/.test(name)) await rm(join(checkpointDir, name), { force: true })
+  }
+  await rmdir(checkpointDir).catch(() => {}) // only if nothing else is in it
+  for (const name of ['train.jsonl', 'model.safetensors', 'config.json']) {
+    // A folder of that name is not a file the run wrote.
+    if ((await stat(join(out, name)).catch(() => undefined))?.isFile()) await rm(join(out, name))
+  }
+}
+
+/** Whether `--out` holds (part of) a run: a checkpoint, a log or a model. */
+async function holdsRun(out: string, checkpointDir: string): Promise<boolean> {
+  if (await latestCheckpoint(checkpointDir)) return true
+  for (const name of ['train.jsonl', 'model.safetensors']) {
+    if (await stat(join(out, name)).then(() => true, () => false)) return true
+  }
+  return false
+}
+
+/** Trainer and sampler option names → the flags that set them, so messages name what the user typed. */
+const FLAG_OF: Record<string, string> = {
+  identitiesPerBatch: '--batch-identities',
+  imagesPerIdentity: '--batch-images',
+  negativesPerBatch: '--negatives',
+  tripletsPerBatch: '--triplets-per-batch',
+  weightDecay: '--weight-decay',
+  keepCheckpoints: '--keep-checkpoints',
+  checkpointEvery: '--checkpoint-every',
+  centerCrop: '--center-crop',
+  lr: '--lr',
+  margin: '--margin',
+  momentum: '--momentum',
+  seed: '--seed',
+  P: '--batch-identities',
+  K: '--batch-images',
+}
+
+function withFlags(message: string): string {
+  return message.replace(/\b[A-Za-z]+\b/g, (name) => (Object.hasOwn(FLAG_OF, name) ? FLAG_OF[name]! : name))
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
 export async function train(rawArgv: string[]): Promise<number> {
   const { argv, resumePath } = splitResume(rawArgv)
   // A resumed run starts from its saved recipe; flags and --config still win over it.
@@ -152,34 +217,62 @@ export async function train(rawArgv: string[]): Promise<number> {
   const o = parsed.options
   if (resumePath !== undefined) o.resume = resumePath
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
+  if (o.batchIdentities === 1 && o.negatives === 0) {
+    throw new UsageError('--batch-identities 1 with --negatives 0 makes batches of one identity, which hold no triplets; raise either')
+  }
   const out = resolve(o.out)
+  const outInfo = await stat(out).catch(() => undefined)
+  if (outInfo && !outInfo.isDirectory()) throw new UsageError(`--out: ${out} exists and is not a folder`)
   const checkpointDir = join(out, 'checkpoints')
   const logFile = join(out, 'train.jsonl')
   const modelFile = join(out, 'model.safetensors')
 
+  // Held from before anything in --out is read or changed to after the model is saved.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- held by scope: released when train() returns or throws
+  await using lock = await acquireRunLock(out)
   let resume: string | undefined
   if (o.resume) {
     resume = typeof o.resume === 'string' ? resolve(o.resume) : await latestCheckpoint(checkpointDir)
     if (!resume) throw new UsageError(`--resume: no checkpoint in ${checkpointDir}`)
   } else if (o.overwrite) {
-    await rm(checkpointDir, { recursive: true, force: true })
-    await rm(logFile, { force: true })
-  } else if (await latestCheckpoint(checkpointDir)) {
+    await removeRun(out, checkpointDir)
+  } else if (await holdsRun(out, checkpointDir)) {
     throw new UsageError(`${out} already holds a run; pass --resume to continue it or --overwrite to start afresh`)
   }
 
+  // The bar exists once the run starts; lines before it (the dataset check) go to stderr.
+  const ui: { progress?: ProgressBar } = {}
+  const say = (line: string) => (parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
+  const skip = o.skipBadImages
+  const open = async (root: string) => {
+    const found: string[] = []
+    const folder = await ImageFolder.open(root, {
+      verify: o.verify,
+      onBadImage: skip || o.verify ? 'skip' : 'error',
+      onWarning: (error) => found.push(error.message),
+    })
+    if (found.length > 0 && !skip) {
+      for (const line of found) process.stderr.write(`bad image: ${line}\n`)
+      throw new DataError(root, `${found.length} bad image(s) or folder(s), listed above; fix or remove them, or pass --skip-bad-images`)
+    }
+    for (const line of found) say(`skipped: ${line}`)
+    if (o.verify) say(`verified ${folder.length} images of ${folder.identities.length} identities${found.length ? `, ${found.length} left out` : ''}`)
+    return folder
+  }
   let folder: ImageFolder
   if (o.lfw) {
     const lfw = await LfwPairs.parse(join(LFW_ROOT, 'pairs.txt'))
-    folder = (await ImageFolder.open(LFW_ROOT)).subset(lfw.unrestrictedSplit(9).trainIdentities)
+    const wanted = new Set(lfw.unrestrictedSplit(9).trainIdentities)
+    const all = await open(LFW_ROOT)
+    // Skipped identities (no readable image left) are not in the folder to subset.
+    folder = all.subset(all.identities.filter((name) => wanted.has(name)))
   } else {
-    folder = await ImageFolder.open(resolve(o.data!))
+    folder = await open(resolve(o.data!))
   }
 
-  await mkdir(out, { recursive: true })
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
-  await writeFile(join(out, 'config.json'), JSON.stringify(saved, null, 2) + '\n')
+  await writeOutput(join(out, 'config.json'), JSON.stringify(saved, null, 2) + '\n')
 
   using model = await FaceNet.create({
     arch: o.arch,
@@ -205,20 +298,28 @@ export async function train(rawArgv: string[]): Promise<number> {
     checkpointEvery: o.checkpointEvery,
     keepCheckpoints: o.keepCheckpoints,
     logFile,
+    onBadImage: skip ? 'skip' : 'error',
     ...(o.momentum !== undefined ? { momentum: o.momentum } : {}),
     ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
     ...(o.negatives !== undefined ? { negativesPerBatch: o.negatives } : {}),
     ...(o.tripletsPerBatch !== undefined ? { tripletsPerBatch: o.tripletsPerBatch } : {}),
   }
-  const trainer = new Trainer(model, trainerOptions)
-  const stepsPerEpoch =
-    o.mining === 'online'
-      ? new PKSampler(folder, { P: o.batchIdentities, K: o.batchImages, negatives: trainer.options.negativesPerBatch, seed: o.seed }).batchesPerEpoch
-      : undefined
+  let trainer: Trainer
+  let stepsPerEpoch: number | undefined
+  try {
+    trainer = new Trainer(model, trainerOptions)
+    stepsPerEpoch =
+      o.mining === 'online'
+        ? new PKSampler(folder, { P: o.batchIdentities, K: o.batchImages, negatives: trainer.options.negativesPerBatch, seed: o.seed }).batchesPerEpoch
+        : undefined
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
+    throw error
+  }
   const startStep = resume ? Number(/step-(\d+)\.ckpt$/.exec(resume)?.[1] ?? 0) : 0
   const maxSeconds = o.minutes !== undefined ? o.minutes * 60 : undefined
   const progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
-  const say = (line: string) => (parsed.json ? process.stderr.write(`${line}\n`) : progress.log(line))
+  ui.progress = progress
   say(
     `training ${o.arch} on ${folder.length} images of ${folder.identities.length} identities` +
       (resume ? `, resuming from ${resume}` : '') +
@@ -226,15 +327,19 @@ export async function train(rawArgv: string[]): Promise<number> {
   )
 
   const controller = new AbortController()
-  let interrupts = 0
-  const onSigint = () => {
-    interrupts += 1
-    // A second Ctrl-C means "now": skip the checkpoint.
-    if (interrupts > 1) process.exit(EXIT.interrupted)
-    progress.log('interrupted: finishing the step in flight and writing a checkpoint (Ctrl-C again to quit now)')
+  let stopSignal: (typeof SIGNALS)[number] | undefined
+  const exitCodeOf = (signal: (typeof SIGNALS)[number]) => 128 + constants.signals[signal]
+  const onSignal = (signal: (typeof SIGNALS)[number]) => {
+    // A second signal means "now": skip the checkpoint.
+    if (stopSignal) process.exit(exitCodeOf(signal))
+    stopSignal = signal
+    // A closed terminal (SIGHUP) fails writes to it; they must not end the run before its checkpoint.
+    if (signal === 'SIGHUP') for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
+    progress.log(`${signal === 'SIGINT' ? 'interrupted' : signal}: finishing the step in flight and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'a signal'} again to quit now)`)
     controller.abort()
   }
-  process.on('SIGINT', onSigint)
+  const handlers = SIGNALS.map((signal) => [signal, () => onSignal(signal)] as const)
+  for (const [signal, handler] of handlers) process.on(signal, handler)
   const started = Date.now()
   let result
   try {
@@ -248,27 +353,41 @@ export async function train(rawArgv: string[]): Promise<number> {
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
     })
+  } catch (error) {
+    // Options the trainer refuses only once it sees the data, e.g. one identity per batch.
+    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
+    if (error instanceof DataError && !skip && / saved in /.test(error.message)) {
+      error.message += `; continue with: facenet train --out ${o.out} --resume (add --skip-bad-images to leave bad images out)`
+    }
+    throw error
   } finally {
-    process.off('SIGINT', onSigint)
+    for (const [signal, handler] of handlers) process.off(signal, handler)
     progress.end()
   }
-  await model.save(modelFile, { metadata: { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) } })
+  // The checkpoint holds the run; the model file is a convenience that may fail on its own
+  // (a full disk) without hiding what the run did.
+  let saveError: FaceNetError | undefined
+  await model.save(modelFile, { metadata: { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) } }).catch((error: unknown) => {
+    saveError = error instanceof FaceNetError ? error : new OutputError(modelFile, String((error as Error)?.message ?? error))
+  })
   const summary = {
     stopped: result.stopped,
     steps: result.steps,
     seconds: (Date.now() - started) / 1000,
-    model: modelFile,
+    model: saveError ? null : modelFile,
     checkpoint: result.lastCheckpoint ?? null,
     config: join(out, 'config.json'),
     log: logFile,
+    ...(stopSignal ? { signal: stopSignal } : {}),
+    ...(saveError ? { error: saveError.message } : {}),
   }
   if (parsed.json) console.log(JSON.stringify(summary))
   else {
     console.log(`${result.stopped === 'aborted' ? 'interrupted' : 'done'} (${result.stopped}) at step ${result.steps} after ${summary.seconds.toFixed(1)} s`)
-    console.log(`model: ${modelFile}`)
+    if (!saveError) console.log(`model: ${modelFile}`)
     if (result.lastCheckpoint) console.log(`checkpoint: ${result.lastCheckpoint}`)
     if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume`)
   }
-  return result.stopped === 'aborted' ? EXIT.interrupted : EXIT.ok
+  if (saveError) throw saveError
+  return stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
 }
-

@@ -1,5 +1,4 @@
 /** The commands that use a trained model: embed, compare, identify, cluster; and info. */
-import { writeFile } from 'node:fs/promises'
 import { extname, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
@@ -8,7 +7,7 @@ import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
 import { embedFiles } from '../inference'
-import { centerCropOf, listImages, loadModel, thresholdOf } from './model'
+import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec } from './options'
 
 /** A float32 C-order `.npy`. */
@@ -48,6 +47,9 @@ export async function embedCommand(argv: string[]): Promise<number> {
   const o = parsed.options
   const format = o.out === undefined ? 'stdout' : extname(o.out).toLowerCase()
   if (format !== 'stdout' && format !== '.npy' && format !== '.json') throw new UsageError(`--out: must end in .npy or .json, got ${JSON.stringify(o.out)}`)
+  // Checked before embedding, which may take long: a missing folder must not cost the run.
+  const unwritable = o.out === undefined ? undefined : await outputProblem(resolve(o.out))
+  if (unwritable) throw new UsageError(`--out: ${unwritable}`)
   const paths = await expandImages(parsed.positionals)
   if (paths.length === 0) throw new UsageError('no images found in the given paths')
   using model = await loadModel(o)
@@ -59,8 +61,7 @@ export async function embedCommand(argv: string[]): Promise<number> {
     return EXIT.ok
   }
   const out = resolve(o.out!)
-  if (format === '.npy') await writeFile(out, npyBytes(embeddings, [paths.length, dim]))
-  else await writeFile(out, JSON.stringify({ paths, dim, embeddings: rows }))
+  await writeOutput(out, format === '.npy' ? npyBytes(embeddings, [paths.length, dim]) : JSON.stringify({ paths, dim, embeddings: rows }))
   if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim }))
   else console.log(`${paths.length} embeddings of ${dim} values → ${out}`)
   return EXIT.ok

@@ -1,5 +1,6 @@
+import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { InvalidArgumentError } from '../errors'
+import { DataError, InvalidArgumentError } from '../errors'
 import type { ImageInput, ImageSource } from './source'
 
 /**
@@ -27,9 +28,20 @@ export class ImageList implements ImageSource {
     return this.paths.length
   }
 
-  input(index: number): ImageInput {
+  /**
+   * Paths given one by one were never listed as a folder's files: one may be a FIFO or a
+   * device, which the decoder would read without end. Each is checked here, when read.
+   */
+  async input(index: number): Promise<ImageInput> {
     const path = this.paths[index]
     if (path === undefined) throw new InvalidArgumentError(`image index ${index} is outside 0..${this.paths.length - 1}`)
+    let regular: boolean
+    try {
+      regular = (await stat(path)).isFile()
+    } catch (cause) {
+      throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+    }
+    if (!regular) throw new DataError(path, 'is not a regular file')
     return { kind: 'file', path }
   }
 }

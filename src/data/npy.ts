@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import sharp from 'sharp'
 import { DataError, InvalidArgumentError } from '../errors'
@@ -124,11 +124,24 @@ export function parseNpy(bytes: Buffer, file = '.npy'): NpyArray {
   return { descr: dict.descr, fortranOrder: dict.fortran_order, shape: dict.shape, data: bytes.subarray(dataOffset) }
 }
 
+/** The largest file Node reads into one Buffer (fs.readFile's limit, 2 GiB − 1). */
+export const MAX_NPY_BYTES = 2 ** 31 - 1
+
 async function readNpy(path: string): Promise<NpyArray> {
   let bytes: Buffer
   try {
+    const info = await stat(path)
+    // A FIFO or device would be read without end; a regular file can be sized first.
+    if (!info.isFile()) throw new DataError(path, 'is not a regular file')
+    if (info.size > MAX_NPY_BYTES) {
+      throw new DataError(
+        path,
+        `is ${(info.size / 2 ** 30).toFixed(2)} GiB; .npy files over 2 GiB cannot be read into memory yet (memory-mapped reading is planned): split it into files under 2 GiB`,
+      )
+    }
     bytes = await readFile(path)
   } catch (cause) {
+    if (cause instanceof DataError) throw cause
     throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
   }
   return parseNpy(bytes, path)
@@ -155,7 +168,13 @@ function toUint8(array: NpyArray, file: string): Buffer {
   const buffer = view.buffer
   const offset = view.byteOffset
   const floats = bytes === 4 ? new Float32Array(buffer, offset, src.length / 4) : new Float64Array(buffer, offset, src.length / 8)
-  // The typed-array constructor converts in native code: round half to even, clamp to 0..255.
+  // Values outside 0..255 mean another scale (0..1, −1..1, normalized): clamping would
+  // silently train on other images.
+  for (let i = 0; i < floats.length; i++) {
+    const v = floats[i]!
+    if (!(v >= 0 && v <= 255)) throw new DataError(file, `pixel ${i} is ${v}; float images must hold values in 0..255`)
+  }
+  // The typed-array constructor converts in native code: round half to even.
   const clamped = new Uint8ClampedArray(floats)
   return Buffer.from(clamped.buffer, clamped.byteOffset, clamped.length)
 }

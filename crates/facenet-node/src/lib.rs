@@ -327,9 +327,14 @@ pub(crate) fn pixels_tensor(
     };
     let [n, h, w, c] = shape;
     // NaN or ±inf pixels would flow through the network into NaN embeddings that look
-    // like results; refuse them here, where the index can still be named.
+    // like results, and values outside 0..255 (e.g. already normalized to 0..1 or −1..1)
+    // into embeddings of the wrong images; refuse them here, where the index can still be
+    // named.
     if let Either::B(floats) = pixels {
-        if let Some(at) = floats.iter().position(|v| !v.is_finite()) {
+        if let Some(at) = floats
+            .iter()
+            .position(|v| !(v.is_finite() && (0.0..=255.0).contains(v)))
+        {
             let per_image = (h * w * c).max(1) as usize;
             return Err(error::coded(
                 "ERR_INVALID_ARGUMENT",

@@ -272,6 +272,17 @@ fn view_tensor(
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
+    // A NaN or infinite weight makes every embedding NaN, which then reads as a distance
+    // ("NaN") rather than an error; refuse the file while the tensor can still be named.
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        return Err(err(
+            path,
+            format!(
+                "tensor '{name}' holds {} at element {at}; weights must be finite",
+                values[at]
+            ),
+        ));
+    }
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
     Ok(Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?)
 }
