@@ -1,0 +1,105 @@
+import test from 'ava'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import sharp from 'sharp'
+import { alignFaces, DataError, type FaceGeometry } from '../src'
+
+// The ArcFace 112×112 template, the points alignment maps landmarks onto.
+const TEMPLATE = [
+  [38.2946, 51.6963],
+  [73.5318, 51.5014],
+  [56.0252, 71.7366],
+  [41.5493, 92.3655],
+  [70.7299, 92.2041],
+]
+
+/** A W×H photo whose red channel is x and green y (so a crop shows where it was cut), blue 9. */
+function ramp(width: number, height: number): Uint8Array {
+  const data = new Uint8Array(width * height * 3)
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) data.set([x, y, 9], (y * width + x) * 3)
+  }
+  return data
+}
+
+/** A face whose landmarks are the template at 112, shifted by (dx, dy). */
+function face(dx: number, dy: number, scale = 1): FaceGeometry {
+  return {
+    box: [dx, dy, dx + 112 * scale, dy + 112 * scale],
+    landmarks: TEMPLATE.map(([x, y]) => [x! * scale + dx, y! * scale + dy]),
+    score: 0.99,
+  }
+}
+
+test('template mode: landmarks on the template give the photo back, shifted by the face position', async (t) => {
+  const photo = { data: ramp(200, 180), shape: [1, 180, 200, 3] as const }
+  const out = await alignFaces(photo, { size: 112, detections: [[face(30, 20), face(50, 40)]] })
+  t.deepEqual(out.shape, [2, 112, 112, 3])
+  t.deepEqual([...out.imageIndex], [0, 0])
+  t.deepEqual([...out.faceIndex], [0, 1])
+  t.deepEqual(out.noFace, [])
+  const at = (row: number, x: number, y: number) => [...out.data.subarray(((row * 112 + y) * 112 + x) * 3, ((row * 112 + y) * 112 + x) * 3 + 3)]
+  t.deepEqual(at(0, 0, 0), [30, 20, 9])
+  t.deepEqual(at(0, 100, 70), [130, 90, 9])
+  t.deepEqual(at(1, 5, 6), [55, 46, 9])
+})
+
+test('template mode scales the template to the crop size', async (t) => {
+  // A face twice the template's size, aligned to 224, is the photo at 1:1.
+  const photo = { data: ramp(250, 250), shape: [1, 250, 250, 3] as const }
+  const out = await alignFaces(photo, { size: 224, detections: [[face(10, 12, 2)]] })
+  const px = (x: number, y: number) => [...out.data.subarray((y * 224 + x) * 3, (y * 224 + x) * 3 + 3)]
+  t.deepEqual(px(0, 0), [10, 12, 9])
+  t.deepEqual(px(200, 150), [210, 162, 9])
+})
+
+test("faces: 'largest' keeps the largest box; a photo without faces is listed in noFace", async (t) => {
+  const photos = { data: new Uint8Array([...ramp(200, 200), ...ramp(200, 200), ...ramp(200, 200)]), shape: [3, 200, 200, 3] as const }
+  const out = await alignFaces(photos, { size: 64, faces: 'largest', detections: [[face(0, 0, 0.5), face(10, 10, 1.2)], [], [face(40, 40)]] })
+  t.deepEqual(out.shape, [2, 64, 64, 3])
+  t.deepEqual([...out.imageIndex], [0, 2])
+  t.deepEqual([...out.faceIndex], [1, 0])
+  t.deepEqual(out.noFace, [1])
+  t.is(out.detections[0]!.length, 2)
+})
+
+test("margin mode cuts facenet-pytorch's box + margin", async (t) => {
+  const photo = { data: ramp(200, 200), shape: [1, 200, 200, 3] as const }
+  // Box 40..120 at size 80 with margin 0: the box itself, pixel for pixel.
+  const f: FaceGeometry = { box: [40, 50, 120, 130], landmarks: face(0, 0).landmarks }
+  const out = await alignFaces(photo, { size: 80, mode: 'margin', detections: [[f]] })
+  t.deepEqual([...out.data.subarray(0, 3)], [40, 50, 9])
+  const last = (79 * 80 + 79) * 3
+  t.deepEqual([...out.data.subarray(last, last + 3)], [119, 129, 9])
+  // margin 16 of 80 output pixels: grows the 80-pixel box by 16·80/64 = 20 pixels.
+  const wide = await alignFaces(photo, { size: 80, mode: 'margin', margin: 16, detections: [[f]] })
+  t.deepEqual([...wide.data.subarray(0, 3)], [30, 40, 9])
+})
+
+test('files: grayscale, CMYK and alpha photos decode to RGB; a corrupt file is a DataError naming it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'facenet-align-'))
+  const raw = { raw: { width: 120, height: 120, channels: 3 as const } }
+  const rgb = Buffer.from(ramp(120, 120))
+  const gray = join(dir, 'gray.png')
+  const cmyk = join(dir, 'cmyk.jpg')
+  const alpha = join(dir, 'alpha.png')
+  await sharp(rgb, raw).toColourspace('b-w').png().toFile(gray)
+  await sharp(rgb, raw).toColourspace('cmyk').jpeg({ quality: 95 }).toFile(cmyk)
+  await sharp(rgb, raw).ensureAlpha(0.5).png().toFile(alpha)
+  t.is((await sharp(cmyk).metadata()).space, 'cmyk')
+  const f = face(4, 4)
+  const out = await alignFaces([gray, cmyk, alpha], { size: 112, detections: [[f], [f], [f]] })
+  t.deepEqual(out.shape, [3, 112, 112, 3])
+  const px = (row: number, x: number, y: number) => [...out.data.subarray(((row * 112 + y) * 112 + x) * 3, ((row * 112 + y) * 112 + x) * 3 + 3)]
+  const [r, g, b] = px(0, 50, 60)
+  t.true(r === g && g === b, 'grayscale gives equal channels')
+  const [cr, cg] = px(1, 50, 60)
+  t.true(Math.abs(cr! - 54) <= 6 && Math.abs(cg! - 64) <= 6, `CMYK converted back near (54, 64), got ${cr}, ${cg}`)
+  t.deepEqual(px(2, 50, 60), [54, 64, 9], 'alpha dropped, colour kept')
+
+  const corrupt = join(dir, 'corrupt.jpg')
+  await writeFile(corrupt, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]))
+  const error = await t.throwsAsync(alignFaces([gray, corrupt], { detections: [[f], [f]] }), { instanceOf: DataError })
+  t.is(error?.file, corrupt)
+})
