@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
-import { alignFaces, DataError, type FaceGeometry } from '../src'
+import { alignFaces, DataError, embedFiles, FaceNet, type FaceGeometry } from '../src'
 
 // The ArcFace 112×112 template, the points alignment maps landmarks onto.
 const TEMPLATE = [
@@ -102,4 +102,45 @@ test('files: grayscale, CMYK and alpha photos decode to RGB; a corrupt file is a
   await writeFile(corrupt, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]))
   const error = await t.throwsAsync(alignFaces([gray, corrupt], { detections: [[f], [f]] }), { instanceOf: DataError })
   t.is(error?.file, corrupt)
+})
+
+test("embedFiles with align: the largest face of each photo; a photo without a face is a NaN row listed in noFace", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'facenet-embed-align-'))
+  const raw = { raw: { width: 160, height: 160, channels: 3 as const } }
+  const files = ['a.png', 'b.png', 'c.png'].map((n) => join(dir, n))
+  for (const [i, file] of files.entries()) await sharp(Buffer.from(ramp(160, 160).map((v) => (v * (i + 1)) & 0xff)), raw).png().toFile(file)
+  // A stand-in detector: this spec is about embedFiles' bookkeeping, not detection.
+  let calls = 0
+  const detector = {
+    detect: async () => {
+      calls += 1
+      return [calls === 2 ? [] : [face(10, 10, 0.8), face(20, 20)]]
+    },
+  }
+  const model = await FaceNet.create({ arch: 'tiny', device: 'cpu', threads: 1 })
+  const out = await embedFiles(model, files, { align: { size: 112, detector } })
+  t.is(calls, 3)
+  t.is(out.dim, 128)
+  t.is(out.embeddings.length, 3 * 128)
+  t.deepEqual(out.noFace, [1])
+  t.deepEqual([...out.imageIndex], [0, 1, 2])
+  t.deepEqual([...out.faceIndex], [1, -1, 1])
+  t.true(out.embeddings.subarray(128, 256).every(Number.isNaN))
+  for (const row of [0, 2]) {
+    const norm = Math.hypot(...out.embeddings.subarray(row * 128, (row + 1) * 128))
+    t.true(Math.abs(norm - 1) < 1e-4, `row ${row} has norm ${norm}`)
+  }
+  // The same photo through alignFaces and a plain embed gives the same row.
+  const crops = await alignFaces([files[0]!], { size: 112, faces: 'largest', detections: [[face(10, 10, 0.8), face(20, 20)]] })
+  const resized = await sharp(Buffer.from(crops.data), { raw: { width: 112, height: 112, channels: 3 } }).resize(64, 64).raw().toBuffer()
+  const direct = await model.embed({ data: new Uint8Array(resized), shape: [1, 64, 64, 3] })
+  const gap = Math.max(...direct.map((v, i) => Math.abs(v - out.embeddings[i]!)))
+  t.true(gap < 1e-5, `embedFiles and alignFaces + embed differ by ${gap}`)
+
+  calls = 0
+  const all = await embedFiles(model, files, { align: { size: 112, detector, faces: 'all' } })
+  t.deepEqual([...all.imageIndex], [0, 0, 2, 2])
+  t.deepEqual([...all.faceIndex], [0, 1, 0, 1])
+  t.deepEqual(all.noFace, [1])
+  model.dispose()
 })

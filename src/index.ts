@@ -9,6 +9,7 @@ export type { Device, DeviceReport } from './device'
 export { mineTriplets, tripletLoss } from './mining'
 export { latestCheckpoint, Trainer } from './trainer'
 export { CENTER_CROP_KEY, decodeImages, embedFiles } from './inference'
+export type { AlignedEmbeddings, EmbedAlignOptions, EmbedFilesOptions } from './inference'
 export type { DecodeOptions } from './inference'
 export type { EpochResult, FitOptions, FitResult, OptimizerName, Schedule, StepResult, TrainerOptions, Validation } from './trainer'
 export type {
