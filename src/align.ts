@@ -5,8 +5,9 @@
 import { availableParallelism } from 'node:os'
 import { binding } from './binding'
 import type { Device } from './device'
-import { callBinding, InvalidArgumentError, ShapeError } from './errors'
+import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
 import { decodePhoto } from './data/preprocess'
+import type { OnBadImage } from './data/source'
 import type { ImageBatch } from './model'
 
 /** How a face is cut out of its photo; see {@link AlignOptions.mode}. */
@@ -71,6 +72,11 @@ export interface AlignOptions {
   maxPixels?: number
   /** Photos decoded, detected and warped per round (bounds memory). Default `32`. */
   batchSize?: number
+  /**
+   * `'error'` (default): a file that cannot be decoded rejects with a `DataError` naming
+   * it. `'skip'`: it gives no rows and is listed in {@link AlignedFaces.bad}.
+   */
+  onBadImage?: OnBadImage
 }
 
 /** Aligned crops of a set of photos, as one batch. */
@@ -86,6 +92,8 @@ export interface AlignedFaces {
   detections: FaceGeometry[][]
   /** Indices of the photos in which no face was found (no rows for them). */
   noFace: number[]
+  /** Files skipped with `onBadImage: 'skip'`: their index and why. */
+  bad: { index: number; file: string; reason: string }[]
 }
 
 /** The checked, defaulted form of {@link AlignOptions}. */
@@ -109,6 +117,7 @@ export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 
   if (!Number.isInteger(o.threads) || o.threads < 1) throw new InvalidArgumentError(`threads must be a positive integer, got ${String(o.threads)}`)
   if (!(o.maxPixels >= 1)) throw new InvalidArgumentError(`maxPixels must be ≥ 1, got ${String(o.maxPixels)}`)
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(o.batchSize)}`)
+  if (options.onBadImage !== undefined && options.onBadImage !== 'error' && options.onBadImage !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(options.onBadImage)}`)
   return { size: o.size, mode: o.mode, margin: o.margin, faces: o.faces, device: o.device, threads: o.threads, maxPixels: o.maxPixels, batchSize: o.batchSize }
 }
 
@@ -217,12 +226,24 @@ export async function* alignBatches(
   let detector: FaceFinder | undefined
   for (let start = 0; start < count; start += o.batchSize) {
     const n = Math.min(o.batchSize, count - start)
+    const bad: AlignedFaces['bad'] = []
     const photos: Photo[] = inMemory
       ? inMemory.slice(start, start + n)
-      : await Promise.all((images as readonly string[]).slice(start, start + n).map((path) => decodePhoto(path, o.maxPixels)))
+      : await Promise.all(
+          (images as readonly string[]).slice(start, start + n).map(async (path, i) => {
+            try {
+              return await decodePhoto(path, o.maxPixels)
+            } catch (error) {
+              if (options.onBadImage !== 'skip' || !(error instanceof DataError)) throw error
+              bad.push({ index: start + i, file: path, reason: error.message })
+              return { data: new Uint8Array(3), height: 1, width: 1, scale: 1 }
+            }
+          }),
+        )
+    const isBad = new Set(bad.map((b) => b.index - start))
     const detections: FaceGeometry[][] = []
     for (let i = 0; i < n; i++) {
-      let found = options.detections?.[start + i]
+      let found = isBad.has(i) ? [] : options.detections?.[start + i]
       if (!found) {
         detector ??= options.detector ?? (await faceFinder())
         const p = photos[i]!
@@ -237,7 +258,7 @@ export async function* alignBatches(
     const noFace: number[] = []
     detections.forEach((faces, i) => {
       const keep = selectFaces(faces, o.faces)
-      if (keep.length === 0) noFace.push(start + i)
+      if (keep.length === 0 && !isBad.has(i)) noFace.push(start + i)
       for (const k of keep) picked.push({ image: i, face: faces[k]!, index: k })
     })
     const data = await warp(photos, picked, o)
@@ -251,6 +272,7 @@ export async function* alignBatches(
         faceIndex: Int32Array.from(picked, (p) => p.index),
         detections,
         noFace,
+        bad: bad.sort((a, b) => a.index - b.index),
       },
     }
   }
@@ -272,6 +294,7 @@ export function joinRounds(rounds: readonly AlignedRound[], size: number): Align
     faceIndex: Int32Array.from(rounds.flatMap((r) => [...r.crops.faceIndex])),
     detections: rounds.flatMap((r) => r.crops.detections),
     noFace: rounds.flatMap((r) => r.crops.noFace),
+    bad: rounds.flatMap((r) => r.crops.bad),
   }
 }
 

@@ -18,6 +18,7 @@ const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
   identify: async () => (await import('./use')).identifyCommand,
   cluster: async () => (await import('./use')).clusterCommand,
   info: async () => (await import('./use')).infoCommand,
+  align: async () => (await import('./align')).alignCommand,
 }
 
 function usage(): string {

@@ -21,6 +21,7 @@ export const SUMMARIES = {
   identify: 'who is this? the nearest identities of a gallery (DIR/Name/*.jpg) to probe images',
   cluster: 'group the faces of a folder (searched recursively) by person',
   info: 'library version, libtorch version and the devices libtorch sees',
+  align: 'detect and align the faces of identity folders of photos into identity folders of crops',
 } as const
 
 /** A mistake in how the command was called: exits with {@link EXIT.usage}. */
