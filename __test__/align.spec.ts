@@ -1,9 +1,9 @@
 import test from 'ava'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import sharp from 'sharp'
-import { alignFaces, DataError, embedFiles, FaceNet, type FaceGeometry } from '../src'
+import { alignFaces, DataError, embedFiles, FaceNet, ImageFolder, type FaceGeometry } from '../src'
 
 // The ArcFace 112×112 template, the points alignment maps landmarks onto.
 const TEMPLATE = [
@@ -143,4 +143,52 @@ test("embedFiles with align: the largest face of each photo; a photo without a f
   t.deepEqual([...all.faceIndex], [0, 1, 0, 1])
   t.deepEqual(all.noFace, [1])
   model.dispose()
+})
+
+test('ImageFolder align: crops are cached on disk once; photos without a face are left out, not thrown', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'facenet-folder-align-'))
+  const cacheDir = join(root, '..', `${basename(root)}-cache`)
+  const raw = { raw: { width: 160, height: 160, channels: 3 as const } }
+  const { mkdir } = await import('node:fs/promises')
+  for (const name of ['Ann', 'Bob']) {
+    await mkdir(join(root, name))
+    for (const k of [1, 2]) await sharp(Buffer.from(ramp(160, 160)), raw).png().toFile(join(root, name, `${name}_${k}.png`))
+  }
+  const seen: number[] = []
+  let calls = 0
+  const detector = {
+    detect: async (images: { shape: readonly number[] }) => {
+      calls += 1
+      seen.push(images.shape[1]!)
+      // Bob_2 (the 4th photo in code-point order) has no face.
+      return [calls === 4 ? [] : [face(20, 30)]]
+    },
+  }
+  const warnings: string[] = []
+  const align = { size: 112, cacheDir, detector }
+  const folder = await ImageFolder.open(root, { align, onWarning: (e) => warnings.push(e.message) })
+  t.is(calls, 4)
+  t.deepEqual(seen, [160, 160, 160, 160])
+  t.deepEqual(folder.identities, ['Ann', 'Bob'])
+  t.is(folder.length, 3)
+  t.is(folder.skipped.length, 1)
+  t.regex(folder.skipped[0]!.file, /Bob_2\.png$/)
+  t.regex(warnings[0]!, /no face/)
+  const input = folder.input(0)
+  t.is(input.kind, 'file')
+  const cropFile = (input as { path: string }).path
+  t.true(cropFile.startsWith(cacheDir), cropFile)
+  const crop = await sharp(cropFile).raw().toBuffer({ resolveWithObject: true })
+  t.deepEqual([crop.info.width, crop.info.height], [112, 112])
+  // The crop starts at the face's corner (20, 30) of the ramp (JPEG: within a few levels).
+  t.true(Math.abs(crop.data[0]! - 20) <= 3 && Math.abs(crop.data[1]! - 30) <= 3, `got ${crop.data[0]}, ${crop.data[1]}`)
+
+  // Opened again (a later epoch or run): nothing is detected, the no-face photo included.
+  const again = await ImageFolder.open(root, { align, onWarning: () => {} })
+  t.is(calls, 4)
+  t.deepEqual(again.items.map((i) => i.crop), folder.items.map((i) => i.crop))
+  t.is(again.skipped.length, 1)
+  // Other options are another cache entry.
+  await ImageFolder.open(root, { align: { ...align, size: 96 }, onWarning: () => {} })
+  t.is(calls, 8)
 })

@@ -2,7 +2,10 @@
  * From photos to aligned face crops: decode, detect (MTCNN), then warp each face onto the
  * five-point template (or cut facenet-pytorch's box + margin) in the native core.
  */
+import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
+import { dirname } from 'node:path'
+import sharp from 'sharp'
 import { binding } from './binding'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
@@ -317,4 +320,18 @@ export async function alignFaces(images: ImageBatch | readonly string[], options
 /** @internal The detector loaded when none is given. */
 export function defaultDetector(_o: ResolvedAlign): () => Promise<FaceFinder> {
   return noDefaultDetector
+}
+
+/**
+ * Writes one S×S×3 crop as a JPEG at `path`, under a temporary name renamed into place, so
+ * that a file at `path` is always complete (what resuming relies on).
+ */
+export async function saveCrop(path: string, pixels: Uint8Array, size: number, quality = 95): Promise<void> {
+  await mkdir(dirname(path), { recursive: true })
+  const jpeg = await sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width: size, height: size, channels: 3 } })
+    .jpeg({ quality })
+    .toBuffer()
+  const tmp = `${path}.tmp-${process.pid}`
+  await writeFile(tmp, jpeg)
+  await rename(tmp, path)
 }

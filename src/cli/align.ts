@@ -1,9 +1,8 @@
 /** `facenet align RAW_DIR OUT_DIR`: identity folders of photos in, aligned face crops out. */
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
-import { dirname, extname, join, relative, resolve } from 'node:path'
-import sharp from 'sharp'
+import { extname, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
-import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, type AlignOptions } from '../align'
+import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions } from '../align'
 import { listImages } from './model'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
 
@@ -157,10 +156,10 @@ export async function alignCommand(argv: string[]): Promise<number> {
       const k = o.faces === 'largest' ? 0 : c.faceIndex[row]!
       const path = outputPath(outDir, rel, k)
       if (k === 0) firsts.push({ path, row })
-      else writes.push(writeCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality))
+      else writes.push(saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality))
     }
     await Promise.all(writes)
-    await Promise.all(firsts.map(({ path, row }) => writeCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality)))
+    await Promise.all(firsts.map(({ path, row }) => saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality)))
     summary.written += c.shape[0]
     for (const i of c.noFace) summary.noFace.push(relative(rawDir, todo[i]!))
     for (const b of c.bad) summary.bad.push({ file: relative(rawDir, b.file), reason: b.reason })
@@ -177,12 +176,4 @@ export async function alignCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(result))
   else console.log(`${all.length} photos → ${outDir}: ${summary.noFace.length} without a face, ${summary.multipleFaces.length} with several, ${summary.bad.length} skipped (${summaryPath})`)
   return EXIT.ok
-}
-
-async function writeCrop(path: string, pixels: Uint8Array, size: number, quality: number): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
-  const jpeg = await sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width: size, height: size, channels: 3 } })
-    .jpeg({ quality })
-    .toBuffer()
-  await writeAtomic(path, jpeg)
 }
