@@ -2,7 +2,7 @@
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { extname, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
-import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions } from '../align'
+import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
 import { listImages } from './model'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
 
@@ -40,6 +40,7 @@ const schema = z.strictObject({
   batchSize: positiveInt.default(32),
   quality: z.number().int().min(1).max(100).default(95),
   onBadImage: z.enum(['error', 'skip']).default('error'),
+  detections: z.string().min(1).optional(),
 })
 
 export const alignSpec: CommandSpec<typeof schema> = {
@@ -57,6 +58,7 @@ export const alignSpec: CommandSpec<typeof schema> = {
     batchSize: { kind: 'number', value: 'N', help: 'photos per round (default 32)' },
     quality: { kind: 'number', value: 'Q', help: 'JPEG quality of the crops (default 95)' },
     onBadImage: { kind: 'string', value: 'WHAT', help: "'error' (default) stops at an undecodable file; 'skip' lists it in the summary" },
+    detections: { kind: 'string', value: 'FILE', help: 'JSON { "rel/path.jpg": [{ box, landmarks }] } of faces found elsewhere; other photos go to MTCNN' },
   },
   schema,
   notes: [
@@ -134,6 +136,8 @@ export async function alignCommand(argv: string[]): Promise<number> {
     const rel = relative(rawDir, path)
     if (!known.has(rel) && !(await exists(outputPath(outDir, rel, 0)))) todo.push(path)
   }
+  const given = o.detections ? await readDetections(resolve(o.detections)) : undefined
+  if (given) options.detections = todo.map((path) => given[relative(rawDir, path)]) as FaceGeometry[][]
   const started = Date.now()
   const done0 = all.length - todo.length
   let done = 0
@@ -176,4 +180,15 @@ export async function alignCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(result))
   else console.log(`${all.length} photos → ${outDir}: ${summary.noFace.length} without a face, ${summary.multipleFaces.length} with several, ${summary.bad.length} skipped (${summaryPath})`)
   return EXIT.ok
+}
+
+async function readDetections(file: string): Promise<Record<string, FaceGeometry[] | undefined>> {
+  let value: unknown
+  try {
+    value = JSON.parse(await readFile(file, 'utf8'))
+  } catch (error) {
+    throw new UsageError(`--detections: cannot read ${file} as JSON (${(error as Error).message})`)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`--detections: ${file} must hold an object of photo paths to face lists`)
+  return value as Record<string, FaceGeometry[] | undefined>
 }
