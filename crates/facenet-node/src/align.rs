@@ -40,7 +40,7 @@ fn parse_mode(options: &BindingAlignOptions) -> Result<AlignMode> {
 /// Splits `pixels` (the photos' H×W×3 uint8 pixels, one after another) into tensors, with
 /// `shapes` holding each photo's height and width.
 fn photos(pixels: &[u8], shapes: &[u32]) -> Result<Vec<Tensor>> {
-    if shapes.len() % 2 != 0 {
+    if !shapes.len().is_multiple_of(2) {
         return Err(invalid(format!(
             "shapes must hold a height and a width per image, got {} values",
             shapes.len()
