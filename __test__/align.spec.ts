@@ -3,16 +3,9 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import sharp from 'sharp'
+import { TEMPLATE } from './helpers'
 import { alignFaces, DataError, embedFiles, FaceNet, ImageFolder, type FaceGeometry } from '../src'
 
-// The ArcFace 112×112 template, the points alignment maps landmarks onto.
-const TEMPLATE = [
-  [38.2946, 51.6963],
-  [73.5318, 51.5014],
-  [56.0252, 71.7366],
-  [41.5493, 92.3655],
-  [70.7299, 92.2041],
-]
 
 /** A W×H photo whose red channel is x and green y (so a crop shows where it was cut), blue 9. */
 function ramp(width: number, height: number): Uint8Array {

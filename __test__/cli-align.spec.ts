@@ -8,6 +8,7 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'no
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import sharp from 'sharp'
+import { TEMPLATE } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
 const LFW = join(ROOT, 'data', 'lfw')
@@ -27,13 +28,6 @@ function cli(...args: string[]): Promise<Run> {
   return new Promise((done) => child.on('close', (code) => done({ code, stdout, stderr })))
 }
 
-const TEMPLATE = [
-  [38.2946, 51.6963],
-  [73.5318, 51.5014],
-  [56.0252, 71.7366],
-  [41.5493, 92.3655],
-  [70.7299, 92.2041],
-]
 const face = (dx: number, dy: number) => ({ box: [dx, dy, dx + 112, dy + 112], score: 0.99, landmarks: TEMPLATE.map(([x, y]) => [x! + dx, y! + dy]) })
 
 async function rawDir(): Promise<{ raw: string; out: string; detections: string }> {
