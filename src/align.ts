@@ -33,6 +33,8 @@ export interface FaceGeometry {
 /** Finds faces in one photo at a time (a `FaceDetector` fits). */
 export interface FaceFinder {
   detect(images: ImageBatch): Promise<readonly (readonly FaceGeometry[])[]>
+  /** Called when the library loaded the detector itself and is done with it. */
+  dispose?(): void
 }
 
 /**
@@ -226,57 +228,64 @@ export async function* alignBatches(
     throw new InvalidArgumentError(`detections has ${options.detections.length} entries for ${count} images`)
   }
   const inMemory = Array.isArray(images) ? undefined : photosOfBatch(images as ImageBatch)
-  let detector: FaceFinder | undefined
-  for (let start = 0; start < count; start += o.batchSize) {
-    const n = Math.min(o.batchSize, count - start)
-    const bad: AlignedFaces['bad'] = []
-    const photos: Photo[] = inMemory
-      ? inMemory.slice(start, start + n)
-      : await Promise.all(
-          (images as readonly string[]).slice(start, start + n).map(async (path, i) => {
-            try {
-              return await decodePhoto(path, o.maxPixels)
-            } catch (error) {
-              if (options.onBadImage !== 'skip' || !(error instanceof DataError)) throw error
-              bad.push({ index: start + i, file: path, reason: error.message })
-              return { data: new Uint8Array(3), height: 1, width: 1, scale: 1 }
-            }
-          }),
-        )
-    const isBad = new Set(bad.map((b) => b.index - start))
-    const detections: FaceGeometry[][] = []
-    for (let i = 0; i < n; i++) {
-      let found = isBad.has(i) ? [] : options.detections?.[start + i]
-      if (!found) {
-        detector ??= options.detector ?? (await faceFinder())
-        const p = photos[i]!
-        const [faces] = await detector.detect({ data: p.data, shape: [1, p.height, p.width, 3] })
-        // The detector saw decoded pixels; report file pixels.
-        found = (faces ?? []).map((f) => scaled(f, 1 / p.scale))
+  let loaded: FaceFinder | undefined
+  const detector = async (): Promise<FaceFinder> => options.detector ?? (loaded ??= await faceFinder())
+  try {
+    yield* rounds()
+  } finally {
+    loaded?.dispose?.()
+  }
+  async function* rounds(): AsyncGenerator<AlignedRound> {
+    for (let start = 0; start < count; start += o.batchSize) {
+      const n = Math.min(o.batchSize, count - start)
+      const bad: AlignedFaces['bad'] = []
+      const photos: Photo[] = inMemory
+        ? inMemory.slice(start, start + n)
+        : await Promise.all(
+            (images as readonly string[]).slice(start, start + n).map(async (path, i) => {
+              try {
+                return await decodePhoto(path, o.maxPixels)
+              } catch (error) {
+                if (options.onBadImage !== 'skip' || !(error instanceof DataError)) throw error
+                bad.push({ index: start + i, file: path, reason: error.message })
+                return { data: new Uint8Array(3), height: 1, width: 1, scale: 1 }
+              }
+            }),
+          )
+      const isBad = new Set(bad.map((b) => b.index - start))
+      const detections: FaceGeometry[][] = []
+      for (let i = 0; i < n; i++) {
+        let found = isBad.has(i) ? [] : options.detections?.[start + i]
+        if (!found) {
+          const p = photos[i]!
+          const [faces] = await (await detector()).detect({ data: p.data, shape: [1, p.height, p.width, 3] })
+          // The detector saw decoded pixels; report file pixels.
+          found = (faces ?? []).map((f) => scaled(f, 1 / p.scale))
+        }
+        found.forEach((f, k) => checkFace(f, `image ${start + i}, face ${k}`))
+        detections.push([...found])
       }
-      found.forEach((f, k) => checkFace(f, `image ${start + i}, face ${k}`))
-      detections.push([...found])
-    }
-    const picked: { image: number; face: FaceGeometry; index: number }[] = []
-    const noFace: number[] = []
-    detections.forEach((faces, i) => {
-      const keep = selectFaces(faces, o.faces)
-      if (keep.length === 0 && !isBad.has(i)) noFace.push(start + i)
-      for (const k of keep) picked.push({ image: i, face: faces[k]!, index: k })
-    })
-    const data = await warp(photos, picked, o)
-    yield {
-      start,
-      count: n,
-      crops: {
-        data,
-        shape: [picked.length, o.size, o.size, 3],
-        imageIndex: Int32Array.from(picked, (p) => start + p.image),
-        faceIndex: Int32Array.from(picked, (p) => p.index),
-        detections,
-        noFace,
-        bad: bad.sort((a, b) => a.index - b.index),
-      },
+      const picked: { image: number; face: FaceGeometry; index: number }[] = []
+      const noFace: number[] = []
+      detections.forEach((faces, i) => {
+        const keep = selectFaces(faces, o.faces)
+        if (keep.length === 0 && !isBad.has(i)) noFace.push(start + i)
+        for (const k of keep) picked.push({ image: i, face: faces[k]!, index: k })
+      })
+      const data = await warp(photos, picked, o)
+      yield {
+        start,
+        count: n,
+        crops: {
+          data,
+          shape: [picked.length, o.size, o.size, 3],
+          imageIndex: Int32Array.from(picked, (p) => start + p.image),
+          faceIndex: Int32Array.from(picked, (p) => p.index),
+          detections,
+          noFace,
+          bad: bad.sort((a, b) => a.index - b.index),
+        },
+      }
     }
   }
 }
