@@ -185,3 +185,25 @@ test('ImageFolder align: crops are cached on disk once; photos without a face ar
   await ImageFolder.open(root, { align: { ...align, size: 96 }, onWarning: () => {} })
   t.is(calls, 8)
 })
+
+test('a photo over maxPixels is downscaled before detection; boxes and landmarks come back in file pixels', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'facenet-align-big-'))
+  const file = join(dir, 'big.png')
+  // 400×300 of a ramp at half speed, so the 2× downscale is (nearly) the plain ramp.
+  const half = new Uint8Array(400 * 300 * 3)
+  for (let y = 0; y < 300; y++) for (let x = 0; x < 400; x++) half.set([x >> 1, y >> 1, 9], (y * 400 + x) * 3)
+  await sharp(Buffer.from(half), { raw: { width: 400, height: 300, channels: 3 } }).png().toFile(file)
+  const seen: number[][] = []
+  const detector = {
+    detect: async (images: { shape: readonly number[] }) => {
+      seen.push([...images.shape])
+      return [[face(30, 20)]]
+    },
+  }
+  const out = await alignFaces([file], { size: 112, maxPixels: 200 * 150, detector })
+  t.deepEqual(seen, [[1, 150, 200, 3]])
+  t.deepEqual(out.detections[0]![0]!.box, [60, 40, 284, 264])
+  t.deepEqual(out.detections[0]![0]!.landmarks[0], [TEMPLATE[0]![0]! * 2 + 60, TEMPLATE[0]![1]! * 2 + 40])
+  const [r, g] = out.data
+  t.true(Math.abs(r! - 30) <= 1 && Math.abs(g! - 20) <= 1, `crop starts at the face corner, got ${r}, ${g}`)
+})
