@@ -310,8 +310,9 @@ export function joinRounds(rounds: readonly AlignedRound[], size: number): Align
   }
 }
 
+// MTCNN (src/detect.ts, issue 19's other half) becomes the default once it is in the tree.
 async function noDefaultDetector(): Promise<FaceFinder> {
-  throw new InvalidArgumentError('no face detector: pass options.detections or options.detector')
+  throw new InvalidArgumentError('no face detector is built in yet: pass options.detections or options.detector (the CLI: --detections FILE)')
 }
 
 /**
