@@ -50,6 +50,23 @@ export declare class BindingModel {
   get disposed(): boolean
 }
 
+/**
+ * Cuts the faces out of the photos: `faces` holds 14 floats per face (box, then five
+ * landmarks), `faceImages` the photo each face is in. Resolves to N×S×S×3 uint8 pixels.
+ */
+export declare function alignCrops(pixels: Uint8Array, shapes: Uint32Array, faces: Float32Array, faceImages: Uint32Array, options: BindingAlignOptions): Promise<Uint8Array>
+
+export interface BindingAlignOptions {
+  /** Side of the square crops. */
+  size: number
+  /** template | margin */
+  mode: string
+  /** Margin in output pixels (mode `margin` only). */
+  margin: number
+  device: string
+  threads: number
+}
+
 export interface BindingCreateOptions {
   arch: string
   embeddingDim: number

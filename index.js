@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.BindingModel = nativeBinding.BindingModel
+module.exports.alignCrops = nativeBinding.alignCrops
 module.exports.createModel = nativeBinding.createModel
 module.exports.devices = nativeBinding.devices
 module.exports.knownArchs = nativeBinding.knownArchs

@@ -9,7 +9,11 @@
  *     [--device auto] [--precision fp32] [--prefetch 2]
  *     [--schedule constant|cosine] [--total-steps N] [--min-lr 0] [--weight-decay 0]
  *     [--crop-scale 0.875] [--rotation 0] [--brightness 0] [--curve-minutes 5]
+ *     [--max-steps N] [--data DIR]
  *
+ * `--max-steps` stops after a fixed number of optimizer steps (as well as the minutes), for
+ * comparisons at equal work. `--data` reads the images from another folder of the LFW
+ * layout (e.g. `facenet align data/lfw runs/lfw-aligned`), with the shipped pairs.txt.
  * Prints one line per epoch and a final JSON summary. Every `--curve-minutes` the weights
  * are saved (milliseconds for small networks); they are evaluated after the budget, so the
  * fold-10 curve costs the training no time.
@@ -45,14 +49,17 @@ const { values } = parseArgs({
     rotation: { type: 'string', default: '0' },
     brightness: { type: 'string', default: '0' },
     'curve-minutes': { type: 'string', default: '5' },
+    'max-steps': { type: 'string' },
+    data: { type: 'string' },
   },
 })
 
 async function main() {
-  const root = resolve(__dirname, '..', 'data', 'lfw')
+  const shipped = resolve(__dirname, '..', 'data', 'lfw')
+  const root = values.data ? resolve(values.data) : shipped
   const out = resolve(values.out!)
   const started = Date.now()
-  const lfw = await LfwPairs.parse(join(root, 'pairs.txt'))
+  const lfw = await LfwPairs.parse(join(shipped, 'pairs.txt'), { root })
   const { trainIdentities } = lfw.unrestrictedSplit(9)
   const folder = (await ImageFolder.open(root)).subset(trainIdentities)
   const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device })
@@ -103,6 +110,7 @@ async function main() {
   await trainer.fit(folder, {
     epochs: Number(values.epochs),
     maxSeconds: budget - (Date.now() - started) / 1000,
+    ...(values['max-steps'] ? { maxSteps: Number(values['max-steps']) } : {}),
     onStep: (s) => {
       waited += s.dataWaitMs
       stepped += s.stepMs
@@ -131,6 +139,8 @@ async function main() {
   console.log(
     JSON.stringify({
       arch: values.arch,
+      data: root,
+      seed: Number(values.seed),
       device: model.device,
       precision: values.precision,
       minutes,

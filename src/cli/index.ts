@@ -20,6 +20,7 @@ const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
   info: async () => (await import('./use')).infoCommand,
   setup: async () => (await import('./setup')).setupCommand,
   pack: async () => (await import('./pack')).packCommand,
+  align: async () => (await import('./align')).alignCommand,
 }
 
 function usage(): string {

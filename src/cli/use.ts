@@ -7,13 +7,37 @@ import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
 import { embedFiles } from '../inference'
+import type { FaceNet } from '../model'
+import type { Device } from '../device'
 import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec } from './options'
+import { ALIGN_FLAGS, alignOptionsOf, alignSchema } from './align'
+import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
 
 /** A float32 C-order `.npy`. */
 export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
   // numpy's '<f4' is little-endian; so is every platform this addon builds for.
   return Buffer.concat([npyHeader('<f4', shape), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
+}
+
+/** `--align` and its options, shared by embed, compare, identify and cluster. */
+const ALIGNING: Record<string, FlagSpec> = {
+  align: { kind: 'boolean', help: 'the images are raw photos: detect and align the largest face of each first' },
+  ...ALIGN_FLAGS,
+}
+const aligning = { align: z.boolean().default(false), ...alignSchema }
+type AlignArgs = z.infer<z.ZodObject<typeof aligning>> & { device: string; threads?: number; batchSize: number }
+
+/**
+ * Embeds `paths` (aligned when `--align`): one row per path, NaN rows for photos without a
+ * face, which are also returned (and reported on stderr).
+ */
+async function embedPaths(model: FaceNet, paths: readonly string[], o: AlignArgs & { centerCrop?: number }): Promise<{ embeddings: Float32Array; noFace: string[] }> {
+  const base = { centerCrop: centerCropOf(model, o), batchSize: o.batchSize }
+  if (!o.align) return { embeddings: await embedFiles(model, paths, base), noFace: [] }
+  const out = await embedFiles(model, paths, { ...base, align: { ...alignOptionsOf(o), device: model.device as Device, faces: 'largest' } })
+  const noFace = out.noFace.map((i) => paths[i]!)
+  for (const path of noFace) process.stderr.write(`no face found in ${path}\n`)
+  return { embeddings: out.embeddings, noFace }
 }
 
 const THRESHOLD_FLAG = { kind: 'number', value: 'D', help: "squared-L2 distance below which two faces match (default: the one 'facenet eval' stored)" } as const
@@ -30,14 +54,14 @@ async function expandImages(args: readonly string[]): Promise<string[]> {
 
 // ---------------------------------------------------------------------------------------
 
-const embedSchema = z.strictObject({ ...modelSchema, out: z.string().min(1).optional() })
+const embedSchema = z.strictObject({ ...modelSchema, ...aligning, out: z.string().min(1).optional() })
 
 export const embedSpec: CommandSpec<typeof embedSchema> = {
   name: 'embed',
   summary: SUMMARIES.embed,
   usage: 'facenet embed --model M IMAGES… [--out emb.npy|emb.json]',
   positionals: { name: 'image files or folders', min: 1 },
-  flags: { ...MODEL_FLAGS, out: { kind: 'string', value: 'FILE', help: '.npy (N×D float32) or .json ({ paths, dim, embeddings }); default: JSON on stdout' } },
+  flags: { ...MODEL_FLAGS, ...ALIGNING, out: { kind: 'string', value: 'FILE', help: '.npy (N×D float32) or .json ({ paths, dim, embeddings }); default: JSON on stdout' } },
   schema: embedSchema,
 }
 
@@ -54,29 +78,32 @@ export async function embedCommand(argv: string[]): Promise<number> {
   if (paths.length === 0) throw new UsageError('no images found in the given paths')
   using model = await loadModel(o)
   const dim = model.embeddingDim
-  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
-  const rows = paths.map((_, i) => Array.from(embeddings.subarray(i * dim, (i + 1) * dim)))
+  const { embeddings, noFace } = await embedPaths(model, paths, o)
+  // A photo without a face has a NaN row in .npy and null in JSON (JSON has no NaN).
+  const missing = new Set(noFace)
+  const rows = paths.map((p, i) => (missing.has(p) ? null : Array.from(embeddings.subarray(i * dim, (i + 1) * dim))))
+  const body = { paths, dim, embeddings: rows, ...(o.align ? { noFace } : {}) }
   if (format === 'stdout') {
-    console.log(JSON.stringify({ paths, dim, embeddings: rows }))
+    console.log(JSON.stringify(body))
     return EXIT.ok
   }
   const out = resolve(o.out!)
-  await writeOutput(out, format === '.npy' ? npyBytes(embeddings, [paths.length, dim]) : JSON.stringify({ paths, dim, embeddings: rows }))
-  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim }))
+  await writeOutput(out, format === '.npy' ? npyBytes(embeddings, [paths.length, dim]) : JSON.stringify(body))
+  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim, ...(o.align ? { noFace } : {}) }))
   else console.log(`${paths.length} embeddings of ${dim} values → ${out}`)
   return EXIT.ok
 }
 
 // ---------------------------------------------------------------------------------------
 
-const compareSchema = z.strictObject({ ...modelSchema, threshold: z.number().positive().optional() })
+const compareSchema = z.strictObject({ ...modelSchema, ...aligning, threshold: z.number().positive().optional() })
 
 export const compareSpec: CommandSpec<typeof compareSchema> = {
   name: 'compare',
   summary: SUMMARIES.compare,
   usage: 'facenet compare A.jpg B.jpg --model M [--threshold D]',
   positionals: { name: 'images', min: 2, max: 2 },
-  flags: { ...MODEL_FLAGS, threshold: THRESHOLD_FLAG },
+  flags: { ...MODEL_FLAGS, ...ALIGNING, threshold: THRESHOLD_FLAG },
   schema: compareSchema,
   notes: ["Without a threshold (flag or stored by 'facenet eval') it prints the distance only."],
 }
@@ -87,7 +114,13 @@ export async function compareCommand(argv: string[]): Promise<number> {
   const o = parsed.options
   const paths = parsed.positionals.map((p) => resolve(p))
   using model = await loadModel(o)
-  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
+  const { embeddings, noFace } = await embedPaths(model, paths, o)
+  if (noFace.length > 0) {
+    // Not an error of the data: there is simply nothing to compare.
+    if (parsed.json) console.log(JSON.stringify({ a: paths[0], b: paths[1], distance: null, threshold: null, same: null, noFace }))
+    else console.log(`no face found in ${noFace.join(' and ')}: nothing to compare`)
+    return EXIT.failure
+  }
   const d = distance(embeddings, model.embeddingDim, 0, 1, 'l2')
   const threshold = thresholdOf(model, o.threshold)
   const same = threshold === undefined ? null : d < threshold
@@ -104,6 +137,7 @@ export async function compareCommand(argv: string[]): Promise<number> {
 
 const identifySchema = z.strictObject({
   ...modelSchema,
+  ...aligning,
   gallery: z.string().min(1),
   probe: z.array(z.string().min(1)).min(1),
   top: positiveInt.default(5),
@@ -116,6 +150,7 @@ export const identifySpec: CommandSpec<typeof identifySchema> = {
   usage: 'facenet identify --gallery DIR --probe IMG [--probe IMG…] --model M [--top K]',
   flags: {
     ...MODEL_FLAGS,
+    ...ALIGNING,
     gallery: { kind: 'string', value: 'DIR', help: 'known faces, one folder per identity' },
     probe: { kind: 'strings', value: 'IMG', help: 'image to identify (repeatable)' },
     top: { kind: 'number', value: 'K', help: 'identities listed per probe (default 5)' },
@@ -132,19 +167,22 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   const gallery = await ImageFolder.open(resolve(o.gallery))
   using model = await loadModel(o)
   const dim = model.embeddingDim
-  const crop = centerCropOf(model, o)
   const galleryPaths = gallery.items.map((item) => item.path)
   const probes = o.probe.map((p) => resolve(p))
-  const all = await embedFiles(model, [...galleryPaths, ...probes], { centerCrop: crop, batchSize: o.batchSize })
+  const { embeddings: all, noFace } = await embedPaths(model, [...galleryPaths, ...probes], o)
+  // Gallery photos without a face take no part; a probe without one matches nothing.
+  const faceless = new Set(noFace)
   const threshold = thresholdOf(model, o.threshold)
   const results = probes.map((probe, p) => {
     // An identity's distance is that of its nearest gallery image.
     const best = new Map<string, number>()
-    galleryPaths.forEach((_, g) => {
+    galleryPaths.forEach((path, g) => {
+      if (faceless.has(path)) return
       const d = distance(all, dim, galleryPaths.length + p, g, 'l2')
       const id = gallery.identities[gallery.labels[g]!]!
       if (!(best.get(id)! <= d)) best.set(id, d)
     })
+    if (faceless.has(probe)) return { probe, match: null, threshold: threshold ?? null, candidates: [], noFace: true }
     const ranked = [...best].sort((a, b) => a[1] - b[1]).slice(0, o.top).map(([identity, d]) => ({ identity, distance: d }))
     const top = ranked[0]
     const match = top && (threshold === undefined || top.distance < threshold) ? top.identity : null
@@ -164,6 +202,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
 
 const clusterSchema = z.strictObject({
   ...modelSchema,
+  ...aligning,
   threshold: z.number().positive().optional(),
   method: z.enum(['average-linkage', 'connected-components']).default('average-linkage'),
 })
@@ -175,6 +214,7 @@ export const clusterSpec: CommandSpec<typeof clusterSchema> = {
   positionals: { name: 'folder', min: 1, max: 1 },
   flags: {
     ...MODEL_FLAGS,
+    ...ALIGNING,
     threshold: THRESHOLD_FLAG,
     method: { kind: 'string', value: 'NAME', help: 'average-linkage (default) or connected-components' },
   },
@@ -187,13 +227,19 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   if (parsed.help) return printHelp(clusterSpec)
   const o = parsed.options
   const root = resolve(parsed.positionals[0]!)
-  const paths = await listImages(root)
-  if (paths.length === 0) throw new UsageError(`no images in ${root}`)
+  const listed = await listImages(root)
+  if (listed.length === 0) throw new UsageError(`no images in ${root}`)
   using model = await loadModel(o)
   const threshold = thresholdOf(model, o.threshold)
   if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
   const dim = model.embeddingDim
-  const embeddings = await embedFiles(model, paths, { centerCrop: centerCropOf(model, o), batchSize: o.batchSize })
+  const embedded = await embedPaths(model, listed, o)
+  // Photos without a face are left out of the clusters and listed apart.
+  const faceless = new Set(embedded.noFace)
+  const kept = listed.map((p, i) => [p, i] as const).filter(([p]) => !faceless.has(p))
+  const paths = kept.map(([p]) => p)
+  const embeddings = new Float32Array(kept.length * dim)
+  kept.forEach(([, i], row) => embeddings.set(embedded.embeddings.subarray(i * dim, (i + 1) * dim), row * dim))
   const folders = paths.map((p) => relative(root, p).split(sep).slice(0, -1).join('/'))
   const labelled = folders.every((f) => f !== '')
   const scored = labelled ? evaluateClustering({ embeddings, dim }, folders, { threshold, method: o.method }) : undefined
@@ -203,7 +249,8 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   const scores = scored
     ? { identities: scored.identityCount, purity: scored.purity, nmi: scored.nmi, pairwiseF: scored.pairwiseF, pairwisePrecision: scored.pairwisePrecision, pairwiseRecall: scored.pairwiseRecall }
     : undefined
-  if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}) }))
+  const noFace = o.align ? { noFace: embedded.noFace } : {}
+  if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}), ...noFace }))
   else {
     console.log(`${paths.length} faces → ${clusters.length} clusters (${o.method}, threshold ${threshold.toFixed(4)})`)
     clusters.forEach((members, c) => {

@@ -1,12 +1,15 @@
 import { readdir, stat } from 'node:fs/promises'
 import { basename, extname, join, resolve } from 'node:path'
 import { DataError, InvalidArgumentError } from '../errors'
+import { alignedCrops, type CropResult, type FolderAlignOptions } from './align-cache'
 import { decodeCheck } from './preprocess'
 import { badData, countLabels, defaultWarn, type ImageInput, type ImageSource, type OnBadImage, type SkippedImage } from './source'
 
 export interface ImageFolderItem {
   /** Absolute path of the image file. */
   path: string
+  /** With `align`: the cached aligned crop the loader reads instead of `path`. */
+  crop?: string
   /** Index into {@link ImageFolder.identities}. */
   label: number
   identity: string
@@ -31,6 +34,17 @@ export interface ImageFolderOptions {
   verify?: boolean
   /** Receives skip warnings. Default: `process.emitWarning`. */
   onWarning?: (error: DataError) => void
+  /**
+   * The images are raw photos: detect each one's largest face and train on its aligned
+   * crop (see {@link FolderAlignOptions}; `true` takes the defaults: template mode, 160
+   * pixels). Crops are computed once, while opening, and cached on disk keyed by file and
+   * options; later opens read the cache. Photos without a face are left out, listed in
+   * {@link ImageFolder.skipped} and reported through `onWarning`, never thrown. Default
+   * `false`.
+   */
+  align?: boolean | FolderAlignOptions
+  /** With `align`: told how many uncached photos have been aligned so far. */
+  onAlignProgress?: (done: number, total: number) => void
 }
 
 const DEFAULT_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp']
@@ -82,7 +96,7 @@ export class ImageFolder implements ImageSource {
   input(index: number): ImageInput {
     const item = this.items[index]
     if (!item) throw new InvalidArgumentError(`item index ${index} is out of range 0..${this.items.length - 1}`)
-    return { kind: 'file', path: item.path }
+    return { kind: 'file', path: item.crop ?? item.path }
   }
 
   /** Opens `dir`, lists identities and images, and checks every file can be read. */
@@ -126,6 +140,7 @@ export class ImageFolder implements ImageSource {
       return { name, folder, checked, problem: undefined }
     })
 
+    const crops = options.align ? await cropsOf(perIdentity, options.align === true ? {} : options.align, onBad, options.onAlignProgress) : undefined
     const identities: string[] = []
     const items: ImageFolderItem[] = []
     for (const { name, folder, checked, problem } of perIdentity) {
@@ -135,7 +150,14 @@ export class ImageFolder implements ImageSource {
       }
       const good: string[] = []
       for (const { path, problem } of checked) {
+        const cropped = problem ? undefined : crops?.get(path)
         if (problem) badData(new DataError(path, problem), onBad, skipped, warn)
+        else if (cropped && 'noFace' in cropped) {
+          // No face is not bad data: the photo is left out whatever onBadImage says.
+          const error = new DataError(path, 'no face found; left out of the aligned dataset')
+          skipped.push({ file: path, reason: error.message })
+          warn(error)
+        } else if (cropped && 'bad' in cropped) badData(new DataError(path, cropped.bad), onBad, skipped, warn)
         else good.push(path)
       }
       if (good.length === 0) {
@@ -146,7 +168,10 @@ export class ImageFolder implements ImageSource {
       if (good.length < minImages) continue
       const label = identities.length
       identities.push(name)
-      for (const path of good) items.push({ path, label, identity: name })
+      for (const path of good) {
+        const cropped = crops?.get(path)
+        items.push(cropped && 'crop' in cropped ? { path, crop: cropped.crop, label, identity: name } : { path, label, identity: name })
+      }
     }
     if (identities.length === 0) {
       throw new DataError(root, `no identity has at least ${minImages} readable image(s)`)
@@ -171,6 +196,18 @@ export class ImageFolder implements ImageSource {
       .map((item) => ({ ...item, label: relabel.get(item.identity)! }))
     return new ImageFolder(this.root, kept, items, [...this.skipped])
   }
+}
+
+/** Aligned crops of every readable photo of the folder, by path. */
+async function cropsOf(
+  perIdentity: readonly { checked: readonly { path: string; problem: string | undefined }[] }[],
+  options: FolderAlignOptions,
+  onBad: OnBadImage,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Map<string, CropResult>> {
+  const paths = perIdentity.flatMap((entry) => entry.checked.filter((c) => !c.problem).map((c) => c.path))
+  const results = await alignedCrops(paths, options, onBad, onProgress)
+  return new Map(paths.map((path, i) => [path, results[i]!]))
 }
 
 async function checkFile(path: string, verify: boolean): Promise<string | undefined> {

@@ -1,6 +1,8 @@
 /** Datasets, sampling, preprocessing and prefetch: everything that turns files into batches. */
 export { ImageFolder } from './image-folder'
 export type { ImageFolderItem, ImageFolderOptions } from './image-folder'
+export { defaultCacheDir } from './align-cache'
+export type { FolderAlignOptions } from './align-cache'
 export { NpyDataset, parseNpy } from './npy'
 export type { NpyArray, NpyDatasetPaths } from './npy'
 export { packImageFolder } from './pack'

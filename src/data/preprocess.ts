@@ -211,3 +211,38 @@ export async function decodeCheck(path: string): Promise<string | undefined> {
     return decodeProblem(error)
   }
 }
+
+/** A photo decoded at its own size: H×W×3 uint8 RGB, channels last. */
+export interface DecodedPhoto {
+  data: Buffer
+  height: number
+  width: number
+  /** Decoded pixels per pixel of the file: below 1 when the photo was downscaled. */
+  scale: number
+}
+
+/**
+ * Decodes a whole photo (JPEG, PNG, WebP; EXIF orientation applied) to RGB: grayscale
+ * becomes 3 equal channels, CMYK is converted, alpha is dropped. A photo of more than
+ * `maxPixels` pixels is downscaled (aspect kept) to fit under it. Errors are
+ * {@link DataError}s naming the file.
+ */
+export async function decodePhoto(path: string, maxPixels: number): Promise<DecodedPhoto> {
+  try {
+    const img = sharp(path, SHARP_INPUT).autoOrient()
+    const meta = await img.metadata()
+    // autoOrient swaps the sides of EXIF orientations 5–8.
+    const swapped = (meta.orientation ?? 1) >= 5
+    const width = (swapped ? meta.height : meta.width) ?? 0
+    const height = (swapped ? meta.width : meta.height) ?? 0
+    const scale = width * height > maxPixels ? Math.sqrt(maxPixels / (width * height)) : 1
+    const sized = scale < 1 ? img.resize(Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), { fit: 'fill' }) : img
+    const { data, info } = await sized.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`)
+    return { data, height: info.height, width: info.width, scale: info.width / Math.max(1, width) }
+  } catch (cause) {
+    if (cause instanceof DataError) throw cause
+    await readImageFile(path)
+    throw new DataError(path, decodeProblem(cause), { cause })
+  }
+}

@@ -135,7 +135,7 @@ pub(crate) fn stats_to_js(s: &MiningStats) -> BindingMiningStats {
 }
 
 /// Runs `work` on a new thread with `threads` libtorch threads and settles the promise.
-fn spawn<T, V, W, C>(env: &Env, threads: u32, work: W, convert: C) -> Result<Object<'_>>
+pub(crate) fn spawn<T, V, W, C>(env: &Env, threads: u32, work: W, convert: C) -> Result<Object<'_>>
 where
     T: Send + 'static,
     V: napi::bindgen_prelude::ToNapiValue + 'static,
@@ -147,7 +147,7 @@ where
     }
     let (deferred, promise): (Deferred<V>, Object) = env.create_deferred()?;
     std::thread::Builder::new()
-        .name("facenet-mining".to_owned())
+        .name("facenet-call".to_owned())
         .spawn(move || {
             tch::set_num_threads(threads as i32);
             match catch_unwind(AssertUnwindSafe(work)) {

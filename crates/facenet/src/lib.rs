@@ -2,6 +2,7 @@
 //!
 //! The crate has no Node.js code in it; `facenet-node` binds it to JavaScript.
 
+pub mod align;
 pub mod checkpoint;
 pub mod device;
 pub mod distance;

@@ -1,0 +1,194 @@
+/** `facenet align RAW_DIR OUT_DIR`: identity folders of photos in, aligned face crops out. */
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { extname, join, relative, resolve } from 'node:path'
+import { z } from 'zod'
+import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { listImages } from './model'
+import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
+
+/** The alignment flags `align` shares with `embed`, `compare`, `identify` and `cluster`. */
+export const ALIGN_FLAGS: Record<string, FlagSpec> = {
+  alignSize: { kind: 'number', value: 'N', help: 'side of the aligned crop in pixels (default 160)' },
+  alignMode: { kind: 'string', value: 'MODE', help: "'template' (default: 5-point similarity onto the ArcFace template) or 'margin' (facenet-pytorch's box + margin)" },
+  alignMargin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, facenet-pytorch's)" },
+}
+
+export const alignSchema = {
+  alignSize: positiveInt.max(4096).default(160),
+  alignMode: z.enum(ALIGN_MODES).default('template'),
+  alignMargin: z.number().nonnegative().default(0),
+}
+
+/** The library's align options from the shared flags. */
+export function alignOptionsOf(o: { alignSize: number; alignMode: (typeof ALIGN_MODES)[number]; alignMargin: number; device?: string; threads?: number }): AlignOptions {
+  return {
+    size: o.alignSize,
+    mode: o.alignMode,
+    margin: o.alignMargin,
+    ...(o.device && o.device !== 'auto' ? { device: o.device as AlignOptions['device'] } : {}),
+    ...(o.threads ? { threads: o.threads } : {}),
+  }
+}
+
+const schema = z.strictObject({
+  size: positiveInt.max(4096).default(160),
+  mode: z.enum(ALIGN_MODES).default('template'),
+  margin: z.number().nonnegative().default(0),
+  faces: z.enum(['largest', 'all']).default('largest'),
+  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "expected 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+  threads: positiveInt.optional(),
+  batchSize: positiveInt.default(32),
+  quality: z.number().int().min(1).max(100).default(95),
+  onBadImage: z.enum(['error', 'skip']).default('error'),
+  detections: z.string().min(1).optional(),
+})
+
+export const alignSpec: CommandSpec<typeof schema> = {
+  name: 'align',
+  summary: SUMMARIES.align,
+  usage: 'facenet align RAW_DIR OUT_DIR [--size 160] [--mode template|margin] [--faces largest|all]',
+  positionals: { name: 'folders (RAW_DIR OUT_DIR)', min: 2, max: 2 },
+  flags: {
+    size: { kind: 'number', value: 'N', help: 'side of the square crops in pixels (default 160)' },
+    mode: { kind: 'string', value: 'MODE', help: "'template' (default): 5-point similarity onto the ArcFace template; 'margin': facenet-pytorch's box + margin" },
+    margin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, as facenet-pytorch)" },
+    faces: { kind: 'string', value: 'WHICH', help: "'largest' (default): one crop per photo; 'all': every face (NAME_1.jpg, NAME_2.jpg… beside NAME.jpg)" },
+    device: { kind: 'string', value: 'DEV', help: "'cpu' (default), 'cuda' or 'cuda:N'" },
+    threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
+    batchSize: { kind: 'number', value: 'N', help: 'photos per round (default 32)' },
+    quality: { kind: 'number', value: 'Q', help: 'JPEG quality of the crops (default 95)' },
+    onBadImage: { kind: 'string', value: 'WHAT', help: "'error' (default) stops at an undecodable file; 'skip' lists it in the summary" },
+    detections: { kind: 'string', value: 'FILE', help: 'JSON { "rel/path.jpg": [{ box, landmarks }] } of faces found elsewhere; other photos go to MTCNN' },
+  },
+  schema,
+  notes: [
+    'Every photo under RAW_DIR (searched recursively) becomes OUT_DIR/<same folders>/<name>.jpg.',
+    'OUT_DIR/align-summary.json lists the photos with no face, with several faces, and skipped files.',
+    'Run it again to resume: photos already written (or known to have no face) are skipped.',
+  ],
+}
+
+const SUMMARY = 'align-summary.json'
+
+interface Summary {
+  options: string
+  photos: number
+  written: number
+  noFace: string[]
+  multipleFaces: { file: string; faces: number }[]
+  bad: { file: string; reason: string }[]
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile() && s.size > 0,
+    () => false,
+  )
+}
+
+async function writeAtomic(path: string, data: Buffer | string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`
+  await writeFile(tmp, data)
+  await rename(tmp, path)
+}
+
+/** Where face `k` of a photo goes: `stem.jpg` for the first, `stem_k.jpg` for the others. */
+function outputPath(out: string, rel: string, k: number): string {
+  const stem = rel.slice(0, rel.length - extname(rel).length)
+  return join(out, `${stem}${k === 0 ? '' : `_${k}`}.jpg`)
+}
+
+export async function alignCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(alignSpec, argv)
+  if (parsed.help) return printHelp(alignSpec)
+  const o = parsed.options
+  const [rawDir, outDir] = parsed.positionals.map((p) => resolve(p)) as [string, string]
+  if (rawDir === outDir || outDir.startsWith(`${rawDir}/`)) throw new UsageError('OUT_DIR must be outside RAW_DIR')
+  const options: AlignOptions = {
+    size: o.size,
+    mode: o.mode,
+    margin: o.margin,
+    faces: o.faces,
+    device: o.device as AlignOptions['device'],
+    batchSize: o.batchSize,
+    onBadImage: o.onBadImage,
+    ...(o.threads ? { threads: o.threads } : {}),
+  }
+  const resolved = resolveAlign(options, o.faces)
+  const key = alignKey(resolved)
+  const all = await listImages(rawDir)
+  if (all.length === 0) throw new UsageError(`no images under ${rawDir}`)
+  await mkdir(outDir, { recursive: true })
+  const summaryPath = join(outDir, SUMMARY)
+  let summary: Summary = { options: key, photos: all.length, written: 0, noFace: [], multipleFaces: [], bad: [] }
+  const previous = await readFile(summaryPath, 'utf8').then(
+    (text) => JSON.parse(text) as Summary,
+    () => undefined,
+  )
+  if (previous) {
+    if (previous.options !== key) throw new UsageError(`${outDir} was aligned with other options (${previous.options}); use another OUT_DIR`)
+    summary = { ...previous, photos: all.length }
+  }
+  const known = new Set([...summary.noFace, ...summary.bad.map((b) => b.file)])
+  // The first face's file is written last, so its presence means the photo is complete.
+  const todo: string[] = []
+  for (const path of all) {
+    const rel = relative(rawDir, path)
+    if (!known.has(rel) && !(await exists(outputPath(outDir, rel, 0)))) todo.push(path)
+  }
+  const given = o.detections ? await readDetections(resolve(o.detections)) : undefined
+  if (given) options.detections = todo.map((path) => given[relative(rawDir, path)]) as FaceGeometry[][]
+  const started = Date.now()
+  const done0 = all.length - todo.length
+  let done = 0
+  let lastDraw = 0
+  const progress = (final = false) => {
+    const now = Date.now()
+    if (!final && now - lastDraw < 2000) return
+    lastDraw = now
+    const rate = done / Math.max(1e-3, (now - started) / 1000)
+    process.stderr.write(`align: ${done0 + done}/${all.length} photos (${rate.toFixed(1)}/s), ${summary.noFace.length} without a face\n`)
+  }
+  if (done0 > 0) process.stderr.write(`align: resuming, ${done0} of ${all.length} photos already done\n`)
+  for await (const round of alignBatches(todo, options, defaultDetector(resolved), o.faces)) {
+    const c = round.crops
+    const per = o.size * o.size * 3
+    const firsts: { path: string; row: number }[] = []
+    const writes: Promise<void>[] = []
+    for (let row = 0; row < c.shape[0]; row++) {
+      const rel = relative(rawDir, todo[c.imageIndex[row]!]!)
+      const k = o.faces === 'largest' ? 0 : c.faceIndex[row]!
+      const path = outputPath(outDir, rel, k)
+      if (k === 0) firsts.push({ path, row })
+      else writes.push(saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality))
+    }
+    await Promise.all(writes)
+    await Promise.all(firsts.map(({ path, row }) => saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality)))
+    summary.written += c.shape[0]
+    for (const i of c.noFace) summary.noFace.push(relative(rawDir, todo[i]!))
+    for (const b of c.bad) summary.bad.push({ file: relative(rawDir, b.file), reason: b.reason })
+    c.detections.forEach((faces, i) => {
+      if (faces.length > 1) summary.multipleFaces.push({ file: relative(rawDir, todo[round.start + i]!), faces: faces.length })
+    })
+    await writeAtomic(summaryPath, JSON.stringify(summary, null, 1))
+    done += round.count
+    progress()
+  }
+  await writeAtomic(summaryPath, JSON.stringify(summary, null, 1))
+  progress(true)
+  const result = { out: outDir, photos: all.length, aligned: done, resumedFrom: done0, written: summary.written, noFace: summary.noFace.length, multipleFaces: summary.multipleFaces.length, bad: summary.bad.length, summary: summaryPath }
+  if (parsed.json) console.log(JSON.stringify(result))
+  else console.log(`${all.length} photos → ${outDir}: ${summary.noFace.length} without a face, ${summary.multipleFaces.length} with several, ${summary.bad.length} skipped (${summaryPath})`)
+  return EXIT.ok
+}
+
+async function readDetections(file: string): Promise<Record<string, FaceGeometry[] | undefined>> {
+  let value: unknown
+  try {
+    value = JSON.parse(await readFile(file, 'utf8'))
+  } catch (error) {
+    throw new UsageError(`--detections: cannot read ${file} as JSON (${(error as Error).message})`)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`--detections: ${file} must hold an object of photo paths to face lists`)
+  return value as Record<string, FaceGeometry[] | undefined>
+}
