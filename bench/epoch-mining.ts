@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { mineTriplets } from '../src'
+import { mulberry32, unitRows } from './unit-rows'
 
 const root = resolve(__dirname, '..')
 const D = 128
@@ -29,20 +30,7 @@ interface Run {
 
 /** N unit rows from a seeded generator, identities of 10 consecutive rows. */
 function dataset(n: number): { embeddings: Float32Array; labels: Int32Array } {
-  let s = 1
-  const rand = () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand())
-  const embeddings = new Float32Array(n * D)
-  for (let i = 0; i < n; i++) {
-    let norm = 0
-    for (let j = 0; j < D; j++) norm += (embeddings[i * D + j] = gauss()) ** 2
-    for (let j = 0; j < D; j++) embeddings[i * D + j]! /= Math.sqrt(norm)
-  }
+  const embeddings = unitRows(n, D, mulberry32(1))
   return { embeddings, labels: Int32Array.from({ length: n }, (_, i) => Math.floor(i / PER_IDENTITY)) }
 }
 

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { mineTriplets, tripletLoss } from '../src'
+import { mulberry32, unitRows } from './unit-rows'
 
 const root = resolve(__dirname, '..')
 const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
@@ -23,20 +24,8 @@ interface Run {
 
 /** Unit rows from a seeded generator; labels: 40 per identity, shuffled. */
 function batch(b: number, seed: number): { embeddings: Float32Array; labels: Int32Array } {
-  let s = seed >>> 0
-  const rand = () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand())
-  const embeddings = new Float32Array(b * D)
-  for (let i = 0; i < b; i++) {
-    let norm = 0
-    for (let j = 0; j < D; j++) norm += (embeddings[i * D + j] = gauss()) ** 2
-    for (let j = 0; j < D; j++) embeddings[i * D + j]! /= Math.sqrt(norm)
-  }
+  const rand = mulberry32(seed)
+  const embeddings = unitRows(b, D, rand)
   const labels = Int32Array.from({ length: b }, (_, i) => Math.floor(i / 40))
   for (let i = b - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1))
