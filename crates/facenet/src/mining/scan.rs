@@ -69,35 +69,37 @@ pub(super) struct Block<'a> {
     pub masks: &'a [u32],
 }
 
+/// One lane pass's inputs: a distance row, the anchor's identity, and per lane the window
+/// t < d < s of one anchor-positive pair (padding lanes have t = s = +∞).
+#[derive(Clone, Copy)]
+struct LanePass<'a> {
+    row: &'a [f32],
+    label: u32,
+    labels: &'a [u32],
+    perm: &'a [u32],
+    perm_inverse: &'a [u32],
+    mask: u32,
+    t: &'a [f32; LANES],
+    s: &'a [f32; LANES],
+}
+
 /// One pass over `row` for up to LANES pairs of anchor `a`: per lane, (arg of the smallest
 /// key in the window, arg of the nearest farther negative); `u32::MAX` when none. The
 /// prebuilt addon targets baseline x86-64 (SSE2, no blend instruction); where the CPU has
 /// AVX2 the same code runs compiled for it, about three times fewer instructions.
-#[allow(clippy::too_many_arguments)]
-fn scan_lanes(
-    row: &[f32],
-    label: u32,
-    labels: &[u32],
-    perm: &[u32],
-    perm_inverse: &[u32],
-    mask: u32,
-    t: &[f32; LANES],
-    s: &[f32; LANES],
-) -> ([u32; LANES], [u32; LANES]) {
+fn scan_lanes(q: &LanePass) -> ([u32; LANES], [u32; LANES]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe {
-                scan_lanes_avx512(row, label, labels, perm, perm_inverse, mask, t, s)
-            };
+            return unsafe { scan_lanes_avx512(q) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { scan_lanes_avx2(row, label, labels, perm, perm_inverse, mask, t, s) };
+            return unsafe { scan_lanes_avx2(q) };
         }
     }
-    scan_lanes_portable(row, label, labels, perm, mask, t, s)
+    scan_lanes_portable(q)
 }
 
 /// Independent running minima per lane array: each is a loop-carried chain of compare →
@@ -121,17 +123,10 @@ fn masked_distance(d: f32, l: u32, label: u32) -> f32 {
 /// conditions are mask registers, and [`STREAMS`] interleaved streams hide the latency.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn scan_lanes_avx512(
-    row: &[f32],
-    label: u32,
-    labels: &[u32],
-    perm: &[u32],
-    perm_inverse: &[u32],
-    mask: u32,
-    t: &[f32; LANES],
-    s: &[f32; LANES],
-) -> ([u32; LANES], [u32; LANES]) {
+unsafe fn scan_lanes_avx512(q: &LanePass) -> ([u32; LANES], [u32; LANES]) {
+    let (row, label, labels, perm, perm_inverse, mask) =
+        (q.row, q.label, q.labels, q.perm, q.perm_inverse, q.mask);
+    let (t, s) = (q.t, q.s);
     use std::arch::x86_64::*;
     const _: () = assert!(LANES == 16);
     let n = row.len();
@@ -211,17 +206,10 @@ fn lane_columns(min_key: [u32; LANES], perm_inverse: &[u32], mask: u32) -> [u32;
 /// Keys are below 2^31, so signed integer compares order them as unsigned ones would.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn scan_lanes_avx2(
-    row: &[f32],
-    label: u32,
-    labels: &[u32],
-    perm: &[u32],
-    perm_inverse: &[u32],
-    mask: u32,
-    t: &[f32; LANES],
-    s: &[f32; LANES],
-) -> ([u32; LANES], [u32; LANES]) {
+unsafe fn scan_lanes_avx2(q: &LanePass) -> ([u32; LANES], [u32; LANES]) {
+    let (row, label, labels, perm, perm_inverse, mask) =
+        (q.row, q.label, q.labels, q.perm, q.perm_inverse, q.mask);
+    let (t, s) = (q.t, q.s);
     use std::arch::x86_64::*;
     const _: () = assert!(LANES == 16);
     let (t0, t1) = (
@@ -289,15 +277,9 @@ unsafe fn scan_lanes_avx2(
 }
 
 #[inline(always)]
-fn scan_lanes_portable(
-    row: &[f32],
-    label: u32,
-    labels: &[u32],
-    perm: &[u32],
-    mask: u32,
-    t: &[f32; LANES],
-    s: &[f32; LANES],
-) -> ([u32; LANES], [u32; LANES]) {
+fn scan_lanes_portable(q: &LanePass) -> ([u32; LANES], [u32; LANES]) {
+    let (row, label, labels, perm, mask, t, s) =
+        (q.row, q.label, q.labels, q.perm, q.mask, q.t, q.s);
     let mut min_key = [u32::MAX; LANES];
     let mut arg_key = [u32::MAX; LANES];
     let mut near_d = [f32::INFINITY; LANES];
@@ -363,16 +345,16 @@ fn scan_row(row: &[f32], a: usize, mask: u32, block: &Block, out: &mut ScanOut) 
             t[i] = row[p as usize];
             s[i] = t[i] + margin;
         }
-        let (semi, nearest) = scan_lanes(
+        let (semi, nearest) = scan_lanes(&LanePass {
             row,
             label,
-            block.labels,
-            block.perm,
-            block.perm_inverse,
+            labels: block.labels,
+            perm: block.perm,
+            perm_inverse: block.perm_inverse,
             mask,
-            &t,
-            &s,
-        );
+            t: &t,
+            s: &s,
+        });
         for (i, &p) in group.iter().enumerate() {
             out.pairs += 1;
             let found = |j: u32| (j != u32::MAX).then_some(j);
@@ -492,24 +474,26 @@ mod tests {
                 t[i] = (next() % 40) as f32 * 0.05;
                 s[i] = t[i] + 0.2;
             }
-            let expected = scan_lanes_portable(&row, 3, &labels, &perm, mask, &t, &s);
+            let pass = LanePass {
+                row: &row,
+                label: 3,
+                labels: &labels,
+                perm: &perm,
+                perm_inverse: &perm_inverse,
+                mask,
+                t: &t,
+                s: &s,
+            };
+            let expected = scan_lanes_portable(&pass);
             assert!(expected.0.iter().chain(&expected.1).any(|&j| j != u32::MAX) || n < 40);
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    assert_eq!(
-                        unsafe {
-                            scan_lanes_avx2(&row, 3, &labels, &perm, &perm_inverse, mask, &t, &s)
-                        },
-                        expected,
-                        "avx2, n {n}"
-                    );
+                    assert_eq!(unsafe { scan_lanes_avx2(&pass) }, expected, "avx2, n {n}");
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     assert_eq!(
-                        unsafe {
-                            scan_lanes_avx512(&row, 3, &labels, &perm, &perm_inverse, mask, &t, &s)
-                        },
+                        unsafe { scan_lanes_avx512(&pass) },
                         expected,
                         "avx512, n {n}"
                     );
