@@ -6,6 +6,7 @@
 // sees every exported item as unused.
 #![cfg_attr(test, allow(dead_code))]
 
+mod detect;
 mod error;
 mod mining;
 mod train;

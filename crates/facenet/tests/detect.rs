@@ -53,8 +53,8 @@ fn matches_facenet_pytorch_reference_when_given() {
                 .split(' ')
                 .map(|s| s.parse().unwrap())
                 .collect();
-            for k in 0..4 {
-                worst_box = worst_box.max((f.bbox[k] - r[k]).abs());
+            for (ours, theirs) in f.bbox.iter().zip(&r) {
+                worst_box = worst_box.max((ours - theirs).abs());
             }
             for p in 0..5 {
                 worst_box = worst_box.max((f.landmarks[p][0] - r[5 + 2 * p]).abs());

@@ -102,7 +102,8 @@ impl Mtcnn {
 
     /// images: each H×W×3 uint8 (RGB) tensor, any sizes; one Vec<Face> per image, sorted by score desc.
     pub fn detect(&self, images: &[Tensor], options: &DetectOptions) -> Result<Vec<Vec<Face>>> {
-        if !(options.min_face_size > 0.0) || !(options.factor > 0.0 && options.factor < 1.0) {
+        let valid = options.min_face_size > 0.0 && options.factor > 0.0 && options.factor < 1.0;
+        if !valid {
             return Err(Error::invalid(format!(
                 "minFaceSize must be > 0 and factor in (0, 1); got {} and {}",
                 options.min_face_size, options.factor
