@@ -6,7 +6,16 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], threshold: f32, min_mode: bool) -
     let plus = if min_mode { 1.0 } else { 0.0 };
     let area = |b: &[f32; 4]| (b[2] - b[0] + plus) * (b[3] - b[1] + plus);
     let mut order: Vec<usize> = (0..boxes.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    // facenet-pytorch's numpy NMS takes the last of equal scores (argsort, then I[-1]);
+    // equal scores are common after O-Net, where two boxes can give the same crop.
+    order.sort_by(|&a, &b| {
+        let by_score = scores[b].total_cmp(&scores[a]);
+        if min_mode {
+            by_score.then(b.cmp(&a))
+        } else {
+            by_score
+        }
+    });
     let mut suppressed = vec![false; boxes.len()];
     let mut keep = Vec::new();
     for (pos, &i) in order.iter().enumerate() {
