@@ -18,6 +18,13 @@ function lfwFiles(): string[] {
   return all.filter((_, i) => i % step === 0).slice(0, 200)
 }
 
+function iou(a: readonly number[], b: readonly number[]): number {
+  const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!))
+  const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!))
+  const area = (r: readonly number[]) => (r[2]! - r[0]!) * (r[3]! - r[1]!)
+  return (w * h) / (area(a) + area(b) - w * h)
+}
+
 interface Ref { h: number; w: number; faces: number[][]; truth: number[][] | null }
 
 test('MTCNN matches facenet-pytorch 2.6.0 within 1 px / 1e-3 on 200 LFW images and composites', async (t) => {
@@ -36,12 +43,21 @@ test('MTCNN matches facenet-pytorch 2.6.0 within 1 px / 1e-3 on 200 LFW images a
   let worstPx = 0
   let worstP = 0
   let faces = 0
+  let pasted = 0
+  let found = 0
   for (const [i, ref] of refs.entries()) {
     const size = ref.h * ref.w * 3
     const data = new Uint8Array(bytes.buffer, bytes.byteOffset + offset, size)
     offset += size
     const [ours] = await detector.detect({ data, shape: [1, ref.h, ref.w, 3] })
     t.is(ours!.length, ref.faces.length, `image ${i}: face count`)
+    if (ref.truth) {
+      if (ref.truth.length === 0) t.is(ours!.length, 0, `image ${i}: a plain background has no faces`)
+      for (const b of ref.truth.filter((b) => b[2]! - b[0]! >= 40)) {
+        pasted++
+        if (ours!.some((f) => iou(f.box, b) >= 0.5)) found++
+      }
+    }
     // Faces with equal scores (both ≈ 1) may come in either order: match each to the nearest.
     for (const face of ours!) {
       const mine = [...face.box, face.score, ...face.landmarks.flat()]
@@ -55,6 +71,8 @@ test('MTCNN matches facenet-pytorch 2.6.0 within 1 px / 1e-3 on 200 LFW images a
   }
   detector.dispose()
   t.log(`${refs.length} images, ${faces} faces: worst box/landmark error ${worstPx.toFixed(5)} px, worst probability error ${worstP.toExponential(2)}`)
+  t.log(`composites: ${found}/${pasted} pasted faces ≥ 40 px found at IoU ≥ 0.5`)
+  t.true(found >= 0.99 * pasted)
   t.true(worstPx <= 1)
   t.true(worstP <= 1e-3)
 })
