@@ -9,6 +9,13 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class BindingDetector {
+  /** Detects faces in N×H×W×3 RGB pixels (uint8, or float32 in 0..255). */
+  detect(pixels: Uint8Array | Float32Array, count: number, height: number, width: number, options?: BindingDetectOptions | undefined | null): Promise<BindingDetections>
+  dispose(): void
+  get disposed(): boolean
+}
+
 export declare class BindingModel {
   /** Sets up (or replaces) the optimizer and loss for training this model. */
   configureTraining(options: BindingTrainOptions): Promise<void>
@@ -75,6 +82,21 @@ export interface BindingCreateOptions {
   normalization: string
   /** libtorch intra-op threads on this model's worker. */
   threads: number
+}
+
+/**
+ * Faces of a batch, flat: `counts[i]` faces for image i, each 15 floats in `values`
+ * (x1, y1, x2, y2, score, then 5 × (x, y) landmarks), images in order.
+ */
+export interface BindingDetections {
+  counts: Array<number>
+  values: Float32Array
+}
+
+export interface BindingDetectOptions {
+  minFaceSize?: number
+  factor?: number
+  thresholds?: Array<number>
 }
 
 export interface BindingDevices {
@@ -216,6 +238,9 @@ export declare function devices(): BindingDevices
 export declare function knownArchs(): Array<string>
 
 export declare function libtorchVersion(): string
+
+/** Loads MTCNN weights (safetensors) on `device` and resolves to a `BindingDetector`. */
+export declare function loadDetector(weights: string, device?: string | undefined | null, threads?: number | undefined | null): Promise<BindingDetector>
 
 /**
  * Loads a model from a safetensors file on a new worker thread; resolves to a

@@ -835,12 +835,14 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.BindingDetector = nativeBinding.BindingDetector
 module.exports.BindingModel = nativeBinding.BindingModel
 module.exports.alignCrops = nativeBinding.alignCrops
 module.exports.createModel = nativeBinding.createModel
 module.exports.devices = nativeBinding.devices
 module.exports.knownArchs = nativeBinding.knownArchs
 module.exports.libtorchVersion = nativeBinding.libtorchVersion
+module.exports.loadDetector = nativeBinding.loadDetector
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.mineTriplets = nativeBinding.mineTriplets
 module.exports.tripletLoss = nativeBinding.tripletLoss

@@ -6,7 +6,7 @@
  * `chunk` anchors at a time on both sides. Each side runs in a fresh process, so its
  * peak-RSS growth is its own.
  *
- * Run: npx tsx bench/epoch-mining.ts [N,N,…=20000] [chunk=256] [--ours-only N,N,…]
+ * Run: npx tsx bench/epoch-mining.ts [N,N,…=20000] [chunk=256] [--ours-only N,N,…]  (N = 0: no side-by-side run)
  * The twin is O(pairs × N) memory traffic per chunk: at N = 100,000 it needs hours on
  * 2 cores, so `--ours-only 100000` times ours alone there.
  */
@@ -49,7 +49,10 @@ const ours = (n: number, chunk: number) =>
   lastJson(execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', String(n), String(chunk)], { encoding: 'utf8' }))
 
 function main(): void {
-  const sizes = (process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : '20000').split(',').map(Number)
+  const sizes = (process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : '20000')
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0)
   const chunk = Number(process.argv[3] && !process.argv[3].startsWith('--') ? process.argv[3] : 256)
   const at = process.argv.indexOf('--ours-only')
   const oursOnly = at >= 0 ? process.argv[at + 1]!.split(',').map(Number) : []

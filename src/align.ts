@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os'
 import { dirname } from 'node:path'
 import sharp from 'sharp'
 import { binding } from './binding'
+import { FaceDetector } from './detect'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
 import { decodePhoto } from './data/preprocess'
@@ -310,11 +311,6 @@ export function joinRounds(rounds: readonly AlignedRound[], size: number): Align
   }
 }
 
-// MTCNN (src/detect.ts, issue 19's other half) becomes the default once it is in the tree.
-async function noDefaultDetector(): Promise<FaceFinder> {
-  throw new InvalidArgumentError('no face detector is built in yet: pass options.detections or options.detector (the CLI: --detections FILE)')
-}
-
 /**
  * Finds the faces in photos (files, or an N×H×W×3 uint8 batch) and cuts each one out as
  * an aligned `size`×`size` crop. A photo without a face gives no rows and is listed in
@@ -327,9 +323,9 @@ export async function alignFaces(images: ImageBatch | readonly string[], options
   return joinRounds(rounds, o.size)
 }
 
-/** @internal The detector loaded when none is given. */
-export function defaultDetector(_o: ResolvedAlign): () => Promise<FaceFinder> {
-  return noDefaultDetector
+/** @internal The detector loaded when none is given: MTCNN with facenet-pytorch's defaults, on the alignment's device and threads. */
+export function defaultDetector(o: ResolvedAlign): () => Promise<FaceFinder> {
+  return () => FaceDetector.load({ device: o.device, threads: o.threads })
 }
 
 /**

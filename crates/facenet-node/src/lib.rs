@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod align;
+mod detect;
 mod error;
 mod mining;
 mod train;

@@ -17,6 +17,8 @@ pub struct WorkerState {
     pub model: Option<FaceNet>,
     /// Optimizer and loss settings once training is configured.
     pub training: Option<facenet::train::TrainState>,
+    /// The MTCNN of a `BindingDetector`.
+    pub detector: Option<facenet::detect::Mtcnn>,
 }
 
 type Job = Box<dyn FnOnce(&mut WorkerState) + Send>;

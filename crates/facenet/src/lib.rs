@@ -4,6 +4,7 @@
 
 pub mod align;
 pub mod checkpoint;
+pub mod detect;
 pub mod device;
 pub mod distance;
 pub mod error;

@@ -1,0 +1,149 @@
+//! `BindingDetector`: an MTCNN on its own worker thread (see `worker.rs`).
+
+use crate::error::{self, to_js};
+use crate::pixels_tensor;
+use crate::worker::{Deferred, Worker};
+use facenet::detect::{DetectOptions, Mtcnn};
+use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
+use napi::{Env, Result};
+use napi_derive::napi;
+use std::sync::Arc;
+use tch::Kind;
+
+#[napi(object)]
+pub struct BindingDetectOptions {
+    pub min_face_size: Option<f64>,
+    pub factor: Option<f64>,
+    pub thresholds: Option<Vec<f64>>,
+}
+
+/// Faces of a batch, flat: `counts[i]` faces for image i, each 15 floats in `values`
+/// (x1, y1, x2, y2, score, then 5 × (x, y) landmarks), images in order.
+#[napi(object)]
+pub struct BindingDetections {
+    pub counts: Vec<u32>,
+    pub values: Float32Array,
+}
+
+#[napi]
+pub struct BindingDetector {
+    worker: Arc<Worker>,
+}
+
+/// Loads MTCNN weights (safetensors) on `device` and resolves to a `BindingDetector`.
+#[napi(ts_return_type = "Promise<BindingDetector>")]
+pub fn load_detector(
+    env: &Env,
+    weights: String,
+    device: Option<String>,
+    threads: Option<u32>,
+) -> Result<Object<'_>> {
+    let device = facenet::parse_device(device.as_deref().unwrap_or("cpu")).map_err(to_js)?;
+    let worker = Arc::new(
+        Worker::spawn(
+            "facenet-mtcnn",
+            threads
+                .map(|t| t as usize)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        )
+        .map_err(|e| error::coded("ERR_TORCH", format!("could not start a worker thread: {e}")))?,
+    );
+    let (deferred, promise): (Deferred<BindingDetector>, Object) = env.create_deferred()?;
+    let handle = Arc::clone(&worker);
+    worker.run(
+        deferred,
+        move |state| {
+            state.detector =
+                Some(Mtcnn::load(std::path::Path::new(&weights), device).map_err(to_js)?);
+            Ok(())
+        },
+        move |_env, ()| Ok(BindingDetector { worker: handle }),
+    );
+    Ok(promise)
+}
+
+fn parse_options(options: Option<BindingDetectOptions>) -> Result<DetectOptions> {
+    let mut out = DetectOptions::default();
+    if let Some(o) = options {
+        if let Some(v) = o.min_face_size {
+            out.min_face_size = v;
+        }
+        if let Some(v) = o.factor {
+            out.factor = v;
+        }
+        if let Some(t) = o.thresholds {
+            out.thresholds = t
+                .try_into()
+                .map_err(|_| error::invalid("thresholds must be 3 numbers"))?;
+        }
+    }
+    Ok(out)
+}
+
+#[napi]
+impl BindingDetector {
+    /// Detects faces in N×H×W×3 RGB pixels (uint8, or float32 in 0..255).
+    #[napi(ts_return_type = "Promise<BindingDetections>")]
+    pub fn detect<'env>(
+        &self,
+        env: &'env Env,
+        pixels: Either<Uint8Array, Float32Array>,
+        count: u32,
+        height: u32,
+        width: u32,
+        options: Option<BindingDetectOptions>,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<BindingDetections>, Object) = env.create_deferred()?;
+        match parse_options(options)
+            .and_then(|o| Ok((o, pixels_tensor(&pixels, count, height, width)?)))
+        {
+            Ok((options, images)) => self.worker.run(
+                deferred,
+                move |state| {
+                    let detector = state.detector.as_ref().ok_or_else(error::disposed)?;
+                    let mut list = Vec::new();
+                    for i in 0..count as i64 {
+                        let img = images
+                            .f_select(0, i)
+                            .and_then(|t| t.f_clamp(0, 255))
+                            .and_then(|t| t.f_to_kind(Kind::Uint8))
+                            .map_err(|e| to_js(e.into()))?;
+                        list.push(img);
+                    }
+                    let faces = detector.detect(&list, &options).map_err(to_js)?;
+                    let mut counts = Vec::new();
+                    let mut values = Vec::new();
+                    for image in faces {
+                        counts.push(image.len() as u32);
+                        for f in image {
+                            values.extend_from_slice(&f.bbox);
+                            values.push(f.score);
+                            for p in f.landmarks {
+                                values.extend_from_slice(&p);
+                            }
+                        }
+                    }
+                    Ok((counts, values))
+                },
+                |_env, (counts, values)| {
+                    Ok(BindingDetections {
+                        counts,
+                        values: Float32Array::new(values),
+                    })
+                },
+            ),
+            Err(error) => deferred.reject(error),
+        }
+        Ok(promise)
+    }
+
+    #[napi]
+    pub fn dispose(&self) {
+        self.worker.dispose();
+    }
+
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.worker.is_disposed()
+    }
+}

@@ -1,0 +1,289 @@
+//! MTCNN face detection (Zhang et al. 2016) matched step by step to facenet-pytorch 2.6.0's
+//! `detect_face`: area-resampled pyramid, (x − 127.5) × 0.0078125 normalization, per-scale
+//! then per-image Union NMS, crops clipped to the image (not zero-padded) and area-resized
+//! to 24/48, 'Min' NMS after O-Net. Any deviation moves boxes by pixels, so each is kept.
+
+mod nets;
+mod nms;
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    /// x1, y1, x2, y2 in input pixels
+    pub bbox: [f32; 4],
+    pub score: f32,
+    /// left eye, right eye, nose, mouth left, mouth right (x, y)
+    pub landmarks: [[f32; 2]; 5],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectOptions {
+    pub min_face_size: f64,
+    pub factor: f64,
+    pub thresholds: [f64; 3],
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        DetectOptions {
+            min_face_size: 20.0,
+            factor: 0.709,
+            thresholds: [0.6, 0.7, 0.7],
+        }
+    }
+}
+
+pub struct Mtcnn {
+    nets: nets::Nets,
+    device: Device,
+}
+
+#[derive(Clone, Copy)]
+struct Cand {
+    b: [f32; 4],
+    score: f32,
+    reg: [f32; 4],
+}
+
+fn floats(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(
+        t.f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?
+            .f_flatten(0, -1)?,
+    )?)
+}
+
+fn normalize(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_sub_scalar(127.5)?.f_mul_scalar(0.0078125)?)
+}
+
+fn keep(cands: &[Cand], threshold: f32, min_mode: bool) -> Vec<Cand> {
+    let boxes: Vec<[f32; 4]> = cands.iter().map(|c| c.b).collect();
+    let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
+    nms::nms(&boxes, &scores, threshold, min_mode)
+        .into_iter()
+        .map(|i| cands[i])
+        .collect()
+}
+
+/// Squares a box around its centre (facenet-pytorch's `rerec`).
+fn square(b: [f32; 4]) -> [f32; 4] {
+    let h = b[3] - b[1];
+    let w = b[2] - b[0];
+    let l = w.max(h);
+    let x1 = b[0] + w * 0.5 - l * 0.5;
+    let y1 = b[1] + h * 0.5 - l * 0.5;
+    [x1, y1, x1 + l, y1 + l]
+}
+
+/// Applies a stage's regression with +1-pixel widths (facenet-pytorch's `bbreg`).
+fn regress(b: [f32; 4], r: [f32; 4]) -> [f32; 4] {
+    let w = b[2] - b[0] + 1.0;
+    let h = b[3] - b[1] + 1.0;
+    [
+        b[0] + r[0] * w,
+        b[1] + r[1] * h,
+        b[2] + r[2] * w,
+        b[3] + r[3] * h,
+    ]
+}
+
+impl Mtcnn {
+    pub fn load(weights: &Path, device: Device) -> Result<Mtcnn> {
+        Ok(Mtcnn {
+            nets: nets::Nets::load(weights, device)?,
+            device,
+        })
+    }
+
+    /// images: each H×W×3 uint8 (RGB) tensor, any sizes; one Vec<Face> per image, sorted by score desc.
+    pub fn detect(&self, images: &[Tensor], options: &DetectOptions) -> Result<Vec<Vec<Face>>> {
+        let valid = options.min_face_size > 0.0 && options.factor > 0.0 && options.factor < 1.0;
+        if !valid {
+            return Err(Error::invalid(format!(
+                "minFaceSize must be > 0 and factor in (0, 1); got {} and {}",
+                options.min_face_size, options.factor
+            )));
+        }
+        tch::no_grad(|| {
+            images
+                .iter()
+                .map(|img| self.detect_one(img, options))
+                .collect()
+        })
+    }
+
+    /// Crops each box (clipped to the image, 1-based inclusive like facenet-pytorch's `pad`)
+    /// and area-resizes it to size×size; boxes with an empty crop are dropped.
+    fn crops(
+        &self,
+        img: &Tensor,
+        cands: Vec<Cand>,
+        w: i64,
+        h: i64,
+        size: i64,
+    ) -> Result<(Vec<Cand>, Option<Tensor>)> {
+        let mut kept = Vec::new();
+        let mut data = Vec::new();
+        for c in cands {
+            let x = (c.b[0].trunc() as i64).max(1);
+            let y = (c.b[1].trunc() as i64).max(1);
+            let ex = (c.b[2].trunc() as i64).min(w);
+            let ey = (c.b[3].trunc() as i64).min(h);
+            if ey > y - 1 && ex > x - 1 {
+                let crop = img
+                    .f_narrow(2, y - 1, ey - y + 1)?
+                    .f_narrow(3, x - 1, ex - x + 1)?;
+                data.push(crop.f_adaptive_avg_pool2d([size, size])?);
+                kept.push(c);
+            }
+        }
+        if data.is_empty() {
+            return Ok((kept, None));
+        }
+        Ok((kept, Some(normalize(&Tensor::f_cat(&data, 0)?)?)))
+    }
+
+    fn detect_one(&self, image: &Tensor, o: &DetectOptions) -> Result<Vec<Face>> {
+        let size = image.size();
+        if size.len() != 3 || size[2] != 3 || image.kind() != Kind::Uint8 {
+            return Err(Error::shape(format!(
+                "an image must be an H×W×3 uint8 tensor; got {:?} {:?}",
+                size,
+                image.kind()
+            )));
+        }
+        let (h, w) = (size[0], size[1]);
+        let img = image
+            .f_to_device(self.device)?
+            .f_permute([2, 0, 1])?
+            .f_unsqueeze(0)?
+            .f_to_kind(Kind::Float)?;
+        let m = 12.0 / o.min_face_size;
+        let mut minl = (h.min(w) as f64) * m;
+        let mut scales = Vec::new();
+        let mut s = m;
+        while minl >= 12.0 {
+            scales.push(s);
+            s *= o.factor;
+            minl *= o.factor;
+        }
+
+        // Stage 1: P-Net over the pyramid.
+        let mut cands = Vec::new();
+        for &scale in &scales {
+            let hs = (h as f64 * scale + 1.0) as i64;
+            let ws = (w as f64 * scale + 1.0) as i64;
+            let data = normalize(&img.f_adaptive_avg_pool2d([hs, ws])?)?;
+            let (reg, prob) = self.nets.pnet(&data)?;
+            let (ph, pw) = (prob.size()[1], prob.size()[2]);
+            let prob = floats(&prob)?;
+            let reg = floats(&reg)?;
+            let plane = (ph * pw) as usize;
+            let mut level = Vec::new();
+            let thr = o.thresholds[0] as f32;
+            let sc = scale as f32;
+            for yy in 0..ph as usize {
+                for xx in 0..pw as usize {
+                    let i = yy * pw as usize + xx;
+                    if prob[i] >= thr {
+                        let (bx, by) = (xx as f32, yy as f32);
+                        level.push(Cand {
+                            b: [
+                                ((2.0 * bx + 1.0) / sc).floor(),
+                                ((2.0 * by + 1.0) / sc).floor(),
+                                ((2.0 * bx + 12.0) / sc).floor(),
+                                ((2.0 * by + 12.0) / sc).floor(),
+                            ],
+                            score: prob[i],
+                            reg: [
+                                reg[i],
+                                reg[plane + i],
+                                reg[2 * plane + i],
+                                reg[3 * plane + i],
+                            ],
+                        });
+                    }
+                }
+            }
+            cands.extend(keep(&level, 0.5, false));
+        }
+        let cands: Vec<Cand> = keep(&cands, 0.7, false)
+            .into_iter()
+            .map(|c| {
+                let rw = c.b[2] - c.b[0];
+                let rh = c.b[3] - c.b[1];
+                let b = [
+                    c.b[0] + c.reg[0] * rw,
+                    c.b[1] + c.reg[1] * rh,
+                    c.b[2] + c.reg[2] * rw,
+                    c.b[3] + c.reg[3] * rh,
+                ];
+                Cand { b: square(b), ..c }
+            })
+            .collect();
+
+        // Stage 2: R-Net on 24×24 crops.
+        let (cands, data) = self.crops(&img, cands, w, h, 24)?;
+        let Some(data) = data else {
+            return Ok(Vec::new());
+        };
+        let (reg, prob) = self.nets.rnet(&data)?;
+        let (reg, prob) = (floats(&reg)?, floats(&prob)?);
+        let mut passed = Vec::new();
+        for (k, c) in cands.iter().enumerate() {
+            if prob[k] > o.thresholds[1] as f32 {
+                passed.push(Cand {
+                    b: c.b,
+                    score: prob[k],
+                    reg: [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]],
+                });
+            }
+        }
+        let cands: Vec<Cand> = keep(&passed, 0.7, false)
+            .into_iter()
+            .map(|c| Cand {
+                b: square(regress(c.b, c.reg)),
+                ..c
+            })
+            .collect();
+
+        // Stage 3: O-Net on 48×48 crops, landmarks, 'Min' NMS.
+        let (cands, data) = self.crops(&img, cands, w, h, 48)?;
+        let Some(data) = data else {
+            return Ok(Vec::new());
+        };
+        let (reg, points, prob) = self.nets.onet(&data)?;
+        let (reg, points, prob) = (floats(&reg)?, floats(&points)?, floats(&prob)?);
+        let mut faces = Vec::new();
+        let mut boxes = Vec::new();
+        for (k, c) in cands.iter().enumerate() {
+            if prob[k] > o.thresholds[2] as f32 {
+                let wi = c.b[2] - c.b[0] + 1.0;
+                let hi = c.b[3] - c.b[1] + 1.0;
+                let mut landmarks = [[0f32; 2]; 5];
+                for (p, lm) in landmarks.iter_mut().enumerate() {
+                    lm[0] = wi * points[10 * k + p] + c.b[0] - 1.0;
+                    lm[1] = hi * points[10 * k + 5 + p] + c.b[1] - 1.0;
+                }
+                let r = [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]];
+                let b = regress(c.b, r);
+                boxes.push(b);
+                faces.push(Face {
+                    bbox: b,
+                    score: prob[k],
+                    landmarks,
+                });
+            }
+        }
+        let scores: Vec<f32> = faces.iter().map(|f| f.score).collect();
+        Ok(nms::nms(&boxes, &scores, 0.7, true)
+            .into_iter()
+            .map(|i| faces[i].clone())
+            .collect())
+    }
+}
