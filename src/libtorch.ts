@@ -107,6 +107,17 @@ function torchDirsUnder(root: string): string[] {
   return found
 }
 
+/** Why a searched folder held no torch: missing, unreadable (e.g. another user's home), or just none in it. */
+function whyNoTorch(root: string): string {
+  try {
+    statSync(root)
+    return 'no torch install in it'
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    return code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? 'error'})`
+  }
+}
+
 /** Whether `torchDir`'s libtorch_cuda can load: the wheel's CUDA libraries sit beside it. */
 function hasCudaLibraries(torchDir: string): boolean {
   if (!existsSync(join(torchDir, 'lib', 'libtorch_cuda.so'))) return false
@@ -150,7 +161,7 @@ export function findLibtorch(env: NodeJS.ProcessEnv = process.env): { location?:
   const searchRoots = (roots: string[], source: LibtorchSource, label: string): LibtorchLocation | undefined => {
     for (const root of roots) {
       const dirs = torchDirsUnder(root)
-      if (dirs.length === 0) searched.push({ place: `${label} ${root}`, result: existsSync(root) ? 'no torch install in it' : 'does not exist' })
+      if (dirs.length === 0) searched.push({ place: `${label} ${root}`, result: whyNoTorch(root) })
       for (const dir of dirs) {
         const location = consider(dir, source, `${label} ${root}`)
         if (location) return location

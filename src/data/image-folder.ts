@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises'
 import { basename, extname, join, resolve } from 'node:path'
 import { DataError, InvalidArgumentError } from '../errors'
-import { alignedCrops, type CropResult, type FolderAlignOptions } from './align-cache'
+import type { CropResult, FolderAlignOptions } from './align-cache'
 import { decodeCheck } from './preprocess'
 import { badData, countLabels, defaultWarn, type ImageInput, type ImageSource, type OnBadImage, type SkippedImage } from './source'
 
@@ -206,6 +206,9 @@ async function cropsOf(
   onProgress?: (done: number, total: number) => void,
 ): Promise<Map<string, CropResult>> {
   const paths = perIdentity.flatMap((entry) => entry.checked.filter((c) => !c.problem).map((c) => c.path))
+  // Loaded only when aligning: it brings in the detector and so the native addon, which
+  // listing a folder of crops must not need.
+  const { alignedCrops } = await import('./align-cache')
   const results = await alignedCrops(paths, options, onBad, onProgress)
   return new Map(paths.map((path, i) => [path, results[i]!]))
 }
