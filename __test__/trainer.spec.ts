@@ -205,7 +205,9 @@ test('bad trainer options are InvalidArgumentErrors naming the value', async (t)
   model.dispose()
 })
 
-test('bf16 autocast trains with float32 weights, and its losses track the fp32 run', async (t) => {
+// Serial: run beside this file's other trainings (which share libtorch's process-wide
+// generator) its bf16 first-step loss once came out 6.8% off the fp32 one; alone it is 1.1%.
+test.serial('bf16 autocast trains with float32 weights, and its losses track the fp32 run', async (t) => {
   const dir = tmp('bf16')
   const losses: Record<string, number[]> = { fp32: [], bf16: [] }
   for (const precision of ['fp32', 'bf16'] as const) {
