@@ -3,8 +3,9 @@
 #
 #   bash bench/lfw-aligned.sh [STEPS] [SEEDS...]     (default: 660 steps, seeds 1 2)
 #
-# 1. Faces of data/lfw by facenet-pytorch's MTCNN (bench/lfw_detections.py), then
-#    `facenet align data/lfw runs/lfw-aligned --size 160 --mode template --detections …`.
+# 1. `facenet align data/lfw runs/lfw-aligned --size 160 --mode template` (our MTCNN).
+#    DETECTIONS=facenet-pytorch takes the faces from facenet-pytorch's MTCNN instead
+#    (bench/lfw_detections.py, then `--detections`), for comparing the two detectors.
 #    A photo where MTCNN finds no face gets its centre crop (the baseline's 0.7) instead, so
 #    both arms are tested on the same 6,000 pairs; the count is printed.
 # 2. The documented LFW recipe (README, "Measured on the shipped LFW") for STEPS steps per
@@ -17,8 +18,15 @@ shift || true
 SEEDS=${*:-1 2}
 PY=${FACENET_TORCH_PYTHON:-$HOME/.cache/facenet-torch/torch-2.11.0/bin/python}
 mkdir -p runs
-[ -f runs/lfw-mtcnn.json ] || "$PY" bench/lfw_detections.py data/lfw runs/lfw-mtcnn.json 2
-npx tsx src/cli/index.ts align data/lfw runs/lfw-aligned --size 160 --mode template --detections runs/lfw-mtcnn.json --json
+if [ "${DETECTIONS:-ours}" = facenet-pytorch ]; then
+  [ -f runs/lfw-mtcnn.json ] || "$PY" bench/lfw_detections.py data/lfw runs/lfw-mtcnn.json 2
+  GIVEN=(--detections runs/lfw-mtcnn.json)
+else
+  GIVEN=()
+fi
+start=$(date +%s)
+npx tsx src/cli/index.ts align data/lfw runs/lfw-aligned --size 160 --mode template "${GIVEN[@]}" --json
+echo "align: $(( $(date +%s) - start )) s"
 npx tsx bench/fill-centre.ts data/lfw runs/lfw-aligned 160 0.7
 RECIPE="--minutes 600 --max-steps $STEPS --optimizer adamw --weight-decay 0.05 --lr 0.001 --miner batch-all --reducer mean-active --P 32 --K 4 --negatives 16 --crop-scale 0.8 --rotation 10 --brightness 0.2 --curve-minutes 100000"
 for s in $SEEDS; do

@@ -21,6 +21,7 @@ const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
   setup: async () => (await import('./setup')).setupCommand,
   pack: async () => (await import('./pack')).packCommand,
   align: async () => (await import('./align')).alignCommand,
+  detect: async () => (await import('./detect')).detectCommand,
 }
 
 function usage(): string {

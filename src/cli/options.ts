@@ -24,6 +24,7 @@ export const SUMMARIES = {
   setup: 'find or install libtorch (torch==2.11.0 from PyPI, once per machine)',
   pack: 'decode an identity-folder dataset once into images.npy + names.npy (resumable)',
   align: 'detect and align the faces of identity folders of photos into identity folders of crops',
+  detect: 'find the faces of photos (MTCNN): boxes, scores, 5 landmarks; --draw them onto a PNG',
 } as const
 
 /** A mistake in how the command was called: exits with {@link EXIT.usage}. */

@@ -36,6 +36,9 @@ impl Default for DetectOptions {
     }
 }
 
+/// Pixels of one batch of equal-size images: 16 photos of 640×480, one of 4,000,000 pixels.
+const BATCH_PIXELS: i64 = 16 * 640 * 480;
+
 pub struct Mtcnn {
     nets: nets::Nets,
     device: Device,
@@ -101,6 +104,8 @@ impl Mtcnn {
     }
 
     /// images: each H×W×3 uint8 (RGB) tensor, any sizes; one Vec<Face> per image, sorted by score desc.
+    /// Consecutive images of one size run as one batch: one P-Net call per pyramid scale and one
+    /// R-Net and one O-Net call for the whole batch, as facenet-pytorch batches equal-size images.
     pub fn detect(&self, images: &[Tensor], options: &DetectOptions) -> Result<Vec<Vec<Face>>> {
         let valid = options.min_face_size > 0.0 && options.factor > 0.0 && options.factor < 1.0;
         if !valid {
@@ -109,11 +114,31 @@ impl Mtcnn {
                 options.min_face_size, options.factor
             )));
         }
+        for image in images {
+            let size = image.size();
+            if size.len() != 3 || size[2] != 3 || image.kind() != Kind::Uint8 {
+                return Err(Error::shape(format!(
+                    "an image must be an H×W×3 uint8 tensor; got {:?} {:?}",
+                    size,
+                    image.kind()
+                )));
+            }
+        }
         tch::no_grad(|| {
-            images
-                .iter()
-                .map(|img| self.detect_one(img, options))
-                .collect()
+            let mut out = Vec::with_capacity(images.len());
+            let mut start = 0;
+            while start < images.len() {
+                let size = images[start].size();
+                let per = (size[0] * size[1]).max(1);
+                let most = (BATCH_PIXELS / per).max(1) as usize;
+                let mut end = start + 1;
+                while end < images.len() && end - start < most && images[end].size() == size {
+                    end += 1;
+                }
+                out.extend(self.detect_batch(&images[start..end], options)?);
+                start = end;
+            }
+            Ok(out)
         })
     }
 
@@ -126,7 +151,7 @@ impl Mtcnn {
         w: i64,
         h: i64,
         size: i64,
-    ) -> Result<(Vec<Cand>, Option<Tensor>)> {
+    ) -> Result<(Vec<Cand>, Vec<Tensor>)> {
         let mut kept = Vec::new();
         let mut data = Vec::new();
         for c in cands {
@@ -142,26 +167,38 @@ impl Mtcnn {
                 kept.push(c);
             }
         }
-        if data.is_empty() {
-            return Ok((kept, None));
-        }
-        Ok((kept, Some(normalize(&Tensor::f_cat(&data, 0)?)?)))
+        Ok((kept, data))
     }
 
-    fn detect_one(&self, image: &Tensor, o: &DetectOptions) -> Result<Vec<Face>> {
-        let size = image.size();
-        if size.len() != 3 || size[2] != 3 || image.kind() != Kind::Uint8 {
-            return Err(Error::shape(format!(
-                "an image must be an H×W×3 uint8 tensor; got {:?} {:?}",
-                size,
-                image.kind()
-            )));
+    /// Crops every image's candidates at `size`, runs `net` once on all of them, and hands each
+    /// image its candidates with their rows of the outputs (`None` when no image has any).
+    fn stage<T>(
+        &self,
+        batch: &Tensor,
+        cands: Vec<Vec<Cand>>,
+        size: i64,
+        net: impl FnOnce(&Tensor) -> Result<T>,
+    ) -> Result<Option<(Vec<Vec<Cand>>, T)>> {
+        let (h, w) = (batch.size()[2], batch.size()[3]);
+        let mut kept = Vec::with_capacity(cands.len());
+        let mut data = Vec::new();
+        for (i, c) in cands.into_iter().enumerate() {
+            let (k, d) = self.crops(&batch.f_narrow(0, i as i64, 1)?, c, w, h, size)?;
+            kept.push(k);
+            data.extend(d);
         }
-        let (h, w) = (size[0], size[1]);
-        let img = image
+        if data.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((kept, net(&normalize(&Tensor::f_cat(&data, 0)?)?)?)))
+    }
+
+    fn detect_batch(&self, images: &[Tensor], o: &DetectOptions) -> Result<Vec<Vec<Face>>> {
+        let n = images.len();
+        let (h, w) = (images[0].size()[0], images[0].size()[1]);
+        let batch = Tensor::f_stack(images, 0)?
             .f_to_device(self.device)?
-            .f_permute([2, 0, 1])?
-            .f_unsqueeze(0)?
+            .f_permute([0, 3, 1, 2])?
             .f_to_kind(Kind::Float)?;
         let m = 12.0 / o.min_face_size;
         let mut minl = (h.min(w) as f64) * m;
@@ -173,117 +210,140 @@ impl Mtcnn {
             minl *= o.factor;
         }
 
-        // Stage 1: P-Net over the pyramid.
-        let mut cands = Vec::new();
+        // Stage 1: P-Net over the pyramid, every image of the batch at once per scale.
+        let mut cands: Vec<Vec<Cand>> = vec![Vec::new(); n];
         for &scale in &scales {
             let hs = (h as f64 * scale + 1.0) as i64;
             let ws = (w as f64 * scale + 1.0) as i64;
-            let data = normalize(&img.f_adaptive_avg_pool2d([hs, ws])?)?;
+            let data = normalize(&batch.f_adaptive_avg_pool2d([hs, ws])?)?;
             let (reg, prob) = self.nets.pnet(&data)?;
-            let (ph, pw) = (prob.size()[1], prob.size()[2]);
+            let (ph, pw) = (prob.size()[1] as usize, prob.size()[2] as usize);
             let prob = floats(&prob)?;
             let reg = floats(&reg)?;
-            let plane = (ph * pw) as usize;
-            let mut level = Vec::new();
+            let plane = ph * pw;
             let thr = o.thresholds[0] as f32;
             let sc = scale as f32;
-            for yy in 0..ph as usize {
-                for xx in 0..pw as usize {
-                    let i = yy * pw as usize + xx;
-                    if prob[i] >= thr {
-                        let (bx, by) = (xx as f32, yy as f32);
-                        level.push(Cand {
-                            b: [
-                                ((2.0 * bx + 1.0) / sc).floor(),
-                                ((2.0 * by + 1.0) / sc).floor(),
-                                ((2.0 * bx + 12.0) / sc).floor(),
-                                ((2.0 * by + 12.0) / sc).floor(),
-                            ],
-                            score: prob[i],
-                            reg: [
-                                reg[i],
-                                reg[plane + i],
-                                reg[2 * plane + i],
-                                reg[3 * plane + i],
-                            ],
+            for (i, image) in cands.iter_mut().enumerate() {
+                let (prob, reg) = (&prob[i * plane..], &reg[4 * i * plane..]);
+                let mut level = Vec::new();
+                for yy in 0..ph {
+                    for xx in 0..pw {
+                        let k = yy * pw + xx;
+                        if prob[k] >= thr {
+                            let (bx, by) = (xx as f32, yy as f32);
+                            level.push(Cand {
+                                b: [
+                                    ((2.0 * bx + 1.0) / sc).floor(),
+                                    ((2.0 * by + 1.0) / sc).floor(),
+                                    ((2.0 * bx + 12.0) / sc).floor(),
+                                    ((2.0 * by + 12.0) / sc).floor(),
+                                ],
+                                score: prob[k],
+                                reg: [
+                                    reg[k],
+                                    reg[plane + k],
+                                    reg[2 * plane + k],
+                                    reg[3 * plane + k],
+                                ],
+                            });
+                        }
+                    }
+                }
+                image.extend(keep(&level, 0.5, false));
+            }
+        }
+        let cands: Vec<Vec<Cand>> = cands
+            .iter()
+            .map(|image| {
+                keep(image, 0.7, false)
+                    .into_iter()
+                    .map(|c| {
+                        let rw = c.b[2] - c.b[0];
+                        let rh = c.b[3] - c.b[1];
+                        let b = [
+                            c.b[0] + c.reg[0] * rw,
+                            c.b[1] + c.reg[1] * rh,
+                            c.b[2] + c.reg[2] * rw,
+                            c.b[3] + c.reg[3] * rh,
+                        ];
+                        Cand { b: square(b), ..c }
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Stage 2: R-Net on 24×24 crops of every image's candidates, in one call.
+        let Some((cands, (reg, prob))) = self.stage(&batch, cands, 24, |x| self.nets.rnet(x))?
+        else {
+            return Ok(vec![Vec::new(); n]);
+        };
+        let (reg, prob) = (floats(&reg)?, floats(&prob)?);
+        let mut row = 0;
+        let cands: Vec<Vec<Cand>> = cands
+            .iter()
+            .map(|image| {
+                let mut passed = Vec::new();
+                for c in image {
+                    let k = row;
+                    row += 1;
+                    if prob[k] > o.thresholds[1] as f32 {
+                        passed.push(Cand {
+                            b: c.b,
+                            score: prob[k],
+                            reg: [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]],
                         });
                     }
                 }
-            }
-            cands.extend(keep(&level, 0.5, false));
-        }
-        let cands: Vec<Cand> = keep(&cands, 0.7, false)
-            .into_iter()
-            .map(|c| {
-                let rw = c.b[2] - c.b[0];
-                let rh = c.b[3] - c.b[1];
-                let b = [
-                    c.b[0] + c.reg[0] * rw,
-                    c.b[1] + c.reg[1] * rh,
-                    c.b[2] + c.reg[2] * rw,
-                    c.b[3] + c.reg[3] * rh,
-                ];
-                Cand { b: square(b), ..c }
+                keep(&passed, 0.7, false)
+                    .into_iter()
+                    .map(|c| Cand {
+                        b: square(regress(c.b, c.reg)),
+                        ..c
+                    })
+                    .collect()
             })
             .collect();
 
-        // Stage 2: R-Net on 24×24 crops.
-        let (cands, data) = self.crops(&img, cands, w, h, 24)?;
-        let Some(data) = data else {
-            return Ok(Vec::new());
+        // Stage 3: O-Net on 48×48 crops, landmarks, then 'Min' NMS per image.
+        let Some((cands, (reg, points, prob))) =
+            self.stage(&batch, cands, 48, |x| self.nets.onet(x))?
+        else {
+            return Ok(vec![Vec::new(); n]);
         };
-        let (reg, prob) = self.nets.rnet(&data)?;
-        let (reg, prob) = (floats(&reg)?, floats(&prob)?);
-        let mut passed = Vec::new();
-        for (k, c) in cands.iter().enumerate() {
-            if prob[k] > o.thresholds[1] as f32 {
-                passed.push(Cand {
-                    b: c.b,
-                    score: prob[k],
-                    reg: [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]],
-                });
-            }
-        }
-        let cands: Vec<Cand> = keep(&passed, 0.7, false)
-            .into_iter()
-            .map(|c| Cand {
-                b: square(regress(c.b, c.reg)),
-                ..c
-            })
-            .collect();
-
-        // Stage 3: O-Net on 48×48 crops, landmarks, 'Min' NMS.
-        let (cands, data) = self.crops(&img, cands, w, h, 48)?;
-        let Some(data) = data else {
-            return Ok(Vec::new());
-        };
-        let (reg, points, prob) = self.nets.onet(&data)?;
         let (reg, points, prob) = (floats(&reg)?, floats(&points)?, floats(&prob)?);
-        let mut faces = Vec::new();
-        let mut boxes = Vec::new();
-        for (k, c) in cands.iter().enumerate() {
-            if prob[k] > o.thresholds[2] as f32 {
-                let wi = c.b[2] - c.b[0] + 1.0;
-                let hi = c.b[3] - c.b[1] + 1.0;
-                let mut landmarks = [[0f32; 2]; 5];
-                for (p, lm) in landmarks.iter_mut().enumerate() {
-                    lm[0] = wi * points[10 * k + p] + c.b[0] - 1.0;
-                    lm[1] = hi * points[10 * k + 5 + p] + c.b[1] - 1.0;
+        let mut row = 0;
+        Ok(cands
+            .iter()
+            .map(|image| {
+                let mut faces = Vec::new();
+                let mut boxes = Vec::new();
+                for c in image {
+                    let k = row;
+                    row += 1;
+                    if prob[k] > o.thresholds[2] as f32 {
+                        let wi = c.b[2] - c.b[0] + 1.0;
+                        let hi = c.b[3] - c.b[1] + 1.0;
+                        let mut landmarks = [[0f32; 2]; 5];
+                        for (p, lm) in landmarks.iter_mut().enumerate() {
+                            lm[0] = wi * points[10 * k + p] + c.b[0] - 1.0;
+                            lm[1] = hi * points[10 * k + 5 + p] + c.b[1] - 1.0;
+                        }
+                        let r = [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]];
+                        let b = regress(c.b, r);
+                        boxes.push(b);
+                        faces.push(Face {
+                            bbox: b,
+                            score: prob[k],
+                            landmarks,
+                        });
+                    }
                 }
-                let r = [reg[4 * k], reg[4 * k + 1], reg[4 * k + 2], reg[4 * k + 3]];
-                let b = regress(c.b, r);
-                boxes.push(b);
-                faces.push(Face {
-                    bbox: b,
-                    score: prob[k],
-                    landmarks,
-                });
-            }
-        }
-        let scores: Vec<f32> = faces.iter().map(|f| f.score).collect();
-        Ok(nms::nms(&boxes, &scores, 0.7, true)
-            .into_iter()
-            .map(|i| faces[i].clone())
+                let scores: Vec<f32> = faces.iter().map(|f| f.score).collect();
+                nms::nms(&boxes, &scores, 0.7, true)
+                    .into_iter()
+                    .map(|i| faces[i].clone())
+                    .collect()
+            })
             .collect())
     }
 }

@@ -1,0 +1,128 @@
+/** `facenet detect PHOTO...`: MTCNN faces of each photo, optionally drawn for a person to look at. */
+import { mkdir, stat } from 'node:fs/promises'
+import { basename, dirname, extname, join, resolve } from 'node:path'
+import sharp from 'sharp'
+import { z } from 'zod'
+import { FaceDetector, type DetectedFace } from '../detect'
+import { DataError } from '../errors'
+import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
+
+const probability = z.number().gt(0).lt(1)
+
+const schema = z.strictObject({
+  draw: z.string().min(1).optional(),
+  minFaceSize: z.number().positive().default(20),
+  factor: z.number().gt(0).lt(1).default(0.709),
+  thresholds: z.array(z.string()).transform((texts, ctx) => {
+    const values = texts.flatMap((t) => t.split(',')).map(Number)
+    if (values.length !== 3 || !values.every((v) => probability.safeParse(v).success)) {
+      ctx.addIssue({ code: 'custom', message: `expected three probabilities in (0, 1) such as 0.6,0.7,0.7, got ${JSON.stringify(texts.join(','))}` })
+      return z.NEVER
+    }
+    return values as [number, number, number]
+  }).optional(),
+  maxPixels: positiveInt.default(4_000_000),
+  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "expected 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+  threads: positiveInt.optional(),
+})
+
+export const detectSpec: CommandSpec<typeof schema> = {
+  name: 'detect',
+  summary: SUMMARIES.detect,
+  usage: 'facenet detect PHOTO... [--draw OUT.png] [--min-face-size 20] [--thresholds 0.6,0.7,0.7]',
+  positionals: { name: 'photos', min: 1 },
+  flags: {
+    draw: { kind: 'string', value: 'OUT', help: 'draw boxes, landmarks and scores: a PNG file for one photo, a folder (PHOTO-NAME.png each) for several' },
+    minFaceSize: { kind: 'number', value: 'PX', help: 'smallest face searched for (default 20, facenet-pytorch\'s)' },
+    factor: { kind: 'number', value: 'F', help: 'scale step of the image pyramid (default 0.709)' },
+    thresholds: { kind: 'strings', value: 'P,R,O', help: 'P-, R-, O-Net probability thresholds (default 0.6,0.7,0.7)' },
+    maxPixels: { kind: 'number', value: 'N', help: 'photos with more pixels are downscaled for detection; coordinates stay in the original pixels (default 4000000)' },
+    device: { kind: 'string', value: 'DEV', help: "'cpu' (default), 'cuda' or 'cuda:N'" },
+    threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
+  },
+  schema,
+  notes: [
+    'Prints one line per face: box x1,y1,x2,y2, score, and the 5 landmarks (eyes, nose, mouth corners).',
+    'A photo without a face prints "no face"; it is not an error.',
+  ],
+}
+
+/** An SVG the size of the photo with each face's box, landmarks and score, for sharp to composite. */
+function overlay(width: number, height: number, faces: readonly DetectedFace[]): Buffer {
+  const stroke = Math.max(2, Math.round(Math.min(width, height) / 200))
+  const shapes = faces.flatMap((face, k) => {
+    const [x1, y1, x2, y2] = face.box
+    const side = Math.max(x2 - x1, y2 - y1)
+    const radius = Math.max(stroke, side / 40)
+    const font = Math.max(10, Math.round(side / 7))
+    const label = `${k + 1}: ${face.score.toFixed(3)}`
+    return [
+      `<rect x="${x1}" y="${y1}" width="${x2 - x1}" height="${y2 - y1}" fill="none" stroke="#00ff66" stroke-width="${stroke}"/>`,
+      ...face.landmarks.map(([x, y], p) => `<circle cx="${x}" cy="${y}" r="${radius}" fill="${p < 2 ? '#ff3355' : p === 2 ? '#ffdd00' : '#33aaff'}"/>`),
+      `<text x="${x1}" y="${Math.max(font, y1 - stroke)}" font-family="sans-serif" font-size="${font}" fill="#00ff66" stroke="#000" stroke-width="${Math.max(1, font / 12)}" paint-order="stroke">${label}</text>`,
+    ]
+  })
+  return Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${shapes.join('')}</svg>`)
+}
+
+/** Writes `photo` (EXIF-oriented, as detection saw it) with its faces drawn on, as PNG. */
+export async function drawFaces(photo: string, faces: readonly DetectedFace[], out: string): Promise<void> {
+  const image = sharp(photo, { limitInputPixels: false }).autoOrient()
+  const { data, info } = await image.toColorspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true })
+  // Compositing adds an alpha channel; a second pass drops it, so the PNG is plain RGB.
+  const drawn = await sharp(data, { raw: { width: info.width, height: info.height, channels: 3 } })
+    .composite([{ input: overlay(info.width, info.height, faces) }])
+    .raw()
+    .toBuffer({ resolveWithObject: true })
+  await sharp(drawn.data, { raw: { width: drawn.info.width, height: drawn.info.height, channels: drawn.info.channels } })
+    .removeAlpha()
+    .png()
+    .toFile(out)
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  )
+}
+
+function format(face: DetectedFace): string {
+  const n = (v: number) => v.toFixed(1)
+  return `box ${face.box.map(n).join(',')}  score ${face.score.toFixed(4)}  landmarks ${face.landmarks.map(([x, y]) => `${n(x)},${n(y)}`).join(' ')}`
+}
+
+export async function detectCommand(argv: string[]): Promise<number> {
+  const parsed = await parseCommand(detectSpec, argv)
+  if (parsed.help) return printHelp(detectSpec)
+  const o = parsed.options
+  const photos = parsed.positionals.map((p) => resolve(p))
+  const draw = o.draw ? resolve(o.draw) : undefined
+  // Several photos need a folder; one photo may go to a folder too, if one is there.
+  const drawDir = draw && (photos.length > 1 || (await isDirectory(draw))) ? draw : undefined
+  if (drawDir) await mkdir(drawDir, { recursive: true })
+  else if (draw) await mkdir(dirname(draw), { recursive: true })
+  const detector = await FaceDetector.load({ device: o.device as 'cpu', ...(o.threads ? { threads: o.threads } : {}) })
+  const results: { file: string; faces: DetectedFace[]; drawn?: string }[] = []
+  try {
+    for (const photo of photos) {
+      const [faces] = await detector.detectFiles([photo], { minFaceSize: o.minFaceSize, factor: o.factor, maxPixels: o.maxPixels, ...(o.thresholds ? { thresholds: o.thresholds } : {}) })
+      const result: (typeof results)[number] = { file: photo, faces: faces! }
+      if (draw) {
+        result.drawn = drawDir ? join(drawDir, `${basename(photo, extname(photo))}.png`) : draw
+        await drawFaces(photo, faces!, result.drawn).catch((error: unknown) => {
+          throw new DataError(photo, `could not draw onto ${result.drawn}: ${(error as Error).message}`, { cause: error })
+        })
+      }
+      results.push(result)
+      if (!parsed.json) {
+        console.log(`${photo}: ${faces!.length === 0 ? 'no face' : `${faces!.length} face${faces!.length > 1 ? 's' : ''}`}${result.drawn ? ` (drawn to ${result.drawn})` : ''}`)
+        for (const face of faces!) console.log(`  ${format(face)}`)
+      }
+    }
+  } finally {
+    detector.dispose()
+  }
+  if (parsed.json) console.log(JSON.stringify(results))
+  return EXIT.ok
+}
