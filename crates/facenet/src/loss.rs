@@ -3,6 +3,8 @@
 //! The original notebook summed the distances over the batch before applying the hinge,
 //! which lets easy triplets cancel hard ones; here the hinge is applied to each triplet.
 
+pub mod margin;
+
 use crate::distance::{check_embeddings, normalize_rows, row_distance, Distance};
 use crate::error::{Error, Result};
 use crate::mining::{Triplets, DEFAULT_MARGIN};
