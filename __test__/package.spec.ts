@@ -14,6 +14,7 @@ interface Summary {
   buildTorch: string
   info: { libtorch: string; devices: { libtorchPath: string; libtorchSource: string } }
   train: { steps: number; losses: number[]; dim: number; distance: number; norm: number }
+  detect: { file: string; faces: { score: number }[]; drawn: string }[]
   readelf: string
   missing: { code?: string; name?: string; message?: string; searched?: { place: string; result: string }[] }
   missingAfterSetup: { code?: string; message?: string }
@@ -48,13 +49,17 @@ test('the consumer finds torch through FACENET_TORCH_HOME, not the path it was b
   t.deepEqual(summary.downloads, [])
 })
 
-test('a TypeScript consumer trains tiny for 3 steps and embeds two images', (t) => {
+test('a TypeScript consumer trains tiny for 3 steps and embeds two images; facenet detect finds a face with the packaged MTCNN weights', (t) => {
   t.is(summary.train.steps, 3)
   t.is(summary.train.losses.length, 3)
   t.true(summary.train.losses.every(Number.isFinite))
   t.is(summary.train.dim, 128)
   t.true(Math.abs(summary.train.norm - 1) < 1e-4)
   t.true(Number.isFinite(summary.train.distance))
+  // MTCNN's weights come from the installed package (its files list), and --draw wrote the PNG.
+  t.is(summary.detect.length, 1)
+  t.is(summary.detect[0]!.faces.length, 1)
+  t.true(summary.detect[0]!.faces[0]!.score > 0.99)
 })
 
 test("require('facenet-torch') without torch throws ERR_LIBTORCH naming the places searched", (t) => {

@@ -120,6 +120,10 @@ echo "+ tsc --noEmit train.ts"
 node ${JSON.stringify(tsc)} --noEmit --strict --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node --typeRoots ${JSON.stringify(join(root, 'node_modules', '@types'))} train.ts
 echo "+ tsx train.ts"
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} node ${JSON.stringify(tsx)} train.ts | tee train.json
+echo "+ npx facenet detect (the shipped MTCNN weights, from the installed package)"
+photo=$(ls faces/*/*.jpg | head -1)
+FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet detect "$photo" --draw drawn.png --json --threads 1 > detect.json
+[ -s drawn.png ]
 echo "+ readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node"
 readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node | grep -E 'NEEDED|RPATH|RUNPATH' | tee readelf.txt
 echo "+ require('facenet-torch') with no torch to find"
@@ -150,6 +154,7 @@ const summary = {
   seconds,
   info: JSON.parse(read('info.json')),
   train: JSON.parse(read('train.json').trim().split('\n').pop()),
+  detect: JSON.parse(read('detect.json')),
   readelf: read('readelf.txt'),
   missing: JSON.parse(read('missing.json')),
   postinstallFailRc: Number(read('postinstall-fail.rc').trim()),
