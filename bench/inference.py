@@ -30,6 +30,9 @@ INPUT = {
     "nns1": (165, 165),
     "nns2": (140, 116),
     "inception-resnet-v1": (160, 160),
+    "iresnet18": (112, 112),
+    "iresnet34": (112, 112),
+    "iresnet50": (112, 112),
 }
 
 
@@ -327,6 +330,54 @@ class InceptionResnetV1(nn.Module):
         return l2_normalize(self.last_bn(self.last_linear(x)))
 
 
+
+# insightface's iresnet (ArcFace's IR-18/34/50), written from its published layer list:
+# the state_dict names are insightface's.
+class IBasicBlock(nn.Module):
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.conv1 = nn.Conv2d(cin, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes, eps=1e-5)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5))
+
+    def forward(self, x):
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class IResNet(nn.Module):
+    def __init__(self, layers, dim):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
+        self.prelu = nn.PReLU(64)
+        cin = 64
+        for i, (count, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+            blocks = []
+            for k in range(count):
+                blocks.append(IBasicBlock(cin, planes, 2 if k == 0 else 1))
+                cin = planes
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
+        self.fc = nn.Linear(512 * 7 * 7, dim)
+        self.features = nn.BatchNorm1d(dim, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False
+
+    def forward(self, x):
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return l2_normalize(self.features(self.fc(torch.flatten(self.bn2(x), 1))))
+
+IRESNET_LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3)}
+
+
 def build(arch, dim=128):
     if arch == "tiny":
         return Tiny(dim)
@@ -338,6 +389,8 @@ def build(arch, dim=128):
         return InceptionNet(arch, dim)
     if arch == "inception-resnet-v1":
         return InceptionResnetV1(dim)
+    if arch in IRESNET_LAYERS:
+        return IResNet(IRESNET_LAYERS[arch], dim)
     raise ValueError(f"unknown arch {arch}")
 
 

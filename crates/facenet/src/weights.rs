@@ -323,6 +323,7 @@ pub fn read_info(path: &Path) -> Result<WeightsInfo> {
 fn embedding_tensor(arch: Arch) -> &'static str {
     match arch {
         Arch::Tiny | Arch::Nn2 | Arch::Nn3 | Arch::Nn4 => "fc.weight",
+        Arch::Iresnet18 | Arch::Iresnet34 | Arch::Iresnet50 => "fc.weight",
         Arch::Nn1 | Arch::Nns1 | Arch::Nns2 => "fc2.weight",
         Arch::Nn1Paper => "fc7128.weight",
         Arch::InceptionResnetV1 => "last_linear.weight",

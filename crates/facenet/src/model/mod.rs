@@ -3,6 +3,7 @@
 mod inception;
 mod inception_resnet_v1;
 mod init;
+mod iresnet;
 mod layers;
 mod nn1;
 mod nn1_paper;
@@ -49,10 +50,16 @@ pub enum Arch {
     Nns2,
     /// Inception-ResNet-v1 with facenet-pytorch's tensor names, 160×160.
     InceptionResnetV1,
+    /// insightface's IR-18 (iresnet18), 112×112.
+    Iresnet18,
+    /// insightface's IR-34 (iresnet34), 112×112.
+    Iresnet34,
+    /// insightface's IR-50 (iresnet50), 112×112.
+    Iresnet50,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 9] = [
+    pub const ALL: [Arch; 12] = [
         Arch::Tiny,
         Arch::Nn1,
         Arch::Nn1Paper,
@@ -62,6 +69,9 @@ impl Arch {
         Arch::Nns1,
         Arch::Nns2,
         Arch::InceptionResnetV1,
+        Arch::Iresnet18,
+        Arch::Iresnet34,
+        Arch::Iresnet50,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +85,9 @@ impl Arch {
             Arch::Nns1 => "nns1",
             Arch::Nns2 => "nns2",
             Arch::InceptionResnetV1 => "inception-resnet-v1",
+            Arch::Iresnet18 => "iresnet18",
+            Arch::Iresnet34 => "iresnet34",
+            Arch::Iresnet50 => "iresnet50",
         }
     }
 
@@ -99,6 +112,7 @@ impl Arch {
             Arch::Nns1 => size(165, 165),
             Arch::Nns2 => size(140, 116),
             Arch::InceptionResnetV1 => inception_resnet_v1::INPUT,
+            Arch::Iresnet18 | Arch::Iresnet34 | Arch::Iresnet50 => iresnet::INPUT,
         }
     }
 
@@ -137,6 +151,15 @@ impl Arch {
                 t,
                 embedding_dim,
             )),
+            Arch::Iresnet18 => {
+                Box::new(iresnet::IResNet::new(root, t, [2, 2, 2, 2], embedding_dim))
+            }
+            Arch::Iresnet34 => {
+                Box::new(iresnet::IResNet::new(root, t, [3, 4, 6, 3], embedding_dim))
+            }
+            Arch::Iresnet50 => {
+                Box::new(iresnet::IResNet::new(root, t, [3, 4, 14, 3], embedding_dim))
+            }
         };
         (net, table)
     }
@@ -496,6 +519,26 @@ mod tests {
         assert_eq!(row("inception_5b.pool").kind, "maxpool 3×3");
         // conv1: 7·7·3·64 weights (9K), 119M multiply-adds in the table.
         assert_eq!(row("conv1").macs, 7 * 7 * 3 * 64 * 112 * 112);
+    }
+
+    #[test]
+    fn iresnet_parameter_counts_match_the_pytorch_twin() {
+        // bench/inference.py's IResNet at 512-d, counting trainable tensors (insightface's
+        // published IR-50 has 43.59M with the fixed `features.weight`).
+        for (arch, twin) in [
+            (Arch::Iresnet18, 24_025_088),
+            (Arch::Iresnet34, 34_138_816),
+            (Arch::Iresnet50, 43_590_336),
+        ] {
+            let model = FaceNet::new(ModelConfig {
+                embedding_dim: 512,
+                ..ModelConfig::new(arch)
+            })
+            .unwrap();
+            assert_eq!(model.parameter_count(), twin, "{}", arch.name());
+            let table: i64 = model.summary().layers.iter().map(|l| l.params).sum();
+            assert_eq!(table, twin, "{}: the layer table", arch.name());
+        }
     }
 
     #[test]
