@@ -8,6 +8,7 @@ import type { LfwFold, LfwPairs } from './data/lfw-pairs'
 import type { InputSize } from './data/preprocess'
 import { embedRows, slices } from './embed-rows'
 import { InvalidArgumentError, ShapeError } from './errors'
+import { FirstSeen } from './first-seen'
 import { l2NormalizeRows } from './eval/embeddings'
 import { evaluateVerification, type IndexPair, type Pairs, type VerificationOptions, type VerificationResult } from './eval/verification'
 import type { FaceNet, ImageBatch } from './model'
@@ -113,18 +114,9 @@ export interface PairImages {
  */
 export async function loadPairImages(lfw: LfwPairs, size: InputSize, options: PairImagesOptions = {}): Promise<PairImages> {
   const folds: LfwFold[] = (options.folds ?? lfw.folds.map((_, k) => k)).map((k) => lfw.folds[k]!)
-  const index = new Map<string, number>()
-  const paths: string[] = []
-  const at = (path: string): number => {
-    let i = index.get(path)
-    if (i === undefined) {
-      i = paths.length
-      index.set(path, i)
-      paths.push(path)
-    }
-    return i
-  }
-  const pairs = folds.map((fold) => fold.pairs.map((p) => ({ a: at(p.a), b: at(p.b), same: p.same })))
+  const index = new FirstSeen<string>()
+  const pairs = folds.map((fold) => fold.pairs.map((p) => ({ a: index.of(p.a), b: index.of(p.b), same: p.same })))
+  const paths = index.values
   const images = await decodeImages(paths, size, { centerCrop: options.centerCrop })
   return { images, paths, pairs }
 }

@@ -9,6 +9,7 @@ import { Rng } from '../rng'
 import { SequentialSampler, type SampledBatch } from '../data/sampler'
 import type { ImageSource, OnBadImage } from '../data/source'
 import { embedRows } from '../embed-rows'
+import { FirstSeen } from '../first-seen'
 import { mineChecked } from '../mining'
 import type { FaceNet } from '../model'
 import type { ResolvedOptions } from './options'
@@ -28,25 +29,15 @@ export class TripletListSampler {
     this.batches = []
     for (let start = 0; start < order.length; start += perBatch) {
       const chosen = order.subarray(start, start + perBatch)
-      const position = new Map<number, number>()
-      const indices: number[] = []
-      const local = (item: number): number => {
-        let at = position.get(item)
-        if (at === undefined) {
-          at = indices.length
-          position.set(item, at)
-          indices.push(item)
-        }
-        return at
-      }
+      const rows = new FirstSeen<number>()
       const t = chosen.length
       const flat = new Int32Array(3 * t)
       chosen.forEach((k, j) => {
-        flat[j] = local(triplets.anchors[k]!)
-        flat[t + j] = local(triplets.positives[k]!)
-        flat[2 * t + j] = local(triplets.negatives[k]!)
+        flat[j] = rows.of(triplets.anchors[k]!)
+        flat[t + j] = rows.of(triplets.positives[k]!)
+        flat[2 * t + j] = rows.of(triplets.negatives[k]!)
       })
-      const idx = Int32Array.from(indices)
+      const idx = Int32Array.from(rows.values)
       this.batches.push({ indices: idx, labels: idx.map((i) => source.labels[i]!), triplets: flat })
     }
   }
