@@ -48,7 +48,7 @@ export declare class BindingModel {
    * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
    * here, into a tensor; the forward pass runs on the worker.
    */
-  embed(pixels: Uint8Array | Float32Array, count: number, height: number, width: number, precision?: string | undefined | null): Promise<Float32Array>
+  embed(pixels: Uint8Array | Float32Array, count: number, height: number, width: number, precision?: BindingPrecision | undefined | null): Promise<Float32Array>
   /**
    * Frees the model's memory once the call running now returns; queued calls reject
    * with ERR_DISPOSED. Never blocks.
@@ -63,23 +63,26 @@ export declare class BindingModel {
  */
 export declare function alignCrops(pixels: Uint8Array, shapes: Uint32Array, faces: Float32Array, faceImages: Uint32Array, options: BindingAlignOptions): Promise<Uint8Array>
 
+export type BindingAlignMode = 'template' | 'margin'
+
 export interface BindingAlignOptions {
   /** Side of the square crops. */
   size: number
-  /** template | margin */
-  mode: string
+  mode: BindingAlignMode
   /** Margin in output pixels (mode `margin` only). */
   margin: number
   device: string
   threads: number
 }
 
+export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1'
+
 export interface BindingCreateOptions {
-  arch: string
+  arch: BindingArch
   embeddingDim: number
   seed: number
   device: string
-  normalization: string
+  normalization: BindingNormalization
   /** libtorch intra-op threads on this model's worker. */
   threads: number
 }
@@ -106,6 +109,10 @@ export interface BindingDevices {
   cpuThreads: number
 }
 
+export type BindingDistance = 'squared-l2' | 'cosine'
+
+export type BindingFallback = 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+
 export interface BindingLayerRow {
   name: string
   kind: string
@@ -119,7 +126,7 @@ export interface BindingLoadOptions {
   device: string
   threads: number
   /** When set, the file must hold this arch. */
-  arch?: string
+  arch?: BindingArch
 }
 
 export interface BindingLoss {
@@ -131,10 +138,9 @@ export interface BindingLoss {
 
 export interface BindingLossOptions {
   margin: number
-  /** mean | mean-active */
-  reducer: string
+  reducer: BindingReducer
   normalize: boolean
-  distance: string
+  distance: BindingDistance
   threads: number
 }
 
@@ -145,19 +151,20 @@ export interface BindingMined {
 }
 
 export interface BindingMineOptions {
-  /** semi-hard | batch-hard | batch-all | hard | random | epoch */
-  miner: string
+  miner: BindingMiner
   margin: number
-  /** random | hardest */
-  choice: string
-  /** nearest-farther-else-farthest | hardest | skip */
-  fallback: string
-  distance: string
+  choice: BindingNegativeChoice
+  fallback: BindingFallback
+  distance: BindingDistance
+  /** Checked by the TS layer: a non-negative integer. */
   seed: number
-  /** Anchors per step of the epoch miner. */
-  chunk: number
-  threads: number
 }
+
+/**
+ * The online miners. The notebook's per-epoch list is a mining *mode* (a `chunk` given
+ * to `mineTriplets`), not a miner.
+ */
+export type BindingMiner = 'semi-hard' | 'batch-hard' | 'batch-all' | 'hard' | 'random'
 
 export interface BindingMiningStats {
   anchorPositivePairs: number
@@ -169,18 +176,23 @@ export interface BindingMiningStats {
 }
 
 export interface BindingModelInfo {
-  arch: string
+  arch: BindingArch
   embeddingDim: number
   inputHeight: number
   inputWidth: number
   device: string
-  normalization: string
+  normalization: BindingNormalization
   parameterCount: number
 }
 
+export type BindingNegativeChoice = 'random' | 'hardest'
+
+export type BindingNormalization = 'fixed' | 'prewhiten'
+
+export type BindingOptimizer = 'sgd' | 'adagrad' | 'adam' | 'adamw'
+
 export interface BindingOptimizerOptions {
-  /** sgd | adagrad | adam | adamw */
-  name: string
+  name: BindingOptimizer
   lr: number
   momentum: number
   nesterov: boolean
@@ -188,8 +200,7 @@ export interface BindingOptimizerOptions {
   beta1: number
   beta2: number
   eps: number
-  /** constant | step | cosine */
-  schedule: string
+  schedule: BindingSchedule
   stepEvery: number
   gamma: number
   totalSteps: number
@@ -198,6 +209,12 @@ export interface BindingOptimizerOptions {
   /** 0 disables clipping. */
   maxGradNorm: number
 }
+
+export type BindingPrecision = 'fp32' | 'bf16'
+
+export type BindingReducer = 'mean' | 'mean-active'
+
+export type BindingSchedule = 'constant' | 'step' | 'cosine'
 
 export interface BindingStepStats {
   step: number
@@ -210,7 +227,7 @@ export interface BindingStepStats {
 }
 
 export interface BindingSummary {
-  arch: string
+  arch: BindingArch
   embeddingDim: number
   inputHeight: number
   inputWidth: number
@@ -222,20 +239,18 @@ export interface BindingSummary {
 export interface BindingTrainOptions {
   optimizer: BindingOptimizerOptions
   mining: BindingMineOptions
-  /** mean | mean-active */
-  reducer: string
+  reducer: BindingReducer
   normalize: boolean
+  /** Checked by the TS layer: a non-negative integer. */
   seed: number
-  /** fp32 (default) | bf16 (autocast of the forward pass) */
-  precision?: string
+  /** fp32 when absent; bf16 autocasts the forward pass. */
+  precision?: BindingPrecision
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */
 export declare function createModel(options: BindingCreateOptions): Promise<BindingModel>
 
 export declare function devices(): BindingDevices
-
-export declare function knownArchs(): Array<string>
 
 export declare function libtorchVersion(): string
 
@@ -248,8 +263,12 @@ export declare function loadDetector(weights: string, device?: string | undefine
  */
 export declare function loadModel(options: BindingLoadOptions): Promise<BindingModel>
 
-/** Mines index triplets from N×dim embeddings and N labels. */
-export declare function mineTriplets(embeddings: Float32Array, labels: Int32Array, dim: number, options: BindingMineOptions): Promise<BindingMined>
+/**
+ * Mines index triplets from N×dim embeddings and N labels, on `threads` libtorch threads.
+ * With `epoch_chunk`, the embeddings are a whole data set, mined that many anchors at a
+ * time (the notebook's per-epoch list); without it, one batch compared all with all.
+ */
+export declare function mineTriplets(embeddings: Float32Array, labels: Int32Array, dim: number, options: BindingMineOptions, threads: number, epochChunk?: number | undefined | null): Promise<BindingMined>
 
 /** The reduced triplet loss and its gradient with respect to the embeddings. */
 export declare function tripletLoss(embeddings: Float32Array, count: number, dim: number, triplets: Int32Array, options: BindingLossOptions): Promise<BindingLoss>

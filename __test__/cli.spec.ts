@@ -6,7 +6,8 @@ import test from 'ava'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { FaceNet, parseNpy } from '../src'
+import { FaceNet } from '../src'
+import { parseNpy } from '../src/data/npy'
 import { startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')

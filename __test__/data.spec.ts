@@ -6,17 +6,16 @@ import sharp from 'sharp'
 import {
   BatchLoader,
   DataError,
-  drawTransform,
   ImageFolder,
   InvalidArgumentError,
   LfwPairs,
   NpyDataset,
   PKSampler,
-  preprocessImage,
-  Rng,
   SequentialSampler,
   type ImageSource,
 } from '../src'
+import { drawTransform, preprocessImage } from '../src/data/preprocess'
+import { Rng } from '../src/rng'
 import { checkAugment } from '../src/data/preprocess'
 
 const LFW = resolve(__dirname, '..', 'data', 'lfw')

@@ -2,7 +2,8 @@ import test from 'ava'
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { averageLinkage, clusterScores, evaluateClustering, evaluateIdentification, splitGalleryProbe } from '../src/index'
+import { evaluateClustering, evaluateIdentification, splitGalleryProbe } from '../src/index'
+import { averageLinkage, clusterScores } from '../src/eval/clustering'
 import { rng } from './helpers'
 
 const python = readFileSync(join(__dirname, '..', '.libtorch', 'python'), 'utf8').trim()

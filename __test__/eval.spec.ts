@@ -4,12 +4,11 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   evaluateVerification,
-  interp1dSlinear,
-  kFold,
   rawPixelEmbeddings,
-  rocCurve,
   type IndexPair,
 } from '../src/index'
+import { rocCurve } from '../src/eval/roc'
+import { interp1dSlinear, kFold } from '../src/eval/verification'
 import { rng } from './helpers'
 
 const root = join(__dirname, '..')

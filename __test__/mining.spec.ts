@@ -47,6 +47,16 @@ test('semi-hard finds a negative for every pair and is deterministic per seed', 
   t.is(epoch.anchors.length, 12)
 })
 
+test("epoch mining is the mode 'epoch' of the semi-hard miner; the old miner name 'epoch' gives the same triplets", async (t) => {
+  const mode = await mineTriplets(embeddings, labels, { miner: 'semi-hard', mining: 'epoch', chunk: 2, seed: 5 })
+  const old = await mineTriplets(embeddings, labels, { miner: 'epoch', chunk: 2, seed: 5 })
+  t.is(mode.anchors.length, 12)
+  t.deepEqual([mode.anchors, mode.positives, mode.negatives].map((a) => [...a]), [old.anchors, old.positives, old.negatives].map((a) => [...a]))
+  t.deepEqual(mode.stats, old.stats)
+  // The per-epoch list is semi-hard mining: another miner is refused, not silently changed.
+  await t.throwsAsync(mineTriplets(embeddings, labels, { miner: 'batch-hard', mining: 'epoch' }), { instanceOf: InvalidArgumentError, message: /only the semi-hard miner/ })
+})
+
 test('tripletLoss matches a hand computation and returns a gradient', async (t) => {
   // Triplet (0, 1, 3): d(a,p) = 0.05² + 0.312² = 0.099844, d(a,n) = 2; with margin 2.5
   // the hinge is 0.099844 − 2 + 2.5 = 0.599844.

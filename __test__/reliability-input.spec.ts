@@ -18,9 +18,7 @@ import {
   ImageFolder,
   InvalidArgumentError,
   LfwPairs,
-  MAX_IMAGE_PIXELS,
   NpyDataset,
-  preprocessImage,
   SequentialSampler,
   ShapeError,
   Trainer,
@@ -28,6 +26,7 @@ import {
   WeightsError,
   type ImageSource,
 } from '../src'
+import { MAX_IMAGE_PIXELS, preprocessImage } from '../src/data/preprocess'
 import { modelBinding } from '../src/model'
 
 const ROOT = resolve(__dirname, '..')
@@ -387,7 +386,7 @@ test('NaN or Inf pixels: embed and trainStep reject with InvalidArgumentError na
   const native = modelBinding(model)
   await native.configureTraining({
     optimizer: { name: 'sgd', lr: 0.1, momentum: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, schedule: 'constant', stepEvery: 1, gamma: 1, totalSteps: 1, minLr: 0, warmupSteps: 0, maxGradNorm: 0 },
-    mining: { miner: 'batch-all', margin: 0.2, choice: 'random', fallback: 'skip', distance: 'squared-l2', seed: 0, chunk: 1024, threads: 1 },
+    mining: { miner: 'batch-all', margin: 0.2, choice: 'random', fallback: 'skip', distance: 'squared-l2', seed: 0 },
     reducer: 'mean',
     normalize: true,
     seed: 0,

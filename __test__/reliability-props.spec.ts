@@ -7,7 +7,8 @@
 import test from 'ava'
 import fc from 'fast-check'
 import { isAbsolute, relative, resolve, sep } from 'node:path'
-import { DataError, LfwPairs, parseNpy } from '../src'
+import { DataError, LfwPairs } from '../src'
+import { parseNpy } from '../src/data/npy'
 
 const RUNS = 10_000
 const FILE = '/data/set/file.npy'

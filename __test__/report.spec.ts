@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PNG } from 'pngjs'
-import { distanceHistogram, evaluateVerification, writeReport } from '../src/index'
+import { evaluateVerification, writeReport } from '../src/index'
+import { distanceHistogram } from '../src/report/plots'
 import { rng } from './helpers'
 
 function scores(seed: number, gap: number): { distances: number[]; same: boolean[] } {

@@ -4,10 +4,10 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, Trainer, type StepResult } from '../src'
-import { IDENTITIES } from './fixtures/train-run'
+import { LFW_IDENTITIES as IDENTITIES } from '../scripts/reliability-train'
 
 const root = resolve(__dirname, '..', 'data', 'lfw')
-const runScript = join(__dirname, 'fixtures', 'train-run.ts')
+const runScript = join(__dirname, '..', 'scripts', 'reliability-train.ts')
 const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `facenet-trainer-${tag}-`))
 
 let folder: Promise<ImageFolder> | undefined
@@ -27,10 +27,10 @@ interface RunOutput {
   signal: NodeJS.Signals | null
 }
 
-/** Runs fixtures/train-run.ts; `killAfterCheckpoint` SIGKILLs it once that step's checkpoint exists. */
+/** Runs scripts/reliability-train.ts's `lfw` recipe; `killAfterCheckpoint` SIGKILLs it once that step's checkpoint exists. */
 function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number): Promise<RunOutput> {
   return new Promise((done, fail) => {
-    const args = ['--import', 'tsx', runScript, out, String(steps), ...(resume ? [resume] : [])]
+    const args = ['--import', 'tsx', runScript, join(out, 'checkpoints'), String(steps), '--recipe', 'lfw', '--save', join(out, 'final.safetensors'), ...(resume ? ['--resume', resume] : [])]
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     const lines: RunOutput['lines'] = []
     let buffer = ''
@@ -40,7 +40,9 @@ function runTraining(out: string, steps: number, resume?: string, killAfterCheck
       buffer += chunk.toString()
       let newline: number
       while ((newline = buffer.indexOf('\n')) >= 0) {
-        lines.push(JSON.parse(buffer.slice(0, newline)))
+        // `step <n> epoch <e> batch <b> loss <l>`; `start` and `done` lines carry no step.
+        const words = buffer.slice(0, newline).split(' ')
+        if (words[0] === 'step') lines.push({ step: Number(words[1]), loss: Number(words[7]) })
         buffer = buffer.slice(newline + 1)
       }
     })

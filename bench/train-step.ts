@@ -66,7 +66,7 @@ async function child(arch: Arch, p: number, k: number, threads: number, device: 
     },
     mining: {
       miner: 'semi-hard', margin: 0.2, choice: 'random', fallback: 'nearest-farther-else-farthest',
-      distance: 'squared-l2', seed: 0, chunk: 1024, threads: 1,
+      distance: 'squared-l2', seed: 0,
     },
     reducer: 'mean',
     normalize: true,

@@ -1,17 +1,26 @@
 /**
- * The training process the crash-safety spec (__test__/reliability-crash.spec.ts) kills
- * with SIGKILL: a `tiny` model trained on a handful of generated images, checkpointing
- * after every step into the folder given as the first argument, and resuming from the
- * newest checkpoint there when one exists. Prints `start <step>` once resumed and
- * `step <n>` after each step; the parent reads these to time its kills.
+ * The one training process that the kill-and-resume specs kill with SIGKILL and start
+ * again (__test__/reliability-crash.spec.ts, __test__/trainer.spec.ts). It trains `tiny`,
+ * checkpointing after every step into the folder given as the first argument, and resumes
+ * from `--resume FILE`, else from the newest checkpoint there. Prints `start <step>` once
+ * resumed and `step <n> epoch <e> batch <b> loss <l>` after each step; the parent reads
+ * these to time its kills. Two recipes:
+ * - `generated` (default): a handful of generated images, AdaGrad, no augmentation.
+ * - `lfw`: six identities of the shipped LFW, decoded and augmented, SGD with momentum,
+ *   so that a resume must restore the momentum buffers and the augmentation's generator.
  *
- *   node --import=tsx scripts/reliability-train.ts <checkpointDir> [maxSteps]
+ *   node --import=tsx scripts/reliability-train.ts <checkpointDir> [maxSteps] [--recipe lfw] [--resume FILE] [--save FILE]
  */
-import { FaceNet, latestCheckpoint, Trainer, type ImageSource, type TrainerOptions } from '../src'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { FaceNet, ImageFolder, latestCheckpoint, Trainer, type ImageSource, type TrainerOptions } from '../src'
 
 export const IDENTITIES = 4
 export const PER_IDENTITY = 3
 const SIDE = 64
+
+/** The LFW identities of the `lfw` recipe. */
+export const LFW_IDENTITIES = ['Ariel_Sharon', 'Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 
 /** Deterministic images: each identity has its own base pattern plus per-image noise. */
 export function makeSource(): ImageSource {
@@ -53,15 +62,48 @@ export function createModel(): Promise<FaceNet> {
   return FaceNet.create({ arch: 'tiny', embeddingDim: 16, device: 'cpu', seed: 11, threads: 1 })
 }
 
+interface Recipe {
+  model: () => Promise<FaceNet>
+  data: () => Promise<ImageSource>
+  options: (checkpointDir: string) => TrainerOptions
+  epochs: number
+}
+
+const RECIPES: Record<string, Recipe> = {
+  generated: { model: createModel, data: async () => makeSource(), options: trainerOptions, epochs: 1_000_000 },
+  lfw: {
+    model: () => FaceNet.create({ arch: 'tiny', seed: 1, device: 'cpu', threads: 1 }),
+    data: async () => (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
+    options: (checkpointDir) => ({
+      optimizer: 'sgd',
+      momentum: 0.9,
+      lr: 0.01,
+      identitiesPerBatch: 3,
+      imagesPerIdentity: 4,
+      negativesPerBatch: 0,
+      checkpointDir,
+      checkpointEvery: 1,
+      keepCheckpoints: 100,
+      seed: 5,
+    }),
+    epochs: 100,
+  },
+}
+
 async function main(): Promise<void> {
-  const [dir, maxStepsArg] = process.argv.slice(2)
-  if (!dir) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps]')
-  const model = await createModel()
-  const trainer = new Trainer(model, trainerOptions(dir))
-  const resume = await latestCheckpoint(dir)
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { recipe: { type: 'string', default: 'generated' }, resume: { type: 'string' }, save: { type: 'string' } },
+  })
+  const [dir, maxStepsArg] = positionals
+  const recipe = RECIPES[values.recipe]
+  if (!dir || !recipe) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps] [--recipe generated|lfw] [--resume FILE] [--save FILE]')
+  const model = await recipe.model()
+  const trainer = new Trainer(model, recipe.options(dir))
+  const resume = values.resume ?? (await latestCheckpoint(dir))
   let started = false
-  await trainer.fit(makeSource(), {
-    epochs: 1_000_000,
+  await trainer.fit(await recipe.data(), {
+    epochs: recipe.epochs,
     maxSteps: Number(maxStepsArg ?? 1_000_000),
     ...(resume ? { resume } : {}),
     onStep: (s) => {
@@ -72,6 +114,7 @@ async function main(): Promise<void> {
       process.stdout.write(`step ${s.step} epoch ${s.epoch} batch ${s.batch} loss ${s.loss}\n`)
     },
   })
+  if (values.save) await model.save(values.save)
   model.dispose()
   process.stdout.write('done\n')
 }

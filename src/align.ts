@@ -11,16 +11,10 @@ import { FaceDetector } from './detect'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
 import { decodePhoto } from './data/preprocess'
-import type { OnBadImage } from './data/source'
+import { ALIGN_MODES, FACE_SELECTIONS, quotedList, type AlignMode, type FaceSelection, type OnBadImage } from './options'
 import type { ImageBatch } from './model'
 
-/** How a face is cut out of its photo; see {@link AlignOptions.mode}. */
-export type AlignMode = 'template' | 'margin'
-
-export const ALIGN_MODES = ['template', 'margin'] as const satisfies readonly AlignMode[]
-
-/** Which faces of a photo to keep: the largest box only, or every detection. */
-export type FaceSelection = 'largest' | 'all'
+export { ALIGN_MODES, type AlignMode, type FaceSelection } from './options'
 
 /** What alignment needs of a detected face (a `DetectedFace` from `detectFaces` fits). */
 export interface FaceGeometry {
@@ -117,9 +111,9 @@ export interface ResolvedAlign {
 export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 'all'): ResolvedAlign {
   const o = { size: 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: availableParallelism(), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
   if (!Number.isInteger(o.size) || o.size < 1 || o.size > 4096) throw new InvalidArgumentError(`align size must be an integer 1..4096, got ${String(o.size)}`)
-  if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be 'template' or 'margin', got ${String(o.mode)}`)
+  if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be ${quotedList(ALIGN_MODES)}, got ${String(o.mode)}`)
   if (!(typeof o.margin === 'number' && o.margin >= 0 && o.margin < o.size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${o.size}, got ${String(o.margin)}`)
-  if (o.faces !== 'largest' && o.faces !== 'all') throw new InvalidArgumentError(`faces must be 'largest' or 'all', got ${String(o.faces)}`)
+  if (!FACE_SELECTIONS.includes(o.faces)) throw new InvalidArgumentError(`faces must be ${quotedList(FACE_SELECTIONS)}, got ${String(o.faces)}`)
   if (!Number.isInteger(o.threads) || o.threads < 1) throw new InvalidArgumentError(`threads must be a positive integer, got ${String(o.threads)}`)
   if (!(o.maxPixels >= 1)) throw new InvalidArgumentError(`maxPixels must be ≥ 1, got ${String(o.maxPixels)}`)
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(o.batchSize)}`)

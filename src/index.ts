@@ -1,29 +1,61 @@
 /**
  * facenet-torch: train, evaluate and run FaceNet face-embedding models from Node.js,
  * on libtorch.
+ *
+ * The public API, listed name by name: helpers of the modules below stay theirs. The
+ * README's API table lists the same names (`__test__/exports.spec.ts` holds them equal).
  */
 export { FaceNet } from './model'
-export type { Arch, CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, Normalization, Precision, SaveOptions } from './model'
+export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, SaveOptions } from './model'
+export {
+  ALIGN_MODES,
+  ARCHS,
+  CLUSTERING_METHODS,
+  DISTANCES,
+  FACE_SELECTIONS,
+  FALLBACKS,
+  METRICS,
+  MINERS,
+  MINING_MODES,
+  NEGATIVE_CHOICES,
+  NORMALIZATIONS,
+  ON_BAD_IMAGE,
+  OPTIMIZERS,
+  PRECISIONS,
+  REDUCERS,
+  SCHEDULES,
+} from './options'
+export type {
+  AlignMode,
+  Arch,
+  ClusteringMethod,
+  DistanceName,
+  Fallback,
+  FaceSelection,
+  Metric,
+  MinerName,
+  MiningMode,
+  NegativeChoice,
+  Normalization,
+  OnBadImage,
+  OptimizerName,
+  Precision,
+  Reducer,
+  ScheduleType,
+} from './options'
 export { devices } from './device'
 export type { Device, DeviceReport } from './device'
 export { mineTriplets, tripletLoss } from './mining'
-export { latestCheckpoint, Trainer } from './trainer'
+export type { MinedTriplets, MineOptions, MiningStats, Triplets, TripletLossOptions, TripletLossResult } from './mining'
+export { Trainer } from './training/trainer'
+export type { EpochResult, FitOptions, FitResult, Schedule, StepResult, TrainerOptions, Validation } from './training/trainer'
+export { latestCheckpoint } from './training/checkpoints'
 export { acquireRunLock } from './run-lock'
 export type { RunLock } from './run-lock'
-export { CENTER_CROP_KEY, decodeImages, embedFiles } from './inference'
+export { CENTER_CROP_KEY, embedFiles } from './inference'
 export type { AlignedEmbeddings, EmbedAlignOptions, EmbedFilesOptions } from './inference'
-export type { DecodeOptions } from './inference'
-export type { EpochResult, FitOptions, FitResult, OptimizerName, Schedule, StepResult, TrainerOptions, Validation } from './trainer'
-export type {
-  DistanceName,
-  MinedTriplets,
-  MineOptions,
-  MinerName,
-  MiningStats,
-  Triplets,
-  TripletLossOptions,
-  TripletLossResult,
-} from './mining'
+export { decodeImages } from './data/decode'
+export type { DecodeOptions } from './data/decode'
 export {
   BusyError,
   DataError,
@@ -44,10 +76,36 @@ export {
 export type { FaceNetErrorCode, LibtorchSearchResult } from './errors'
 export { TORCH_VERSION } from './libtorch'
 export type { LibtorchSource } from './libtorch'
-export * from './data'
-export * from './eval'
-export * from './report'
-export { ALIGN_MAX_PIXELS, ALIGN_MODES, alignFaces } from './align'
-export type { AlignedFaces, AlignMode, AlignOptions, FaceFinder, FaceGeometry, FaceSelection } from './align'
+export { ImageFolder } from './data/image-folder'
+export type { ImageFolderItem, ImageFolderOptions } from './data/image-folder'
+export type { FolderAlignOptions } from './data/align-cache'
+export { NpyDataset } from './data/npy'
+export type { NpyArray, NpyDatasetPaths } from './data/npy'
+export { packImageFolder } from './data/pack'
+export type { PackOptions, PackResult } from './data/pack'
+export { LfwPairs } from './data/lfw-pairs'
+export type { LfwFold, LfwPair, LfwPairsOptions } from './data/lfw-pairs'
+export type { AugmentOptions, Fit, InputSize } from './data/preprocess'
+export { PKSampler, SequentialSampler } from './data/sampler'
+export type { PKSamplerOptions, SampledBatch, SamplerState } from './data/sampler'
+export { BatchLoader } from './data/loader'
+export type { Batch, BatchSampler, LoaderOptions } from './data/loader'
+export type { ImageInput, ImageSource, SkippedImage } from './data/source'
+export { evaluate, loadPairImages } from './evaluate'
+export type { EvaluateOptions, EvaluateResult, PairImages, PairImagesOptions } from './evaluate'
+export { rawPixelEmbeddings } from './eval/embeddings'
+export type { Embeddings } from './eval/embeddings'
+export type { Roc } from './eval/roc'
+export { evaluateVerification } from './eval/verification'
+export type { IndexPair, MeanStd, PairDistances, Pairs, ThresholdGrid, VerificationOptions, VerificationResult } from './eval/verification'
+export { evaluateIdentification, splitGalleryProbe } from './eval/identification'
+export type { IdentificationOptions, IdentificationResult } from './eval/identification'
+export { evaluateClustering } from './eval/clustering'
+export type { ClusteringOptions, ClusteringResult, ClusterScores } from './eval/clustering'
+export { writeReport } from './report/report'
+export type { LossPoint, PlotOptions } from './report/plots'
+export type { ReportFiles, ReportInput, ReportOptions, ReportRow } from './report/report'
+export { ALIGN_MAX_PIXELS, alignFaces } from './align'
+export type { AlignedFaces, AlignOptions, FaceFinder, FaceGeometry } from './align'
 export { detectFaces, FaceDetector, MTCNN_WEIGHTS } from './detect'
 export type { DetectedFace, DetectOptions, DetectorLoadOptions } from './detect'

@@ -1,12 +1,24 @@
 import { availableParallelism } from 'node:os'
 import { binding } from './binding'
+import { checkSeed, integerIn, nonNegative } from './check'
 import { callBinding, InvalidArgumentError, ShapeError } from './errors'
+import {
+  DISTANCES,
+  FALLBACKS,
+  MINERS,
+  MINING_MODES,
+  NEGATIVE_CHOICES,
+  oneOf,
+  REDUCERS,
+  type DistanceName,
+  type Fallback,
+  type MinerName,
+  type MiningMode,
+  type NegativeChoice,
+  type Reducer,
+} from './options'
 
-/** Triplet miners; see {@link MineOptions.miner}. */
-export type MinerName = 'semi-hard' | 'batch-hard' | 'batch-all' | 'hard' | 'random' | 'epoch'
-
-/** How embeddings are compared. */
-export type DistanceName = 'squared-l2' | 'cosine'
+export type { DistanceName, MinerName } from './options'
 
 export interface MineOptions {
   /**
@@ -16,24 +28,29 @@ export interface MineOptions {
    * - `'batch-all'`: every valid triplet with a positive loss.
    * - `'hard'`: every valid triplet with d(a,n) < d(a,p).
    * - `'random'`: every anchor-positive pair with a random negative.
-   * - `'epoch'`: semi-hard over a whole data set, `chunk` anchors at a time (memory
-   *   chunk × N instead of N × N): the notebook's per-epoch triplet list.
+   * - `'epoch'`: deprecated spelling of `{ miner: 'semi-hard', mining: 'epoch' }`.
    */
-  miner?: MinerName
+  miner?: MinerName | 'epoch'
+  /**
+   * `'online'` (default): the embeddings are one batch, compared all with all (N×N).
+   * `'epoch'`: they are a whole data set, mined `chunk` anchors at a time (memory chunk × N
+   * instead of N × N): the notebook's per-epoch triplet list. Semi-hard only.
+   */
+  mining?: MiningMode
   /** α. Default `0.2` (the paper). Also the margin of `stats.activeFraction`. */
   margin?: number
   /** Semi-hard: which qualifying negative to take. Default `'random'`. */
-  choice?: 'random' | 'hardest'
+  choice?: NegativeChoice
   /**
    * Semi-hard: what to do with a pair with no semi-hard negative. Default
    * `'nearest-farther-else-farthest'` (TensorFlow Addons' rule).
    */
-  fallback?: 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+  fallback?: Fallback
   /** Default `'squared-l2'`. */
   distance?: DistanceName
   /** Seed of the random choices; the same seed gives the same triplets. Default `0`. */
   seed?: number
-  /** Anchors per step of the `'epoch'` miner. Default `1024`. */
+  /** Anchors per step of `'epoch'` mining. Default `1024`. */
   chunk?: number
   /** libtorch threads for the call. Default: the number of CPUs. */
   threads?: number
@@ -67,7 +84,7 @@ export interface TripletLossOptions {
   /** α. Default `0.2`. */
   margin?: number
   /** `'mean'` (default) over all triplets, or `'mean-active'` over those with a positive loss. */
-  reducer?: 'mean' | 'mean-active'
+  reducer?: Reducer
   /** L2-normalize the embeddings first. Default `true`, as in the paper. */
   normalize?: boolean
   /** Default `'squared-l2'`. */
@@ -84,31 +101,6 @@ export interface TripletLossResult {
   gradient: Float32Array
 }
 
-const MINERS: readonly MinerName[] = ['semi-hard', 'batch-hard', 'batch-all', 'hard', 'random', 'epoch']
-
-function oneOf<T extends string>(name: string, value: T | undefined, allowed: readonly T[], fallback: T): T {
-  const v = value ?? fallback
-  if (!allowed.includes(v)) {
-    throw new InvalidArgumentError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`)
-  }
-  return v
-}
-
-function checkMargin(margin: number | undefined): number {
-  const m = margin ?? 0.2
-  if (typeof m !== 'number' || !Number.isFinite(m) || m < 0) {
-    throw new InvalidArgumentError(`margin must be a finite number ≥ 0, got ${String(m)}`)
-  }
-  return m
-}
-
-function checkInteger(name: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`)
-  }
-  return value
-}
-
 function checkEmbeddings(embeddings: Float32Array, count: number): number {
   if (!(embeddings instanceof Float32Array)) {
     throw new InvalidArgumentError('embeddings must be a Float32Array (N×d, row-major)')
@@ -123,6 +115,11 @@ function checkEmbeddings(embeddings: Float32Array, count: number): number {
   return embeddings.length / count
 }
 
+/** Mining options as the binding takes them: every value checked. */
+export type CheckedMineOptions = Parameters<typeof binding.mineTriplets>[3]
+
+let warnedEpochMiner = false
+
 /**
  * Mines (anchor, positive, negative) index triplets from N embeddings (a row-major N×d
  * `Float32Array`; d is its length / N) and their N integer labels. Runs off the event loop.
@@ -134,19 +131,36 @@ export async function mineTriplets(
 ): Promise<MinedTriplets> {
   const labelArray = labels instanceof Int32Array ? labels : Int32Array.from(checkLabels(labels))
   const dim = checkEmbeddings(embeddings, labelArray.length)
-  const bindingOptions = {
-    miner: oneOf('miner', options.miner, MINERS, 'semi-hard'),
-    margin: checkMargin(options.margin),
-    choice: oneOf('choice', options.choice, ['random', 'hardest'], 'random'),
-    fallback: oneOf('fallback', options.fallback, ['nearest-farther-else-farthest', 'hardest', 'skip'], 'nearest-farther-else-farthest'),
-    distance: oneOf('distance', options.distance, ['squared-l2', 'cosine'], 'squared-l2'),
-    seed: checkInteger('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER),
-    chunk: checkInteger('chunk', options.chunk ?? 1024, 1, 1 << 20),
-    threads: checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024),
+  // `miner: 'epoch'` was once how the per-epoch list was asked for; it is a mining mode.
+  const oldEpoch = options.miner === 'epoch'
+  if (oldEpoch && !warnedEpochMiner) {
+    warnedEpochMiner = true
+    process.emitWarning("mineTriplets: miner 'epoch' is deprecated; use { miner: 'semi-hard', mining: 'epoch' }", 'DeprecationWarning')
   }
-  const mined = await callBinding(() =>
-    Promise.resolve().then(() => binding.mineTriplets(embeddings, labelArray, dim, bindingOptions)),
-  )
+  const mining = oldEpoch ? 'epoch' : oneOf('mining', options.mining ?? 'online', MINING_MODES)
+  const checked: CheckedMineOptions = {
+    miner: oldEpoch ? 'semi-hard' : oneOf('miner', options.miner ?? 'semi-hard', MINERS),
+    margin: nonNegative('margin', options.margin ?? 0.2),
+    choice: oneOf('choice', options.choice ?? 'random', NEGATIVE_CHOICES),
+    fallback: oneOf('fallback', options.fallback ?? 'nearest-farther-else-farthest', FALLBACKS),
+    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
+    seed: checkSeed(options.seed ?? 0),
+  }
+  const chunk = integerIn('chunk', options.chunk ?? 1024, 1, 1 << 20)
+  const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
+  return mineChecked(embeddings, labelArray, dim, checked, threads, mining === 'epoch' ? chunk : undefined)
+}
+
+/** {@link mineTriplets} on values already checked; `epochChunk` mines a whole set that many anchors at a time. */
+export async function mineChecked(
+  embeddings: Float32Array,
+  labels: Int32Array,
+  dim: number,
+  options: CheckedMineOptions,
+  threads: number,
+  epochChunk: number | undefined,
+): Promise<MinedTriplets> {
+  const mined = await callBinding(() => Promise.resolve().then(() => binding.mineTriplets(embeddings, labels, dim, options, threads, epochChunk)))
   const t = mined.triplets.length / 3
   return {
     anchors: mined.triplets.subarray(0, t),
@@ -176,7 +190,7 @@ export async function tripletLoss(
   triplets: Triplets,
   options: TripletLossOptions = {},
 ): Promise<TripletLossResult> {
-  checkInteger('dim', dim, 1, 1 << 20)
+  integerIn('dim', dim, 1, 1 << 20)
   if (!(embeddings instanceof Float32Array)) {
     throw new InvalidArgumentError('embeddings must be a Float32Array (N×d, row-major)')
   }
@@ -197,11 +211,11 @@ export async function tripletLoss(
   flat.set(positives, anchors.length)
   flat.set(negatives, 2 * anchors.length)
   const bindingOptions = {
-    margin: checkMargin(options.margin),
-    reducer: oneOf('reducer', options.reducer, ['mean', 'mean-active'], 'mean'),
+    margin: nonNegative('margin', options.margin ?? 0.2),
+    reducer: oneOf('reducer', options.reducer ?? 'mean', REDUCERS),
     normalize: options.normalize ?? true,
-    distance: oneOf('distance', options.distance, ['squared-l2', 'cosine'], 'squared-l2'),
-    threads: checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024),
+    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
+    threads: integerIn('threads', options.threads ?? availableParallelism(), 1, 1024),
   }
   const count = embeddings.length / dim
   const out = await callBinding(() =>

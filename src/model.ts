@@ -1,34 +1,14 @@
 import { availableParallelism } from 'node:os'
 import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
-import { callBinding, checkKeys, DisposedError, fromBindingError, InvalidArgumentError, ShapeError } from './errors'
+import { integerIn } from './check'
+import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError, UnknownArchError } from './errors'
+import { ARCHS, DEFAULT_ARCH, NORMALIZATIONS, oneOf, PRECISIONS, type Arch, type Normalization, type Precision } from './options'
 
-/**
- * Architectures of the model zoo (input size in pixels, height×width):
- * - `'tiny'`: a small batch-normalized CNN for tests and demos (64×64).
- * - `'nn1'`: the notebook's NN1, Zeiler&Fergus with batch norm (220×220).
- * - `'nn1-paper'`: the paper's NN1 (Table 1): maxout fc layers, LRN; 140M parameters (220×220).
- * - `'nn2'`: the paper's Inception NN2 (Table 2), with L2 pooling; 7.5M parameters (224×224).
- * - `'nn3'`: NN2 at 160×160. `'nn4'`: NN2 at 96×96 without top-level 5×5 convs.
- * - `'nns1'`: mini Inception (165×165). `'nns2'`: tiny Inception (140×116).
- * - `'inception-resnet-v1'`: facenet-pytorch's network and tensor names (160×160).
- */
-export type Arch =
-  | 'tiny'
-  | 'nn1'
-  | 'nn1-paper'
-  | 'nn2'
-  | 'nn3'
-  | 'nn4'
-  | 'nns1'
-  | 'nns2'
-  | 'inception-resnet-v1'
-
-/** How pixel values are scaled before the network; saved with the model. */
-export type Normalization = 'fixed' | 'prewhiten'
+export type { Arch, Normalization, Precision } from './options'
 
 export interface CreateOptions {
-  /** Network architecture. Default `'nn1'` (the notebook's NN1, 220×220 input). */
+  /** Network architecture ({@link ARCHS}). Default `'nn1'` (the notebook's NN1, 220×220 input), as `facenet train`'s. */
   arch?: Arch
   /** Length of the embedding vectors. Default `128`, as in the paper. */
   embeddingDim?: number
@@ -107,9 +87,6 @@ export interface ImageBatch {
   shape: readonly [number, number, number, number]
 }
 
-/** Arithmetic of a forward pass: float32, or bfloat16 autocast (for CUDA). */
-export type Precision = 'fp32' | 'bf16'
-
 export interface EmbedOptions {
   /** Default `'fp32'`. `'bf16'` runs the network under bfloat16 autocast. */
   precision?: Precision
@@ -124,13 +101,6 @@ export interface ModelInfo {
   device: string
   normalization: Normalization
   parameterCount: number
-}
-
-function checkInteger(name: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`)
-  }
-  return value
 }
 
 /**
@@ -173,21 +143,23 @@ export class FaceNet implements Disposable {
   /** Builds a network with freshly initialized weights. */
   static async create(options: CreateOptions = {}): Promise<FaceNet> {
     checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads'])
-    const embeddingDim = checkInteger('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
-    const seed = checkInteger('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
-    const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const embeddingDim = integerIn('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
+    const seed = integerIn('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
+    const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
     // Checked here: a non-string would otherwise fail in napi's conversion without a code.
     for (const key of ['arch', 'device', 'normalization'] as const) {
       if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key} must be a string, got ${String(options[key])}`)
     }
+    const arch = oneOf('arch', options.arch ?? DEFAULT_ARCH, ARCHS, UnknownArchError)
+    const normalization = oneOf('normalization', options.normalization ?? 'fixed', NORMALIZATIONS)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
         binding.createModel({
-          arch: options.arch ?? 'nn1',
+          arch,
           embeddingDim,
           seed,
           device: options.device ?? 'auto',
-          normalization: options.normalization ?? 'fixed',
+          normalization,
           threads,
         }),
       ),
@@ -207,14 +179,15 @@ export class FaceNet implements Disposable {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
     checkKeys('FaceNet.load', options, ['device', 'threads', 'arch'])
-    const threads = checkInteger('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const arch = options.arch === undefined ? undefined : oneOf('arch', options.arch, ARCHS, UnknownArchError)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
         binding.loadModel({
           path,
           device: options.device ?? 'auto',
           threads,
-          ...(options.arch === undefined ? {} : { arch: options.arch }),
+          ...(arch === undefined ? {} : { arch }),
         }),
       ),
     )
@@ -307,11 +280,8 @@ export class FaceNet implements Disposable {
     if (channels !== 3) {
       throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
     }
-    try {
-      return await this.#binding.embed(data, count, height, width, options.precision)
-    } catch (error) {
-      throw fromBindingError(error)
-    }
+    const precision = options.precision === undefined ? undefined : oneOf('precision', options.precision, PRECISIONS)
+    return callBinding(() => this.#binding.embed(data, count, height, width, precision))
   }
 
   /**

@@ -2,7 +2,8 @@
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { extname, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
-import { ALIGN_MODES, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
+import { alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
 import { listImages } from './model'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
 
@@ -34,12 +35,12 @@ const schema = z.strictObject({
   size: positiveInt.max(4096).default(160),
   mode: z.enum(ALIGN_MODES).default('template'),
   margin: z.number().nonnegative().default(0),
-  faces: z.enum(['largest', 'all']).default('largest'),
+  faces: z.enum(FACE_SELECTIONS).default('largest'),
   device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "expected 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
   threads: positiveInt.optional(),
   batchSize: positiveInt.default(32),
   quality: z.number().int().min(1).max(100).default(95),
-  onBadImage: z.enum(['error', 'skip']).default('error'),
+  onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
   detections: z.string().min(1).optional(),
 })
 

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { z } from 'zod'
+import { ARCHS, quotedList } from '../options'
 
 /**
  * Exit codes of the `facenet` command (also listed by `facenet --help`):
@@ -204,14 +205,13 @@ export function helpText<S extends z.ZodObject>(spec: CommandSpec<S>): string {
 /** Options every command that loads a model shares. */
 export const MODEL_FLAGS: Record<string, FlagSpec> = {
   model: { kind: 'string', value: 'FILE', help: 'model weights (.safetensors), e.g. runs/NAME/model.safetensors' },
-  arch: { kind: 'string', value: 'ARCH', help: 'arch of a plain state_dict without facenet-torch metadata' },
+  arch: { kind: 'string', value: 'ARCH', help: `arch of a plain state_dict without facenet-torch metadata: ${ARCHS.join(', ')}` },
   device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
   threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
   centerCrop: { kind: 'number', value: 'F', help: "central fraction kept before resizing (default: the model's, stored at training)" },
   batchSize: { kind: 'number', value: 'N', help: 'images per forward pass (default 32)' },
 }
 
-export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1'] as const
 const device = z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
 export const positiveInt = z.number().int().positive()
 export const crop = z.number().gt(0).lte(1)
@@ -223,6 +223,12 @@ export const modelSchema = {
   threads: positiveInt.optional(),
   centerCrop: crop.optional(),
   batchSize: positiveInt.default(32),
+}
+
+/** Help text for a flag with a closed set of values: `what: 'a' (default), 'b' or 'c'`. */
+export function choicesHelp(what: string, values: readonly string[], fallback?: string): string {
+  const list = quotedList(values)
+  return `${what}: ${fallback === undefined ? list : list.replace(`'${fallback}'`, `'${fallback}' (default)`)}`
 }
 
 export function version(): string {

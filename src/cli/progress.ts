@@ -1,4 +1,4 @@
-import type { StepResult } from '../trainer'
+import type { StepResult } from '../training/trainer'
 
 export interface ProgressOptions {
   /** Total epochs of the run. */

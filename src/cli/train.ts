@@ -9,9 +9,11 @@ import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet } from '../model'
 import { acquireRunLock } from '../run-lock'
-import { latestCheckpoint, Trainer, type TrainerOptions } from '../trainer'
+import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
+import { Trainer, type TrainerOptions } from '../training/trainer'
 import { META, writeOutput } from './model'
-import { ARCHS, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
+import { ARCHS, DEFAULT_ARCH, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
+import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 
 const FLOAT32_MAX = 3.4028234663852886e38
@@ -23,13 +25,13 @@ export const LFW_ROOT = resolve(__dirname, '..', '..', 'data', 'lfw')
 const recipe = {
   data: z.string().min(1).optional(),
   lfw: z.boolean().optional(),
-  arch: z.enum(ARCHS).default('nn4'),
+  arch: z.enum(ARCHS).default(DEFAULT_ARCH),
   embeddingDim: positiveInt.default(128),
   epochs: positiveInt.default(10),
-  mining: z.enum(['online', 'epoch']).default('online'),
-  miner: z.enum(['semi-hard', 'batch-hard', 'batch-all', 'hard', 'random']).default('semi-hard'),
-  reducer: z.enum(['mean', 'mean-active']).default('mean'),
-  optimizer: z.enum(['sgd', 'adagrad', 'adam', 'adamw']).default('adagrad'),
+  mining: z.enum(MINING_MODES).default('online'),
+  miner: z.enum(MINERS).default('semi-hard'),
+  reducer: z.enum(REDUCERS).default('mean'),
+  optimizer: z.enum(OPTIMIZERS).default('adagrad'),
   // Rates and coefficients meet float32 weights: beyond float32's range libtorch overflows.
   lr: z.number().positive().max(FLOAT32_MAX).default(0.05),
   momentum: z.number().min(0).max(FLOAT32_MAX).optional(),
@@ -48,7 +50,7 @@ const recipe = {
   seed: z.number().int().min(0).default(0),
   checkpointEvery: z.number().int().min(0).default(0),
   keepCheckpoints: positiveInt.default(3),
-  precision: z.enum(['fp32', 'bf16']).default('fp32'),
+  precision: z.enum(PRECISIONS).default('fp32'),
   skipBadImages: z.boolean().default(false),
 }
 const RECIPE_KEYS = Object.keys(recipe)
@@ -72,15 +74,15 @@ export const trainSpec: CommandSpec<typeof schema> = {
   flags: {
     data: { kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' },
     lfw: { kind: 'boolean', help: 'train on the identities of the shipped LFW View 2 folds 1–9 (fold 10 is for eval)' },
-    arch: { kind: 'string', value: 'ARCH', help: `network: ${ARCHS.join(', ')} (default nn4)` },
+    arch: { kind: 'string', value: 'ARCH', help: choicesHelp('network', ARCHS, DEFAULT_ARCH) },
     embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
     epochs: { kind: 'number', value: 'N', help: 'epochs in total, resumed ones included (default 10)' },
     minutes: { kind: 'number', value: 'M', help: 'stop (with a checkpoint) after M minutes of this run' },
     maxSteps: { kind: 'number', value: 'N', help: 'stop (with a checkpoint) at step N in total' },
-    mining: { kind: 'string', value: 'MODE', help: "'online' (default: triplets mined in each P×K batch) or 'epoch' (the notebook's)" },
-    miner: { kind: 'string', value: 'NAME', help: "online miner: semi-hard (default), batch-hard, batch-all, hard, random" },
-    reducer: { kind: 'string', value: 'NAME', help: "loss over the triplets: 'mean' (default) or 'mean-active' (over those with a positive loss)" },
-    optimizer: { kind: 'string', value: 'NAME', help: 'adagrad (default, the paper), sgd, adam, adamw' },
+    mining: { kind: 'string', value: 'MODE', help: `${choicesHelp('triplets from', MINING_MODES, 'online')}; online: mined in each P×K batch, epoch: the notebook's per-epoch list` },
+    miner: { kind: 'string', value: 'NAME', help: choicesHelp('online miner', MINERS, 'semi-hard') },
+    reducer: { kind: 'string', value: 'NAME', help: `${choicesHelp('loss over the triplets', REDUCERS, 'mean')}; mean-active: over those with a positive loss` },
+    optimizer: { kind: 'string', value: 'NAME', help: `${choicesHelp('optimizer', OPTIMIZERS, 'adagrad')}; adagrad is the paper's` },
     lr: { kind: 'number', value: 'X', help: 'learning rate (default 0.05)' },
     momentum: { kind: 'number', value: 'X', help: 'SGD momentum (default 0)' },
     weightDecay: { kind: 'number', value: 'X', help: 'weight decay (default 0)' },
@@ -102,7 +104,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     overwrite: { kind: 'boolean', help: "start afresh in an --out that already holds a run (deletes its checkpoints and log)" },
     device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
     threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
-    precision: { kind: 'string', value: 'P', help: "'fp32' (default) or 'bf16' (bfloat16 autocast of the forward pass; for CUDA)" },
+    precision: { kind: 'string', value: 'P', help: `${choicesHelp('arithmetic', PRECISIONS, 'fp32')}; bf16: bfloat16 autocast of the forward pass, for CUDA` },
     skipBadImages: { kind: 'boolean', help: 'leave out images that cannot be decoded (each reported), instead of stopping the run' },
     verify: { kind: 'boolean', help: 'decode every image once before training and report every bad one; stop if any (unless --skip-bad-images)' },
   },
@@ -160,7 +162,7 @@ async function removeRun(out: string, checkpointDir: string): Promise<void> {
   }
   for (const name of names) {
     // Checkpoints, and the temporary files of writes a killed run left behind.
-    if (/^step-\d+\.ckpt$/.test(name) || /^\.step-\d+\.ckpt\.tmp-\d+-\d+$/.test(name)) await rm(join(checkpointDir, name), { force: true })
+    if (isCheckpoint(name) || partialCheckpointWriter(name) !== undefined) await rm(join(checkpointDir, name), { force: true })
   }
   await rmdir(checkpointDir).catch(() => {}) // only if nothing else is in it
   for (const name of ['train.jsonl', 'model.safetensors', 'config.json']) {
@@ -316,7 +318,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
     throw error
   }
-  const startStep = resume ? Number(/step-(\d+)\.ckpt$/.exec(resume)?.[1] ?? 0) : 0
+  const startStep = resume ? (checkpointStep(resume) ?? 0) : 0
   const maxSeconds = o.minutes !== undefined ? o.minutes * 60 : undefined
   const progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
   ui.progress = progress

@@ -1,6 +1,7 @@
 /** The commands that use a trained model: embed, compare, identify, cluster; and info. */
 import { extname, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
+import { CLUSTERING_METHODS } from '../options'
 import { ImageFolder } from '../data/image-folder'
 import { npyHeader } from '../data/npy'
 import { devices } from '../device'
@@ -204,7 +205,7 @@ const clusterSchema = z.strictObject({
   ...modelSchema,
   ...aligning,
   threshold: z.number().positive().optional(),
-  method: z.enum(['average-linkage', 'connected-components']).default('average-linkage'),
+  method: z.enum(CLUSTERING_METHODS).default('average-linkage'),
 })
 
 export const clusterSpec: CommandSpec<typeof clusterSchema> = {

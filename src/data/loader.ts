@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os'
 import sharp from 'sharp'
+import { checkSeed } from '../check'
 import { DataError, InvalidArgumentError } from '../errors'
+import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkAugment, checkCenterCrop, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
 import { Rng } from './rng'
 import type { SampledBatch } from './sampler'
@@ -109,13 +111,12 @@ export class BatchLoader implements AsyncIterable<Batch> {
     const concurrency = options.concurrency ?? Number(process.env.UV_THREADPOOL_SIZE ?? 4)
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new InvalidArgumentError(`concurrency must be an integer ≥ 1, got ${String(concurrency)}`)
     const mode = options.onBadImage ?? 'error'
-    if (mode !== 'error' && mode !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(mode)}`)
+    if (!ON_BAD_IMAGE.includes(mode)) throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${String(mode)}`)
     this.#augment = options.augment ? checkAugment(options.augment) : undefined
     checkCenterCrop(options.centerCrop)
     const fit = options.fit ?? 'cover'
     if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
-    const seed = options.seed ?? 0
-    if (!Number.isInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(seed)}`)
+    checkSeed(options.seed ?? 0)
     this.#options = { ...options, prefetch, concurrency, onBadImage: mode }
     this.#semaphore = new Semaphore(concurrency)
     sharp.concurrency(1)

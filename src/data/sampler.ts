@@ -1,3 +1,4 @@
+import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { Rng } from './rng'
 
@@ -71,7 +72,7 @@ export class PKSampler {
     this.P = checkCount('P', options.P ?? 45, 1)
     this.K = checkCount('K', options.K ?? 40, 2)
     this.negatives = checkCount('negatives', options.negatives ?? this.K, 0)
-    this.seed = checkCount('seed', options.seed ?? 0, 0)
+    this.seed = checkSeed(options.seed ?? 0)
     this.#labels = all
     const byLabel = new Map<number, number[]>()
     all.forEach((label, i) => {

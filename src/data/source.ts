@@ -1,7 +1,9 @@
 import { DataError } from '../errors'
 
+import type { OnBadImage } from '../options'
+
 /** What to do with a bad image or a bad identity folder. */
-export type OnBadImage = 'error' | 'skip'
+export type { OnBadImage }
 
 /** One image that was left out, and why. */
 export interface SkippedImage {

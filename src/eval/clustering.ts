@@ -1,7 +1,9 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
 
-export type ClusteringMethod = 'connected-components' | 'average-linkage'
+import type { ClusteringMethod } from '../options'
+
+export type { ClusteringMethod }
 
 export interface ClusteringOptions {
   /** Default `'l2'`. */

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
+import { METRICS, quotedList, type Metric } from '../options'
 
-/** How two embeddings are compared. */
-export type Metric = 'l2' | 'cosine'
+export type { Metric }
 
 /**
  * N embeddings of `dim` values each, row-major (what {@link FaceNet.embed} returns).
@@ -87,10 +87,10 @@ export function distance(data: ArrayLike<number>, dim: number, a: number, b: num
 }
 
 export function checkMetric(metric: unknown): Metric {
-  if (metric !== 'l2' && metric !== 'cosine') {
-    throw new InvalidArgumentError(`metric must be 'l2' or 'cosine', got ${JSON.stringify(metric)}`)
+  if (!METRICS.includes(metric as Metric)) {
+    throw new InvalidArgumentError(`metric must be ${quotedList(METRICS)}, got ${JSON.stringify(metric)}`)
   }
-  return metric
+  return metric as Metric
 }
 
 /**

@@ -1,6 +1,6 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
-import { Rng } from '../data/rng'
+import { Rng } from '../rng'
 
 export interface IdentificationOptions {
   /** Default `'l2'`. */

@@ -4,6 +4,7 @@
 
 use crate::error::{invalid, to_js};
 use crate::mining::spawn;
+use crate::options::BindingAlignMode;
 use facenet::align::{align, AlignMode, AlignOptions, FaceRef};
 use napi::bindgen_prelude::{Float32Array, Object, Uint32Array, Uint8Array};
 use napi::{Env, Result};
@@ -14,8 +15,7 @@ use tch::Tensor;
 pub struct BindingAlignOptions {
     /// Side of the square crops.
     pub size: u32,
-    /// template | margin
-    pub mode: String,
+    pub mode: BindingAlignMode,
     /// Margin in output pixels (mode `margin` only).
     pub margin: f64,
     pub device: String,
@@ -25,15 +25,12 @@ pub struct BindingAlignOptions {
 /// Floats per face in `faces`: box (x1, y1, x2, y2), then 5 landmarks (x, y).
 const FACE_VALUES: usize = 14;
 
-fn parse_mode(options: &BindingAlignOptions) -> Result<AlignMode> {
-    match options.mode.as_str() {
-        "template" => Ok(AlignMode::Template),
-        "margin" => Ok(AlignMode::Margin {
+fn parse_mode(options: &BindingAlignOptions) -> AlignMode {
+    match options.mode {
+        BindingAlignMode::Template => AlignMode::Template,
+        BindingAlignMode::Margin => AlignMode::Margin {
             margin: options.margin,
-        }),
-        other => Err(invalid(format!(
-            "unknown align mode '{other}'; expected 'template' or 'margin'"
-        ))),
+        },
     }
 }
 
@@ -118,7 +115,7 @@ pub fn align_crops<'env>(
     let refs = face_refs(&faces, &face_images)?;
     let align_options = AlignOptions {
         size: i64::from(options.size),
-        mode: parse_mode(&options)?,
+        mode: parse_mode(&options),
     };
     let device = facenet::parse_device(&options.device).map_err(to_js)?;
     spawn(

@@ -10,14 +10,16 @@ mod align;
 mod detect;
 mod error;
 mod mining;
+mod options;
 mod train;
 mod worker;
 
 use error::{invalid, to_js};
-use facenet::{Arch, FaceNet, ModelConfig, Normalization, Precision};
+use facenet::{FaceNet, ModelConfig};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
+use options::{BindingArch, BindingNormalization, BindingPrecision};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tch::Tensor;
@@ -25,11 +27,11 @@ use worker::{Deferred, Worker};
 
 #[napi(object)]
 pub struct BindingCreateOptions {
-    pub arch: String,
+    pub arch: BindingArch,
     pub embedding_dim: u32,
     pub seed: i64,
     pub device: String,
-    pub normalization: String,
+    pub normalization: BindingNormalization,
     /// libtorch intra-op threads on this model's worker.
     pub threads: u32,
 }
@@ -37,12 +39,12 @@ pub struct BindingCreateOptions {
 #[napi(object)]
 #[derive(Clone)]
 pub struct BindingModelInfo {
-    pub arch: String,
+    pub arch: BindingArch,
     pub embedding_dim: u32,
     pub input_height: u32,
     pub input_width: u32,
     pub device: String,
-    pub normalization: String,
+    pub normalization: BindingNormalization,
     pub parameter_count: f64,
 }
 
@@ -58,33 +60,27 @@ fn model_info(model: &FaceNet) -> BindingModelInfo {
     let config = model.config();
     let input = model.input_size();
     BindingModelInfo {
-        arch: config.arch.name().to_owned(),
+        arch: config.arch.into(),
         embedding_dim: config.embedding_dim as u32,
         input_height: input.height as u32,
         input_width: input.width as u32,
         device: facenet::device_name(model.device()),
-        normalization: config.normalization.name().to_owned(),
+        normalization: config.normalization.into(),
         parameter_count: model.parameter_count() as f64,
     }
 }
 
 fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)> {
-    let arch = Arch::from_name(&options.arch).map_err(to_js)?;
-    if options.seed < 0 {
-        return Err(invalid(format!(
-            "seed must be a non-negative integer, got {}",
-            options.seed
-        )));
-    }
     if options.threads == 0 {
         return Err(invalid("threads must be at least 1, got 0"));
     }
     let config = ModelConfig {
-        arch,
+        arch: options.arch.into(),
         embedding_dim: i64::from(options.embedding_dim),
+        // Checked non-negative by the TS layer, the one place seeds are checked.
         seed: options.seed as u64,
         device: facenet::parse_device(&options.device).map_err(to_js)?,
-        normalization: Normalization::from_name(&options.normalization).map_err(to_js)?,
+        normalization: options.normalization.into(),
     };
     Ok((config, options.threads as usize))
 }
@@ -141,7 +137,7 @@ pub struct BindingLoadOptions {
     pub device: String,
     pub threads: u32,
     /// When set, the file must hold this arch.
-    pub arch: Option<String>,
+    pub arch: Option<BindingArch>,
 }
 
 /// Loads a model from a safetensors file on a new worker thread; resolves to a
@@ -152,12 +148,7 @@ pub fn load_model(env: &Env, options: BindingLoadOptions) -> Result<Object<'_>> 
         return Err(invalid("threads must be at least 1, got 0"));
     }
     let device = facenet::parse_device(&options.device).map_err(to_js)?;
-    let arch = options
-        .arch
-        .as_deref()
-        .map(Arch::from_name)
-        .transpose()
-        .map_err(to_js)?;
+    let arch = options.arch.map(Into::into);
     let path = std::path::PathBuf::from(options.path);
     start_model(env, "facenet-load", options.threads as usize, move || {
         facenet::weights::load_with_metadata(&path, device, arch)
@@ -175,7 +166,7 @@ pub struct BindingLayerRow {
 
 #[napi(object)]
 pub struct BindingSummary {
-    pub arch: String,
+    pub arch: BindingArch,
     pub embedding_dim: u32,
     pub input_height: u32,
     pub input_width: u32,
@@ -186,7 +177,7 @@ pub struct BindingSummary {
 
 fn binding_summary(summary: facenet::model::Summary) -> BindingSummary {
     BindingSummary {
-        arch: summary.arch.name().to_owned(),
+        arch: summary.arch.into(),
         embedding_dim: summary.embedding_dim as u32,
         input_height: summary.input.height as u32,
         input_width: summary.input.width as u32,
@@ -267,13 +258,12 @@ impl BindingModel {
         count: u32,
         height: u32,
         width: u32,
-        precision: Option<String>,
+        precision: Option<BindingPrecision>,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
-        match parse_precision(precision.as_deref())
-            .and_then(|precision| Ok((precision, pixels_tensor(&pixels, count, height, width)?)))
-        {
-            Ok((precision, images)) => self.worker.run(
+        let precision = precision.map_or_else(Default::default, Into::into);
+        match pixels_tensor(&pixels, count, height, width) {
+            Ok(images) => self.worker.run(
                 deferred,
                 move |state| {
                     let model = state.model.as_ref().ok_or_else(error::disposed)?;
@@ -298,13 +288,6 @@ impl BindingModel {
     pub fn disposed(&self) -> bool {
         self.worker.is_disposed()
     }
-}
-
-/// An optional precision name from JavaScript; absent means the core's default (fp32).
-pub(crate) fn parse_precision(name: Option<&str>) -> Result<Precision> {
-    name.map_or(Ok(Precision::default()), |name| {
-        Precision::from_name(name).map_err(to_js)
-    })
 }
 
 /// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
@@ -381,9 +364,4 @@ pub fn devices() -> BindingDevices {
 #[napi]
 pub fn libtorch_version() -> &'static str {
     facenet::LIBTORCH_VERSION
-}
-
-#[napi]
-pub fn known_archs() -> Vec<&'static str> {
-    Arch::ALL.iter().map(|arch| arch.name()).collect()
 }

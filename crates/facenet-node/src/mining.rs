@@ -3,10 +3,12 @@
 //! own, so neither the JS thread nor libuv's pool waits on it.
 
 use crate::error::{coded, from_panic, invalid, to_js};
+use crate::options::{
+    BindingDistance, BindingFallback, BindingMiner, BindingNegativeChoice, BindingReducer,
+};
 use crate::worker::Deferred;
-use facenet::distance::Distance;
-use facenet::loss::{triplet_loss_with_count, Reducer, TripletLoss};
-use facenet::mining::{mine, mine_epoch_with, Choice, Fallback, Miner, MiningStats, Triplets};
+use facenet::loss::{triplet_loss_with_count, TripletLoss};
+use facenet::mining::{mine, mine_epoch_with, Miner, MiningStats, Triplets};
 use napi::bindgen_prelude::{Float32Array, Int32Array, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -15,18 +17,13 @@ use tch::{Kind, Tensor};
 
 #[napi(object)]
 pub struct BindingMineOptions {
-    /// semi-hard | batch-hard | batch-all | hard | random | epoch
-    pub miner: String,
+    pub miner: BindingMiner,
     pub margin: f64,
-    /// random | hardest
-    pub choice: String,
-    /// nearest-farther-else-farthest | hardest | skip
-    pub fallback: String,
-    pub distance: String,
-    pub seed: f64,
-    /// Anchors per step of the epoch miner.
-    pub chunk: u32,
-    pub threads: u32,
+    pub choice: BindingNegativeChoice,
+    pub fallback: BindingFallback,
+    pub distance: BindingDistance,
+    /// Checked by the TS layer: a non-negative integer.
+    pub seed: i64,
 }
 
 #[napi(object)]
@@ -49,10 +46,9 @@ pub struct BindingMined {
 #[napi(object)]
 pub struct BindingLossOptions {
     pub margin: f64,
-    /// mean | mean-active
-    pub reducer: String,
+    pub reducer: BindingReducer,
     pub normalize: bool,
-    pub distance: String,
+    pub distance: BindingDistance,
     pub threads: u32,
 }
 
@@ -84,42 +80,45 @@ fn embeddings_tensor(values: &[f32], count: u32, dim: u32) -> Result<Tensor> {
         .map_err(torch)
 }
 
-pub(crate) fn parse_miner(o: &BindingMineOptions) -> Result<Miner> {
+pub(crate) fn parse_miner(o: &BindingMineOptions) -> Miner {
     let margin = o.margin;
-    let choice = match o.choice.as_str() {
-        "random" => Choice::Random,
-        "hardest" => Choice::Hardest,
-        other => {
-            return Err(invalid(format!(
-                "unknown choice '{other}'; expected 'random' or 'hardest'"
-            )))
-        }
-    };
-    let fallback = match o.fallback.as_str() {
-        "nearest-farther-else-farthest" => Fallback::NearestFartherElseFarthest,
-        "hardest" => Fallback::Hardest,
-        "skip" => Fallback::Skip,
-        other => {
-            return Err(invalid(format!(
-                "unknown fallback '{other}'; expected 'nearest-farther-else-farthest', 'hardest' or 'skip'"
-            )))
-        }
-    };
-    Ok(match o.miner.as_str() {
-        "semi-hard" | "epoch" => Miner::SemiHard {
+    match o.miner {
+        BindingMiner::SemiHard => Miner::SemiHard {
             margin,
-            choice,
-            fallback,
+            choice: o.choice.into(),
+            fallback: o.fallback.into(),
         },
-        "batch-hard" => Miner::BatchHard { margin },
-        "batch-all" => Miner::BatchAll { margin },
-        "hard" => Miner::Hard { margin },
-        "random" => Miner::Random { margin },
-        other => {
-            return Err(invalid(format!(
-                "unknown miner '{other}'; expected 'semi-hard', 'batch-hard', 'batch-all', 'hard', 'random' or 'epoch'"
-            )))
-        }
+        BindingMiner::BatchHard => Miner::BatchHard { margin },
+        BindingMiner::BatchAll => Miner::BatchAll { margin },
+        BindingMiner::Hard => Miner::Hard { margin },
+        BindingMiner::Random => Miner::Random { margin },
+    }
+}
+
+/// Splits the flat index array the TS layer sends and receives (3 × T values: anchors,
+/// then positives, then negatives) into the core's triplets.
+pub(crate) fn triplets_from(flat: &[i32]) -> Result<Triplets> {
+    if !flat.len().is_multiple_of(3) {
+        return Err(coded(
+            "ERR_SHAPE",
+            format!(
+                "triplets must hold anchors, positives and negatives of equal length (a multiple of 3 values), got {}",
+                flat.len()
+            ),
+        ));
+    }
+    let t = flat.len() / 3;
+    let part = |k: usize| {
+        let values: Vec<i64> = flat[k * t..(k + 1) * t]
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
+        Tensor::f_from_slice(&values).map_err(torch)
+    };
+    Ok(Triplets {
+        anchors: part(0)?,
+        positives: part(1)?,
+        negatives: part(2)?,
     })
 }
 
@@ -160,7 +159,9 @@ where
     Ok(promise)
 }
 
-/// Mines index triplets from N×dim embeddings and N labels.
+/// Mines index triplets from N×dim embeddings and N labels, on `threads` libtorch threads.
+/// With `epoch_chunk`, the embeddings are a whole data set, mined that many anchors at a
+/// time (the notebook's per-epoch list); without it, one batch compared all with all.
 #[napi(ts_return_type = "Promise<BindingMined>")]
 pub fn mine_triplets<'env>(
     env: &'env Env,
@@ -168,30 +169,21 @@ pub fn mine_triplets<'env>(
     labels: Int32Array,
     dim: u32,
     options: BindingMineOptions,
+    threads: u32,
+    epoch_chunk: Option<u32>,
 ) -> Result<Object<'env>> {
     let count = labels.len() as u32;
     let e = embeddings_tensor(&embeddings, count, dim)?;
     let l = Tensor::f_from_slice(&labels).map_err(torch)?;
-    let miner = parse_miner(&options)?;
-    let distance = Distance::from_name(&options.distance).map_err(to_js)?;
-    if !(options.seed >= 0.0
-        && options.seed.fract() == 0.0
-        && options.seed <= 9_007_199_254_740_991.0)
-    {
-        return Err(invalid(format!(
-            "seed must be a non-negative integer, got {}",
-            options.seed
-        )));
-    }
+    let miner = parse_miner(&options);
+    let distance = options.distance.into();
     let seed = options.seed as u64;
-    let epoch = options.miner == "epoch";
-    let chunk = i64::from(options.chunk);
     spawn(
         env,
-        options.threads,
+        threads,
         move || {
-            let (t, stats) = if epoch {
-                mine_epoch_with(&e, &l, &miner, distance, chunk, seed)
+            let (t, stats) = if let Some(chunk) = epoch_chunk {
+                mine_epoch_with(&e, &l, &miner, distance, i64::from(chunk), seed)
             } else {
                 mine(&e, &l, &miner, distance, seed)
             }
@@ -222,35 +214,12 @@ pub fn triplet_loss<'env>(
     options: BindingLossOptions,
 ) -> Result<Object<'env>> {
     let e = embeddings_tensor(&embeddings, count, dim)?;
-    if !triplets.len().is_multiple_of(3) {
-        return Err(coded(
-            "ERR_SHAPE",
-            format!("triplets must hold 3 × T indices, got {}", triplets.len()),
-        ));
-    }
-    let t = triplets.len() as i64 / 3;
-    let idx = Tensor::f_from_slice(&triplets)
-        .and_then(|x| x.f_to_kind(Kind::Int64))
-        .map_err(torch)?;
-    let part = |i: i64| idx.f_narrow(0, i * t, t).map_err(torch);
-    let triplets = Triplets {
-        anchors: part(0)?,
-        positives: part(1)?,
-        negatives: part(2)?,
-    };
+    let triplets = triplets_from(&triplets)?;
     let config = TripletLoss {
         margin: options.margin,
-        reducer: match options.reducer.as_str() {
-            "mean" => Reducer::Mean,
-            "mean-active" => Reducer::MeanActive,
-            other => {
-                return Err(invalid(format!(
-                    "unknown reducer '{other}'; expected 'mean' or 'mean-active'"
-                )))
-            }
-        },
+        reducer: options.reducer.into(),
         normalize: options.normalize,
-        distance: Distance::from_name(&options.distance).map_err(to_js)?,
+        distance: options.distance.into(),
     };
     spawn(
         env,

@@ -1,12 +1,14 @@
 //! Training on the model's own worker thread: the optimizer state lives beside the
 //! weights, and each step's batch crosses the boundary once, as one pixel buffer.
 
-use crate::error::{coded, invalid, to_js};
-use crate::mining::{parse_miner, stats_to_js, BindingMineOptions, BindingMiningStats};
+use crate::error::{coded, to_js};
+use crate::mining::{
+    parse_miner, stats_to_js, triplets_from, BindingMineOptions, BindingMiningStats,
+};
+use crate::options::{BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule};
 use crate::worker::Deferred;
-use crate::{parse_precision, BindingModel};
-use facenet::distance::Distance;
-use facenet::loss::{Reducer, TripletLoss};
+use crate::BindingModel;
+use facenet::loss::TripletLoss;
 use facenet::mining::Triplets;
 use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use facenet::train::{StepStats, TrainConfig, TrainState};
@@ -17,8 +19,7 @@ use tch::Tensor;
 
 #[napi(object)]
 pub struct BindingOptimizerOptions {
-    /// sgd | adagrad | adam | adamw
-    pub name: String,
+    pub name: BindingOptimizer,
     pub lr: f64,
     pub momentum: f64,
     pub nesterov: bool,
@@ -26,8 +27,7 @@ pub struct BindingOptimizerOptions {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
-    /// constant | step | cosine
-    pub schedule: String,
+    pub schedule: BindingSchedule,
     pub step_every: i64,
     pub gamma: f64,
     pub total_steps: i64,
@@ -41,12 +41,12 @@ pub struct BindingOptimizerOptions {
 pub struct BindingTrainOptions {
     pub optimizer: BindingOptimizerOptions,
     pub mining: BindingMineOptions,
-    /// mean | mean-active
-    pub reducer: String,
+    pub reducer: BindingReducer,
     pub normalize: bool,
-    pub seed: f64,
-    /// fp32 (default) | bf16 (autocast of the forward pass)
-    pub precision: Option<String>,
+    /// Checked by the TS layer: a non-negative integer.
+    pub seed: i64,
+    /// fp32 when absent; bf16 autocasts the forward pass.
+    pub precision: Option<BindingPrecision>,
 }
 
 #[napi(object)]
@@ -61,43 +61,33 @@ pub struct BindingStepStats {
 }
 
 fn parse_optimizer(o: &BindingOptimizerOptions) -> Result<OptimizerConfig> {
-    let kind = match o.name.as_str() {
-        "sgd" => OptimizerKind::Sgd {
+    let kind = match o.name {
+        BindingOptimizer::Sgd => OptimizerKind::Sgd {
             momentum: o.momentum,
             nesterov: o.nesterov,
         },
-        "adagrad" => OptimizerKind::Adagrad { eps: o.eps },
-        "adam" => OptimizerKind::Adam {
+        BindingOptimizer::Adagrad => OptimizerKind::Adagrad { eps: o.eps },
+        BindingOptimizer::Adam => OptimizerKind::Adam {
             beta1: o.beta1,
             beta2: o.beta2,
             eps: o.eps,
         },
-        "adamw" => OptimizerKind::AdamW {
+        BindingOptimizer::Adamw => OptimizerKind::AdamW {
             beta1: o.beta1,
             beta2: o.beta2,
             eps: o.eps,
         },
-        other => {
-            return Err(invalid(format!(
-                "unknown optimizer '{other}'; expected 'sgd', 'adagrad', 'adam' or 'adamw'"
-            )))
-        }
     };
-    let schedule = match o.schedule.as_str() {
-        "constant" => Schedule::Constant,
-        "step" => Schedule::Step {
+    let schedule = match o.schedule {
+        BindingSchedule::Constant => Schedule::Constant,
+        BindingSchedule::Step => Schedule::Step {
             every: o.step_every,
             gamma: o.gamma,
         },
-        "cosine" => Schedule::Cosine {
+        BindingSchedule::Cosine => Schedule::Cosine {
             total_steps: o.total_steps,
             min_lr: o.min_lr,
         },
-        other => {
-            return Err(invalid(format!(
-                "unknown schedule '{other}'; expected 'constant', 'step' or 'cosine'"
-            )))
-        }
     };
     let config = OptimizerConfig {
         kind,
@@ -112,33 +102,18 @@ fn parse_optimizer(o: &BindingOptimizerOptions) -> Result<OptimizerConfig> {
 }
 
 fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
-    let reducer = match o.reducer.as_str() {
-        "mean" => Reducer::Mean,
-        "mean-active" => Reducer::MeanActive,
-        other => {
-            return Err(invalid(format!(
-                "unknown reducer '{other}'; expected 'mean' or 'mean-active'"
-            )))
-        }
-    };
-    if !(o.seed.is_finite() && o.seed >= 0.0 && o.seed.fract() == 0.0) {
-        return Err(invalid(format!(
-            "seed must be a non-negative integer, got {}",
-            o.seed
-        )));
-    }
-    let miner = parse_miner(&o.mining)?;
+    let miner = parse_miner(&o.mining);
     Ok(TrainConfig {
         optimizer: parse_optimizer(&o.optimizer)?,
         loss: TripletLoss {
             margin: miner.margin(),
-            reducer,
+            reducer: o.reducer.into(),
             normalize: o.normalize,
-            distance: Distance::from_name(&o.mining.distance).map_err(to_js)?,
+            distance: o.mining.distance.into(),
         },
         miner,
         seed: o.seed as u64,
-        precision: parse_precision(o.precision.as_deref())?,
+        precision: o.precision.map_or_else(Default::default, Into::into),
     })
 }
 
@@ -152,32 +127,6 @@ fn step_to_js(stats: StepStats) -> BindingStepStats {
         mean_pairwise_distance: stats.mean_pairwise_distance,
         updated: stats.updated,
     }
-}
-
-/// Splits the flat (anchors, positives, negatives) index array the TS layer sends.
-fn triplets_from(flat: &[i32]) -> Result<Triplets> {
-    if !flat.len().is_multiple_of(3) {
-        return Err(coded(
-            "ERR_SHAPE",
-            format!(
-                "triplets must hold anchors, positives and negatives of equal length (a multiple of 3 values), got {}",
-                flat.len()
-            ),
-        ));
-    }
-    let t = flat.len() / 3;
-    let part = |k: usize| {
-        let values: Vec<i64> = flat[k * t..(k + 1) * t]
-            .iter()
-            .map(|&v| i64::from(v))
-            .collect();
-        Tensor::from_slice(&values)
-    };
-    Ok(Triplets {
-        anchors: part(0),
-        positives: part(1),
-        negatives: part(2),
-    })
 }
 
 #[napi]

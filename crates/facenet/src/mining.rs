@@ -172,9 +172,18 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
+    /// The golden-ratio increment between states; also what spreads a counter over the
+    /// state space when seeds are derived (see [`crate::train::mix_seed`]).
+    pub(crate) const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+        self.0 = self.0.wrapping_add(Self::GAMMA);
+        Self::mix(self.0)
+    }
+
+    /// SplitMix64's output function: a bijection of u64 whose output bits each depend on
+    /// every input bit.
+    pub(crate) fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)

@@ -1,10 +1,19 @@
+/**
+ * Evaluation of a model: decode a pairs file's images, embed them, score the pairs with
+ * the metrics of `eval/`, and write a report. `eval/` itself only computes.
+ */
 import sharp from 'sharp'
-import { InvalidArgumentError, ShapeError } from '../errors'
-import type { FaceNet, ImageBatch } from '../model'
-import type { LossPoint, PlotOptions } from '../report/plots'
-import { writeReport, type ReportFiles, type ReportRow } from '../report/report'
-import { l2NormalizeRows } from './embeddings'
-import { evaluateVerification, type Pairs, type VerificationOptions, type VerificationResult } from './verification'
+import { decodeImages } from './data/decode'
+import type { LfwFold, LfwPairs } from './data/lfw-pairs'
+import type { InputSize } from './data/preprocess'
+import { embedRows, slices } from './embed-rows'
+import { InvalidArgumentError, ShapeError } from './errors'
+import { FirstSeen } from './first-seen'
+import { l2NormalizeRows } from './eval/embeddings'
+import { evaluateVerification, type IndexPair, type Pairs, type VerificationOptions, type VerificationResult } from './eval/verification'
+import type { FaceNet, ImageBatch } from './model'
+import type { LossPoint, PlotOptions } from './report/plots'
+import { writeReport, type ReportFiles, type ReportRow } from './report/report'
 
 export interface EvaluateOptions extends VerificationOptions {
   /** Also embed each image's mirror and average the two embeddings. Default `false`. */
@@ -45,18 +54,6 @@ async function mirror(batch: ImageBatch): Promise<ImageBatch> {
   return { data: out, shape: batch.shape }
 }
 
-async function embedAll(model: FaceNet, images: ImageBatch, batchSize: number): Promise<Float32Array> {
-  const [n, height, width, channels] = images.shape
-  const per = height * width * channels
-  const out = new Float32Array(n * model.embeddingDim)
-  for (let start = 0; start < n; start += batchSize) {
-    const count = Math.min(batchSize, n - start)
-    const data = images.data.subarray(start * per, (start + count) * per)
-    out.set(await model.embed({ data, shape: [count, height, width, channels] }), start * model.embeddingDim)
-  }
-  return out
-}
-
 /**
  * Embeds decoded images with a model and runs {@link evaluateVerification} on index pairs
  * into them; with `report`, also writes a report (baselines included).
@@ -69,8 +66,9 @@ export async function evaluate(model: FaceNet, images: ImageBatch, pairs: Pairs,
   }
   const batchSize = options.batchSize ?? 32
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(batchSize)}`)
-  const embeddings = await embedAll(model, images, batchSize)
-  const flipped = options.flip ? await embedAll(model, await mirror(images), batchSize) : undefined
+  const n = images.shape[0]
+  const { embeddings } = await embedRows(model, slices(images, batchSize), n)
+  const flipped = options.flip ? (await embedRows(model, slices(await mirror(images), batchSize), n)).embeddings : undefined
   const verification = evaluateVerification({ embeddings, dim: model.embeddingDim, flipped }, pairs, options)
   let used = embeddings
   if (flipped) {
@@ -92,4 +90,33 @@ export async function evaluate(model: FaceNet, images: ImageBatch, pairs: Pairs,
     )
   }
   return result
+}
+
+export interface PairImagesOptions {
+  /** Central fraction of each image kept before resizing; match the training setting. Default `1`. */
+  centerCrop?: number
+  /** Only these folds (0-based). Default: all. */
+  folds?: readonly number[]
+}
+
+/** The decoded images of a pairs file and its pairs as indices into them, fold by fold. */
+export interface PairImages {
+  images: { data: Uint8Array; shape: [number, number, number, 3] }
+  /** Absolute path of each image, in image order. */
+  paths: string[]
+  /** One array of pairs per fold, indexing `images`. */
+  pairs: IndexPair[][]
+}
+
+/**
+ * Decodes every image the chosen folds of an LFW pairs file reference, once each, at
+ * `size` (a model's `inputSize`), for `evaluateVerification` or a trainer's validation.
+ */
+export async function loadPairImages(lfw: LfwPairs, size: InputSize, options: PairImagesOptions = {}): Promise<PairImages> {
+  const folds: LfwFold[] = (options.folds ?? lfw.folds.map((_, k) => k)).map((k) => lfw.folds[k]!)
+  const index = new FirstSeen<string>()
+  const pairs = folds.map((fold) => fold.pairs.map((p) => ({ a: index.of(p.a), b: index.of(p.b), same: p.same })))
+  const paths = index.values
+  const images = await decodeImages(paths, size, { centerCrop: options.centerCrop })
+  return { images, paths, pairs }
 }

@@ -1,0 +1,48 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import test from 'ava'
+import { binding } from '../src/binding'
+import {
+  ALIGN_MODES,
+  ARCHS,
+  DISTANCES,
+  FALLBACKS,
+  MINERS,
+  NEGATIVE_CHOICES,
+  NORMALIZATIONS,
+  OPTIMIZERS,
+  PRECISIONS,
+  REDUCERS,
+  SCHEDULES,
+} from '../src/options'
+
+// Each `#[napi(string_enum)]` of the binding beside the TS list it must equal.
+const PAIRS: [string, readonly string[]][] = [
+  ['BindingArch', ARCHS],
+  ['BindingNormalization', NORMALIZATIONS],
+  ['BindingPrecision', PRECISIONS],
+  ['BindingMiner', MINERS],
+  ['BindingNegativeChoice', NEGATIVE_CHOICES],
+  ['BindingFallback', FALLBACKS],
+  ['BindingDistance', DISTANCES],
+  ['BindingReducer', REDUCERS],
+  ['BindingOptimizer', OPTIMIZERS],
+  ['BindingSchedule', SCHEDULES],
+  ['BindingAlignMode', ALIGN_MODES],
+]
+
+test('every option list of the TS API equals the string enum the binding declares', (t) => {
+  const exported = binding as unknown as Record<string, Record<string, string> | undefined>
+  for (const [name, list] of PAIRS) {
+    const native = exported[name]
+    t.truthy(native, `${name} is exported by the addon`)
+    t.deepEqual(Object.values(native ?? {}), [...list], name)
+  }
+})
+
+test('index.d.ts types each string enum as the union of its literals', (t) => {
+  const dts = readFileSync(join(__dirname, '..', 'index.d.ts'), 'utf8')
+  for (const [name, list] of PAIRS) {
+    t.true(dts.includes(`export type ${name} = ${list.map((v) => `'${v}'`).join(' | ')}`), name)
+  }
+})

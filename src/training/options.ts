@@ -1,0 +1,212 @@
+/**
+ * The trainer's options: their types and defaults, checked once, and converted into the
+ * configuration the binding takes.
+ */
+import type { AugmentOptions } from '../data/preprocess'
+import type { OnBadImage } from '../data/source'
+import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
+import { checkKeys, InvalidArgumentError } from '../errors'
+import type { CheckedMineOptions } from '../mining'
+import {
+  DISTANCES,
+  FALLBACKS,
+  MINERS,
+  MINING_MODES,
+  NEGATIVE_CHOICES,
+  oneOf,
+  OPTIMIZERS,
+  PRECISIONS,
+  quotedList,
+  REDUCERS,
+  SCHEDULES,
+  type DistanceName,
+  type Fallback,
+  type MinerName,
+  type MiningMode,
+  type NegativeChoice,
+  type OptimizerName,
+  type Precision,
+  type Reducer,
+} from '../options'
+
+export type { OptimizerName } from '../options'
+
+export type Schedule =
+  | { type: 'constant' }
+  /** Multiply the rate by `gamma` every `every` steps. */
+  | { type: 'step'; every: number; gamma?: number }
+  /** Cosine decay to `minLr` over `totalSteps` (default: the steps of the `fit` call). */
+  | { type: 'cosine'; totalSteps?: number; minLr?: number }
+
+export interface TrainerOptions {
+  /** Default `'adagrad'`, the paper's optimizer. */
+  optimizer?: OptimizerName
+  /** Learning rate. Default `0.05` (the paper's AdaGrad rate). */
+  lr?: number
+  /** SGD momentum. Default `0`. */
+  momentum?: number
+  /** SGD Nesterov momentum. Default `false`. */
+  nesterov?: boolean
+  /** L2 weight decay (decoupled for AdamW). Default `0`. */
+  weightDecay?: number
+  /** Adam/AdamW betas. Default `[0.9, 0.999]`. */
+  betas?: [number, number]
+  /** Default `1e-10` for AdaGrad, `1e-8` for Adam/AdamW (torch.optim's). */
+  eps?: number
+  /** Learning-rate schedule. Default constant. */
+  schedule?: Schedule
+  /** Linear warmup steps. Default `0`. */
+  warmupSteps?: number
+  /** Clip the global gradient norm to this. Default: no clipping. */
+  maxGradNorm?: number
+  /**
+   * `'online'` (default, the paper): mine triplets inside each P×K batch.
+   * `'epoch'` (the notebook): embed the whole training set at each epoch start, build the
+   * list of every anchor-positive pair with a semi-hard negative, and iterate it.
+   */
+  mining?: MiningMode
+  /** Online miner. Default `'semi-hard'`. */
+  miner?: MinerName
+  /** Triplet margin α. Default `0.2`. */
+  margin?: number
+  /** Semi-hard: which negative among several. Default `'random'`. */
+  choice?: NegativeChoice
+  /** Semi-hard: pairs without a semi-hard negative. Default `'nearest-farther-else-farthest'`. */
+  fallback?: Fallback
+  /** Default `'squared-l2'`. */
+  distance?: DistanceName
+  /** Default `'mean'`. */
+  reducer?: Reducer
+  /** Identities per batch (online mining). Default `45`. */
+  identitiesPerBatch?: number
+  /** Images per identity (online mining). Default `40`, as in the paper. */
+  imagesPerIdentity?: number
+  /** Single-image identities added as negatives per batch. Default `imagesPerIdentity`. */
+  negativesPerBatch?: number
+  /** Triplets per step in `'epoch'` mining. Default `32`. */
+  tripletsPerBatch?: number
+  /** Augmentation of training images. Default `{}` (random crop and flip); `false` for none. */
+  augment?: AugmentOptions | false
+  /** Central fraction of each image kept before resizing (a fixed face crop). Default `1`. */
+  centerCrop?: number
+  /** Seeds sampling, augmentation, mining and dropout. Default `0`. */
+  seed?: number
+  /** Checkpoints directory. Default: no checkpoints. */
+  checkpointDir?: string
+  /** Also checkpoint every N steps. Default `0`: only at the end of each epoch. */
+  checkpointEvery?: number
+  /** Checkpoints kept. Default `3`. */
+  keepCheckpoints?: number
+  /** JSONL log file, one line per step and per epoch. Default: none. */
+  logFile?: string
+  /** Batches decoded ahead. Default `2`. */
+  prefetch?: number
+  /**
+   * Arithmetic of the forward pass. `'bf16'` runs it under bfloat16 autocast (as
+   * `torch.autocast(dtype=torch.bfloat16)`): convolutions and matrix products in bf16,
+   * weights, optimizer state, mining and the loss in float32. Epoch mining's pass over
+   * the training set uses it too; validation stays float32. Meant for CUDA (Ampere and
+   * newer); it also runs on the CPU. Default `'fp32'`.
+   */
+  precision?: Precision
+  /**
+   * A training image that cannot be decoded: `'error'` (default) stops the run with a
+   * {@link DataError} naming it (after writing a checkpoint when `checkpointDir` is set);
+   * `'skip'` leaves it out of its batch and reports it through `onWarning`.
+   */
+  onBadImage?: OnBadImage
+}
+
+export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
+  'optimizer', 'lr', 'momentum', 'nesterov', 'weightDecay', 'betas', 'eps', 'schedule', 'warmupSteps', 'maxGradNorm',
+  'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
+  'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
+  'keepCheckpoints', 'logFile', 'prefetch', 'precision', 'onBadImage',
+]
+
+/** The options with their defaults filled in, as checkpoints record them. */
+export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage'>> & {
+  schedule: Schedule
+  eps: number
+  maxGradNorm: number
+  augment: AugmentOptions | false
+}
+
+export function resolveOptions(options: TrainerOptions): ResolvedOptions {
+  checkKeys('Trainer', options, TRAINER_KEYS)
+  const optimizer = oneOf('optimizer', options.optimizer ?? 'adagrad', OPTIMIZERS)
+  const mining = oneOf('mining', options.mining ?? 'online', MINING_MODES)
+  const imagesPerIdentity = options.imagesPerIdentity ?? 40
+  // One image per identity gives no anchor-positive pair, so no triplet ever.
+  if (!Number.isInteger(imagesPerIdentity) || imagesPerIdentity < 2) {
+    throw new InvalidArgumentError(`imagesPerIdentity must be an integer ≥ 2 (an anchor and a positive), got ${String(imagesPerIdentity)}`)
+  }
+  const resolved: ResolvedOptions = {
+    optimizer,
+    lr: float32('lr', options.lr ?? 0.05),
+    momentum: float32('momentum', options.momentum ?? 0),
+    nesterov: options.nesterov ?? false,
+    weightDecay: float32('weightDecay', nonNegative('weightDecay', options.weightDecay ?? 0)),
+    betas: options.betas ?? [0.9, 0.999],
+    eps: float32('eps', options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8)),
+    schedule: options.schedule ?? { type: 'constant' },
+    warmupSteps: options.warmupSteps ?? 0,
+    // 0 disables clipping; a negative value would silently disable it too, so refuse it.
+    maxGradNorm: float32('maxGradNorm', nonNegative('maxGradNorm', options.maxGradNorm ?? 0)),
+    mining,
+    miner: oneOf('miner', options.miner ?? 'semi-hard', MINERS),
+    margin: float32('margin', nonNegative('margin', options.margin ?? 0.2)),
+    choice: oneOf('choice', options.choice ?? 'random', NEGATIVE_CHOICES),
+    fallback: oneOf('fallback', options.fallback ?? 'nearest-farther-else-farthest', FALLBACKS),
+    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
+    reducer: oneOf('reducer', options.reducer ?? 'mean', REDUCERS),
+    identitiesPerBatch: positiveInteger('identitiesPerBatch', options.identitiesPerBatch ?? 45),
+    imagesPerIdentity,
+    negativesPerBatch: options.negativesPerBatch ?? imagesPerIdentity,
+    tripletsPerBatch: positiveInteger('tripletsPerBatch', options.tripletsPerBatch ?? 32),
+    augment: options.augment ?? {},
+    centerCrop: options.centerCrop ?? 1,
+    seed: checkSeed(options.seed ?? 0),
+    checkpointEvery: options.checkpointEvery ?? 0,
+    keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
+    prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
+    precision: oneOf('precision', options.precision ?? 'fp32', PRECISIONS),
+  }
+  if (!Number.isInteger(resolved.checkpointEvery) || resolved.checkpointEvery < 0) {
+    throw new InvalidArgumentError(`checkpointEvery must be an integer ≥ 0, got ${String(resolved.checkpointEvery)}`)
+  }
+  return resolved
+}
+
+/** The cosine schedule's length defaults to the steps `fit` will run. */
+function scheduleFields(schedule: Schedule, defaultTotal: number) {
+  switch (schedule.type) {
+    case 'constant':
+      return { schedule: 'constant' as const, stepEvery: 1, gamma: 1, totalSteps: 1, minLr: 0 }
+    case 'step':
+      return { schedule: 'step' as const, stepEvery: schedule.every, gamma: schedule.gamma ?? 0.1, totalSteps: 1, minLr: 0 }
+    case 'cosine':
+      return { schedule: 'cosine' as const, stepEvery: 1, gamma: 1, totalSteps: schedule.totalSteps ?? defaultTotal, minLr: schedule.minLr ?? 0 }
+    default:
+      throw new InvalidArgumentError(`schedule.type must be ${quotedList(SCHEDULES)}, got ${JSON.stringify((schedule as { type: unknown }).type)}`)
+  }
+}
+
+/** The options as the binding's `configureTraining` takes them; `totalSteps` is the cosine schedule's default length. */
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number) {
+  const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
+  const optimizer = {
+    name: o.optimizer,
+    lr: o.lr,
+    momentum: o.momentum,
+    nesterov: o.nesterov,
+    weightDecay: o.weightDecay,
+    beta1: o.betas[0],
+    beta2: o.betas[1],
+    eps: o.eps,
+    warmupSteps: o.warmupSteps,
+    maxGradNorm: o.maxGradNorm,
+    ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
+  }
+  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision }
+}

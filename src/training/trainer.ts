@@ -1,0 +1,434 @@
+import { mkdir } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { BatchLoader, type Batch } from '../data/loader'
+import { PKSampler } from '../data/sampler'
+import type { ImageSource, OnBadImage } from '../data/source'
+import { nonNegative, positiveInteger } from '../check'
+import { BusyError, callBinding, checkKeys, DataError, FaceNetError, InvalidArgumentError, NonFiniteError } from '../errors'
+import { embedRows, slices } from '../embed-rows'
+import { evaluateVerification, type IndexPair, type VerificationResult } from '../eval/verification'
+import type { MiningStats } from '../mining'
+import type { FaceNet } from '../model'
+import { modelBinding } from '../model'
+import { ON_BAD_IMAGE, quotedList } from '../options'
+import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
+import { epochTriplets, type TripletListSampler } from './epoch-triplets'
+import { openLog, trimLog } from './log'
+import { bindingTrainOptions, resolveOptions, type ResolvedOptions, type TrainerOptions } from './options'
+
+export type { OptimizerName, Schedule, TrainerOptions } from './options'
+
+/** Pairs to validate on after each epoch, with their images decoded at the model's input size. */
+export interface Validation {
+  images: { data: Uint8Array; shape: [number, number, number, 3] }
+  pairs: readonly IndexPair[] | readonly (readonly IndexPair[])[]
+  /** Validate every N epochs. Default `1`. */
+  every?: number
+}
+
+export interface FitOptions {
+  /** Epochs to train. Default `1`. */
+  epochs?: number
+  /** Stop after this many steps in total (counting resumed ones). */
+  maxSteps?: number
+  /** Stop after this many seconds of this call. */
+  maxSeconds?: number
+  /** Aborting stops after the step in flight and, with a checkpoint dir, writes a checkpoint. */
+  signal?: AbortSignal
+  onStep?: (step: StepResult) => void
+  onEpoch?: (epoch: EpochResult) => void
+  /** Called with a warning (e.g. collapse); default `console.warn`. */
+  onWarning?: (message: string) => void
+  validation?: Validation
+  /** Checkpoint file to continue from. */
+  resume?: string
+}
+
+const FIT_KEYS: readonly (keyof FitOptions)[] = ['epochs', 'maxSteps', 'maxSeconds', 'signal', 'onStep', 'onEpoch', 'onWarning', 'validation', 'resume']
+
+export interface StepResult {
+  step: number
+  epoch: number
+  /** Batch index within the epoch. */
+  batch: number
+  loss: number
+  lr: number
+  gradNorm: number
+  images: number
+  triplets: number
+  activeTriplets: number
+  activeFraction: number
+  meanAp: number
+  meanAn: number
+  noSemiHardFraction: number
+  meanPairwiseDistance: number
+  imagesPerSecond: number
+  /** Time this step waited for its batch to be decoded. */
+  dataWaitMs: number
+  stepMs: number
+}
+
+export interface EpochResult {
+  epoch: number
+  steps: number
+  meanLoss: number
+  seconds: number
+  validation?: { accuracy: number; accuracyStd: number; val: number; auc: number; threshold: number }
+}
+
+export interface FitResult {
+  steps: number
+  epochs: number
+  /** Why the run ended. */
+  stopped: 'completed' | 'max-steps' | 'max-seconds' | 'aborted'
+  lastCheckpoint?: string
+  lastValidation?: VerificationResult
+}
+
+/** Models with a fit() in progress: a second one on the same weights is refused. */
+const training = new WeakSet<FaceNet>()
+
+/**
+ * Triplets need an anchor and a positive of one identity and a negative of another: data
+ * without them would train "successfully" on zero triplets at every step.
+ */
+function checkTrainable(data: ImageSource, o: ResolvedOptions): void {
+  const root = (data as { root?: unknown }).root
+  const where = typeof root === 'string' ? root : 'the training data'
+  const counts = new Map<number, number>()
+  for (const label of data.labels) counts.set(label, (counts.get(label) ?? 0) + 1)
+  const multi = [...counts.values()].filter((n) => n >= 2).length
+  if (counts.size < 2 || multi === 0) {
+    const has = `${counts.size} ${counts.size === 1 ? 'identity' : 'identities'}, ${multi} of them with 2 or more images`
+    throw new DataError(where, `has ${has}; triplet training needs at least 2 identities, one of them with 2 or more images`)
+  }
+  const singles = counts.size - multi
+  if (o.mining === 'online' && o.identitiesPerBatch === 1 && (o.negativesPerBatch === 0 || singles === 0)) {
+    throw new InvalidArgumentError(
+      `identitiesPerBatch 1 makes batches of one identity, whose only negatives are single-image identities (negativesPerBatch ${o.negativesPerBatch}, ${singles} in the data): no triplets; raise identitiesPerBatch`,
+    )
+  }
+}
+
+const COLLAPSE_DISTANCE = 1e-3
+const COLLAPSE_PATIENCE = 20
+
+/**
+ * Trains a {@link FaceNet} with the triplet loss. Steps run on the model's own thread, so
+ * the event loop stays free; data is decoded in parallel ahead of the step that needs it.
+ *
+ * ```ts
+ * const trainer = new Trainer(model, { optimizer: 'adagrad', lr: 0.05 })
+ * await trainer.fit(folder, { epochs: 10, onStep: (s) => console.log(s.loss) })
+ * ```
+ */
+export class Trainer {
+  readonly model: FaceNet
+  readonly options: Readonly<ResolvedOptions>
+  readonly #checkpointDir?: string
+  readonly #logFile?: string
+  readonly #onBadImage: OnBadImage
+  #configured = false
+  #step = 0
+
+  constructor(model: FaceNet, options: TrainerOptions = {}) {
+    this.model = model
+    this.options = resolveOptions(options)
+    this.#onBadImage = options.onBadImage ?? 'error'
+    if (!ON_BAD_IMAGE.includes(this.#onBadImage)) {
+      throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${JSON.stringify(this.#onBadImage)}`)
+    }
+    this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
+    this.#logFile = options.logFile ? resolve(options.logFile) : undefined
+  }
+
+  /** Steps completed so far (restored ones included). */
+  get step(): number {
+    return this.#step
+  }
+
+  async #configure(totalSteps: number): Promise<void> {
+    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps)))
+    this.#configured = true
+  }
+
+  /**
+   * Trains on `data` (an {@link ImageFolder}, {@link NpyDataset} or any image source).
+   * Resolves when the epochs are done, `maxSteps` is reached, or `signal` aborts (then
+   * with `stopped: 'aborted'`, after writing a checkpoint when `checkpointDir` is set).
+   */
+  async fit(data: ImageSource, options: FitOptions = {}): Promise<FitResult> {
+    let result: FitResult | undefined
+    const iterator = this.steps(data, options)
+    for (;;) {
+      const next = await iterator.next()
+      if (next.done) {
+        result = next.value
+        break
+      }
+    }
+    return result
+  }
+
+  /** The same run as {@link fit}, one {@link StepResult} at a time. */
+  async *steps(data: ImageSource, options: FitOptions = {}): AsyncGenerator<StepResult, FitResult> {
+    checkKeys('fit', options, FIT_KEYS)
+    const epochs = options.epochs ?? 1
+    positiveInteger('epochs', epochs)
+    if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
+    if (options.maxSeconds !== undefined) nonNegative('maxSeconds', options.maxSeconds)
+    checkTrainable(data, this.options)
+    // Two runs interleaving their steps on one set of weights would both "succeed" with a
+    // model neither of them trained.
+    if (training.has(this.model)) throw new BusyError('this model is already training: a fit() or steps() on it has not finished')
+    training.add(this.model)
+    try {
+      return yield* this.#run(data, options, epochs)
+    } finally {
+      training.delete(this.model)
+    }
+  }
+
+  async *#run(data: ImageSource, options: FitOptions, epochs: number): AsyncGenerator<StepResult, FitResult> {
+    const o = this.options
+    const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
+    const size = this.model.inputSize
+
+    const sampler =
+      o.mining === 'online'
+        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
+        : undefined
+    const stepsPerEpoch = sampler?.batchesPerEpoch ?? 0
+    let startEpoch = 0
+    let startBatch = 0
+    let lastCheckpoint: string | undefined
+    if (options.resume) {
+      const state = await this.#restore(options.resume, sampler)
+      this.#step = state.step
+      startEpoch = state.epoch
+      startBatch = state.batch
+      lastCheckpoint = resolve(options.resume)
+      // Steps after the checkpoint were trained by a run that died; this run trains them
+      // again, so their old lines go, or the log would hold them twice.
+      if (this.#logFile) await trimLog(this.#logFile, state)
+    } else if (!this.#configured) {
+      await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch))
+    }
+    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
+    let lastValidation: VerificationResult | undefined
+    let stopped: FitResult['stopped'] = 'completed'
+    let collapsedSteps = 0
+    let checkpointedStep = options.resume ? this.#step : -1
+    const started = Date.now()
+    const checkpoint = async (position: { epoch: number; batch: number }): Promise<void> => {
+      lastCheckpoint = await this.#checkpoint(position, sampler)
+      checkpointedStep = this.#step
+    }
+    const stopReason = (): FitResult['stopped'] | undefined => {
+      if (options.maxSteps !== undefined && this.#step >= options.maxSteps) return 'max-steps'
+      if (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds) return 'max-seconds'
+      if (options.signal?.aborted) return 'aborted'
+      return undefined
+    }
+    try {
+      for (let epoch = startEpoch; epoch < epochs; epoch++) {
+        // Checked before the epoch starts: epoch mining's pass over the data is long.
+        const early = stopReason()
+        if (early) {
+          stopped = early
+          if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint({ epoch, batch: epoch === startEpoch ? startBatch : 0 })
+          break
+        }
+        const epochStarted = Date.now()
+        let epochLoss = 0
+        let epochSteps = 0
+        let triplets: Int32Array[] | undefined
+        let batchSource: PKSampler | TripletListSampler
+        const firstBatch = epoch === startEpoch ? startBatch : 0
+        if (sampler) {
+          sampler.restore({ ...sampler.state(), epoch, batch: firstBatch })
+          batchSource = sampler
+        } else {
+          const list = await epochTriplets(this.model, data, o, this.#onBadImage, epoch, warn)
+          list.start = firstBatch
+          triplets = list.batches.map((b) => b.triplets)
+          batchSource = list
+        }
+        const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
+        const loader = new BatchLoader(data, {
+          size,
+          sampler: batchSource,
+          augment: o.augment,
+          centerCrop: o.centerCrop,
+          seed: o.seed,
+          prefetch: o.prefetch,
+          signal: options.signal,
+          // Epoch mining's batches index their triplets by position, so a dropped image
+          // would shift them; its bad images were left out when the list was mined.
+          onBadImage: sampler ? this.#onBadImage : 'error',
+          onWarning: (error) => warn(error.message),
+        })
+        const batches = loader[Symbol.asyncIterator]()
+        let position = { epoch, batch: firstBatch }
+        // A checkpoint taken after an epoch's last batch (by older versions, which stopped
+        // there without ending the epoch) resumes at that epoch's end. Iterating the
+        // sampler from there would roll it into the next epoch, trained twice then.
+        const epochDone = firstBatch >= epochLength
+        for (;;) {
+          if (epochDone) break
+          const reason = stopReason()
+          if (reason) {
+            stopped = reason
+            break
+          }
+          const waitStarted = performance.now()
+          let next: IteratorResult<Batch>
+          try {
+            next = await batches.next()
+          } catch (error) {
+            if (options.signal?.aborted) {
+              stopped = 'aborted'
+              break
+            }
+            // A bad image met mid-run: keep the steps trained so far before stopping.
+            if (error instanceof DataError && this.#checkpointDir && this.#step > 0) {
+              if (checkpointedStep !== this.#step) await checkpoint(position)
+              error.message += `; training stopped at step ${this.#step}, saved in ${lastCheckpoint}`
+            }
+            throw error
+          }
+          if (next.done) break
+          const batch = next.value
+          // Bad images skipped can leave a batch too small for any triplet.
+          if (batch.shape[0] < 2) {
+            warn(`batch ${batch.batch} of epoch ${epoch} kept ${batch.shape[0]} image(s) after skipping bad ones; it is left out`)
+            position = { epoch, batch: batch.batch + 1 }
+            continue
+          }
+          const dataWaitMs = performance.now() - waitStarted
+          const stepStarted = performance.now()
+          const stats = await this.#trainStep(batch, triplets?.[batch.batch], lastCheckpoint)
+          const stepMs = performance.now() - stepStarted
+          this.#step += 1
+          position = { epoch, batch: batch.batch + 1 }
+          const result: StepResult = {
+            step: this.#step,
+            epoch,
+            batch: batch.batch,
+            loss: stats.loss,
+            lr: stats.lr,
+            gradNorm: stats.gradNorm,
+            images: batch.shape[0],
+            triplets: stats.mining.triplets,
+            activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
+            activeFraction: stats.mining.activeFraction,
+            meanAp: stats.mining.meanAp,
+            meanAn: stats.mining.meanAn,
+            noSemiHardFraction: stats.mining.noSemiHardFraction,
+            meanPairwiseDistance: stats.meanPairwiseDistance,
+            imagesPerSecond: (batch.shape[0] * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
+            dataWaitMs,
+            stepMs,
+          }
+          epochLoss += stats.loss
+          epochSteps += 1
+          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
+          if (collapsedSteps === COLLAPSE_PATIENCE) {
+            warn(
+              `possible collapse at step ${this.#step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`,
+            )
+          }
+          log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
+          options.onStep?.(result)
+          yield result
+          // The epoch's last batch ends the epoch now, whatever stops the run next: its
+          // checkpoint is then the epoch's end, written once.
+          const lastOfEpoch = batch.batch + 1 >= epochLength
+          if (lastOfEpoch) break
+          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
+        }
+        if (stopped !== 'completed') {
+          if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint(position)
+          break
+        }
+        const epochResult: EpochResult = {
+          epoch,
+          steps: epochSteps,
+          meanLoss: epochSteps > 0 ? epochLoss / epochSteps : 0,
+          seconds: (Date.now() - epochStarted) / 1000,
+        }
+        const every = options.validation?.every ?? 1
+        if (options.validation && (epoch + 1) % every === 0) {
+          lastValidation = await this.validate(options.validation)
+          epochResult.validation = {
+            accuracy: lastValidation.accuracy.mean,
+            accuracyStd: lastValidation.accuracy.std,
+            val: lastValidation.val.mean,
+            auc: lastValidation.auc,
+            threshold: lastValidation.threshold,
+          }
+        }
+        // An epoch resumed at its very end trained nothing here; a "0 steps" line would
+        // read as an empty epoch.
+        const report = epochSteps > 0 || epochResult.validation !== undefined
+        // Logged before its checkpoint: a kill in between leaves a line that the resume
+        // from the previous checkpoint cuts and writes again, never a missing one.
+        if (report) log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
+        if (this.#checkpointDir) await checkpoint({ epoch: epoch + 1, batch: 0 })
+        if (report) options.onEpoch?.(epochResult)
+      }
+    } finally {
+      log?.close()
+    }
+    return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
+  }
+
+  /** Verification on `validation`'s pairs with the model as it is now. */
+  async validate(validation: Validation): Promise<VerificationResult> {
+    const { embeddings } = await embedRows(this.model, slices(validation.images, 64), validation.images.shape[0])
+    return evaluateVerification({ embeddings, dim: this.model.embeddingDim }, validation.pairs)
+  }
+
+  async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {
+    try {
+      return await callBinding(() => modelBinding(this.model).trainStep(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], triplets))
+    } catch (error) {
+      if (error instanceof NonFiniteError) {
+        error.checkpoint = lastCheckpoint
+        error.message += lastCheckpoint ? `; the last good checkpoint is ${lastCheckpoint}` : '; no checkpoint was written yet'
+      }
+      throw error
+    }
+  }
+
+  async #checkpoint(position: { epoch: number; batch: number }, sampler: PKSampler | undefined): Promise<string> {
+    const dir = this.#checkpointDir
+    if (!dir) throw new FaceNetError('ERR_INVALID_ARGUMENT', 'no checkpointDir was set')
+    await mkdir(dir, { recursive: true })
+    const state: CheckpointState = {
+      format: 'facenet-torch-checkpoint',
+      version: 1,
+      step: this.#step,
+      epoch: position.epoch,
+      batch: position.batch,
+      sampler: sampler ? { ...sampler.state(), epoch: position.epoch, batch: position.batch } : undefined,
+      options: this.options,
+    }
+    const file = join(dir, checkpointName(this.#step))
+    await callBinding(() => modelBinding(this.model).saveCheckpoint(file, JSON.stringify(state)))
+    await pruneCheckpoints(dir, this.options.keepCheckpoints)
+    return file
+  }
+
+  async #restore(path: string, sampler: PKSampler | undefined): Promise<CheckpointState> {
+    const file = resolve(path)
+    // Checked before the weights are loaded, so a refused checkpoint leaves the model as it was.
+    const header = await readCheckpointHeader(file)
+    if (header.checkpoint !== undefined) checkState(file, header.checkpoint, header.step, sampler)
+    if (!this.#configured) await this.#configure(1)
+    const json = await callBinding(() => modelBinding(this.model).loadCheckpoint(file))
+    return checkState(file, json, header.step, sampler)
+  }
+}
+
+export type { MiningStats }
