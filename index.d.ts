@@ -75,7 +75,7 @@ export interface BindingAlignOptions {
   threads: number
 }
 
-export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1'
+export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1' | 'iresnet18' | 'iresnet34' | 'iresnet50'
 
 export interface BindingCreateOptions {
   arch: BindingArch

@@ -13,6 +13,9 @@ const ARCHS: Array<[Arch, number, number]> = [
   ['nns1', 165, 165],
   ['nns2', 140, 116],
   ['inception-resnet-v1', 160, 160],
+  ['iresnet18', 112, 112],
+  ['iresnet34', 112, 112],
+  ['iresnet50', 112, 112],
 ]
 
 for (const [arch, height, width] of ARCHS) {

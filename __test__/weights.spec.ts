@@ -51,6 +51,7 @@ const cases: Array<[Arch, number]> = [
   ['tiny', 64],
   ['nn2', 128],
   ['inception-resnet-v1', 512],
+  ['iresnet18', 512],
 ]
 
 for (const [arch, embeddingDim] of cases) {

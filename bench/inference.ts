@@ -36,6 +36,9 @@ const ITERATIONS: Record<Arch, number> = {
   nns1: 5,
   nns2: 10,
   'inception-resnet-v1': 3,
+  iresnet18: 3,
+  iresnet34: 3,
+  iresnet50: 3,
 }
 const archs = (process.argv[3] && process.argv[3] !== 'all' ? process.argv[3].split(',') : Object.keys(ITERATIONS)) as Arch[]
 

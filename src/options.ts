@@ -15,8 +15,10 @@ import { InvalidArgumentError } from './errors'
  * - `'nn3'`: NN2 at 160×160. `'nn4'`: NN2 at 96×96 without top-level 5×5 convs.
  * - `'nns1'`: mini Inception (165×165). `'nns2'`: tiny Inception (140×116).
  * - `'inception-resnet-v1'`: facenet-pytorch's network and tensor names (160×160).
+ * - `'iresnet18'`, `'iresnet34'`, `'iresnet50'`: insightface's ArcFace backbones IR-18/34/50 with
+ *   its tensor names; 24.0M, 34.1M, 43.6M parameters at 512-d (112×112).
  */
-export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1'] as const
+export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1', 'iresnet18', 'iresnet34', 'iresnet50'] as const
 export type Arch = (typeof ARCHS)[number]
 /** The architecture `FaceNet.create` and `facenet train` build when none is named: the notebook's NN1. */
 export const DEFAULT_ARCH: Arch = 'nn1'

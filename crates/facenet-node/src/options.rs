@@ -30,6 +30,12 @@ pub enum BindingArch {
     Nns2,
     #[napi(value = "inception-resnet-v1")]
     InceptionResnetV1,
+    #[napi(value = "iresnet18")]
+    Iresnet18,
+    #[napi(value = "iresnet34")]
+    Iresnet34,
+    #[napi(value = "iresnet50")]
+    Iresnet50,
 }
 
 impl From<BindingArch> for Arch {
@@ -44,6 +50,9 @@ impl From<BindingArch> for Arch {
             BindingArch::Nns1 => Arch::Nns1,
             BindingArch::Nns2 => Arch::Nns2,
             BindingArch::InceptionResnetV1 => Arch::InceptionResnetV1,
+            BindingArch::Iresnet18 => Arch::Iresnet18,
+            BindingArch::Iresnet34 => Arch::Iresnet34,
+            BindingArch::Iresnet50 => Arch::Iresnet50,
         }
     }
 }
@@ -60,6 +69,9 @@ impl From<Arch> for BindingArch {
             Arch::Nns1 => BindingArch::Nns1,
             Arch::Nns2 => BindingArch::Nns2,
             Arch::InceptionResnetV1 => BindingArch::InceptionResnetV1,
+            Arch::Iresnet18 => BindingArch::Iresnet18,
+            Arch::Iresnet34 => BindingArch::Iresnet34,
+            Arch::Iresnet50 => BindingArch::Iresnet50,
         }
     }
 }
