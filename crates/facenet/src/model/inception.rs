@@ -34,8 +34,8 @@
 //! (Exact figures: see `summary()` or the tests in `model/mod.rs`.)
 
 use super::layers::{
-    global_avg_pool, l2_normalize, linear, local_response_norm, record_free, ConvUnit, LayerTable,
-    Pool, Shape, MAX_POOL_3X3_S2,
+    global_avg_pool, l2_normalize, linear, local_response_norm, record_free,
+    record_l2_normalization, ConvUnit, LayerTable, Pool, Shape, MAX_POOL_3X3_S2,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -368,12 +368,7 @@ impl InceptionNet {
                 HeadLayers::Flatten(fc1, fc2)
             }
         };
-        record_free(
-            table,
-            "l2norm".into(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self {
             conv1,
             conv2_reduce,

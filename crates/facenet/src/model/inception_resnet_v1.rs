@@ -19,8 +19,8 @@
 //! With a 512-d embedding: 23.5M parameters (facenet-pytorch's count without `logits`).
 
 use super::layers::{
-    bn_config, global_avg_pool, l2_normalize, linear, push_row, record_free, BnSettings, Conv,
-    ConvGeometry, ConvUnit, LayerTable, Pool, Shape,
+    bn_config, global_avg_pool, l2_normalize, linear, push_row, record_free,
+    record_l2_normalization, BnSettings, Conv, ConvGeometry, ConvUnit, LayerTable, Pool, Shape,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -349,12 +349,7 @@ impl InceptionResnetV1 {
             2 * embedding_dim,
             0,
         );
-        record_free(
-            table,
-            "l2norm".into(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self {
             stem,
             repeat_1,

@@ -16,7 +16,8 @@
 //! initialization (insightface draws N(0, 0.1)).
 
 use super::layers::{
-    l2_normalize, linear, name_of, push_row, record_free, Conv, ConvGeometry, LayerTable, Shape,
+    l2_normalize, linear, name_of, push_row, record_free, record_l2_normalization, Conv,
+    ConvGeometry, LayerTable, Shape,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -213,12 +214,7 @@ impl IResNet {
             embedding_dim,
             0,
         );
-        record_free(
-            table,
-            "l2norm".into(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self {
             conv1,
             bn1,

@@ -403,6 +403,16 @@ pub fn record_free(table: &mut LayerTable, name: String, kind: &str, output: Vec
     push_row(table, name, kind.to_owned(), output, 0, 0);
 }
 
+/// Records the final L2 normalization of the embedding, which every arch ends with.
+pub fn record_l2_normalization(table: &mut LayerTable, embedding_dim: i64) {
+    record_free(
+        table,
+        "l2norm".into(),
+        "L2 normalization",
+        vec![embedding_dim],
+    );
+}
+
 /// Maxout over groups of `pieces` adjacent channels: N×(C·pieces)×H×W → N×C×H×W.
 pub fn channel_maxout(xs: &Tensor, pieces: i64) -> Tensor {
     let size = xs.size();

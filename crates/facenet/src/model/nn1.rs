@@ -21,7 +21,8 @@
 //! separate architecture.
 
 use super::layers::{
-    channel_maxout, l2_normalize, linear, record_free, ConvUnit, LayerTable, Shape, MAX_POOL_3X3_S2,
+    channel_maxout, l2_normalize, linear, record_free, record_l2_normalization, ConvUnit,
+    LayerTable, Shape, MAX_POOL_3X3_S2,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -95,12 +96,7 @@ impl Nn1 {
             true,
             "linear",
         );
-        record_free(
-            table,
-            "l2norm".to_owned(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self { convs, fc1, fc2 }
     }
 }

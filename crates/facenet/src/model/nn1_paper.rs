@@ -15,8 +15,8 @@
 //! multiply-adds per image (paper: 140M, 1.6B).
 
 use super::layers::{
-    feature_maxout, l2_normalize, linear, local_response_norm, record_free, ConvGeometry, ConvUnit,
-    LayerTable, Shape, MAX_POOL_3X3_S2,
+    feature_maxout, l2_normalize, linear, local_response_norm, record_free,
+    record_l2_normalization, ConvGeometry, ConvUnit, LayerTable, Shape, MAX_POOL_3X3_S2,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -111,12 +111,7 @@ impl Nn1Paper {
             true,
             "linear",
         );
-        record_free(
-            table,
-            "l2norm".into(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self {
             convs,
             fc1,

@@ -16,8 +16,8 @@
 //! image. Train-mode forward passes need batches of at least two images (batch norm).
 
 use super::layers::{
-    global_avg_pool, l2_normalize, linear, push_row, record_free, ConvUnit, LayerTable, Shape,
-    MAX_POOL_3X3_S2,
+    global_avg_pool, l2_normalize, linear, push_row, record_free, record_l2_normalization,
+    ConvUnit, LayerTable, Shape, MAX_POOL_3X3_S2,
 };
 use super::InputSize;
 use tch::{nn, nn::ModuleT, Tensor};
@@ -100,12 +100,7 @@ impl Tiny {
             2 * embedding_dim,
             0,
         );
-        record_free(
-            table,
-            "l2norm".into(),
-            "L2 normalization",
-            vec![embedding_dim],
-        );
+        record_l2_normalization(table, embedding_dim);
         Self { steps, fc, bn }
     }
 }
