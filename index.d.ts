@@ -85,6 +85,10 @@ export interface BindingCreateOptions {
   normalization: BindingNormalization
   /** libtorch intra-op threads on this model's worker. */
   threads: number
+  /** `tiny` only: channels per stage and the input size (defaults 32,64,128,256 at 64×64). */
+  tinyWidths?: Array<number>
+  tinyInputHeight?: number
+  tinyInputWidth?: number
 }
 
 /**
@@ -183,6 +187,8 @@ export interface BindingModelInfo {
   device: string
   normalization: BindingNormalization
   parameterCount: number
+  /** `tiny`'s channels per stage; absent for the other archs. */
+  tinyWidths?: Array<number>
 }
 
 export type BindingNegativeChoice = 'random' | 'hardest'

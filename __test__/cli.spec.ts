@@ -268,3 +268,22 @@ test.serial('Ctrl-C during training writes a checkpoint and exits 130; --resume 
   t.is(none.code, 2)
   t.regex(none.stderr, /--resume: no checkpoint in/)
 })
+
+test.serial("train --tiny-widths --input-size shape tiny, are kept in config.json for --resume, and go with the model", async (t) => {
+  const out = join(dir, 'shaped')
+  const trained = await cli('train', ...trainArgs(), '--tiny-widths', '8,16,24', '--input-size', '48', '--max-steps', '1', '--out', out, '--json')
+  t.is(trained.code, 0, trained.stderr)
+  const saved = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, unknown>
+  t.like(saved, { tinyWidths: [8, 16, 24], inputSize: 48 })
+  const resumed = await cli('train', '--out', out, '--resume', '--max-steps', '2', '--json', ...CPU)
+  t.is(resumed.code, 0, resumed.stderr)
+  using model = await FaceNet.load(join(out, 'model.safetensors'), { device: 'cpu', threads: 1 })
+  t.deepEqual(model.info.tinyWidths, [8, 16, 24])
+  t.deepEqual(model.inputSize, { height: 48, width: 48 })
+  const refused = await cli('train', '--lfw', '--arch', 'nn4', '--tiny-widths', '8,16', '--out', join(dir, 'refused'))
+  t.is(refused.code, 2)
+  t.regex(refused.stderr, /--tiny-widths and --input-size shape --arch tiny, not 'nn4'/)
+  const bad = await cli('train', ...trainArgs(), '--tiny-widths', '8', '--out', join(dir, 'bad'))
+  t.is(bad.code, 2)
+  t.regex(bad.stderr, /--tiny-widths: expected 2 or more channel counts such as 32,64,128,256/)
+})

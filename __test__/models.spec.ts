@@ -1,5 +1,8 @@
 import test from 'ava'
-import { type Arch, FaceNet, UnknownArchError } from '../src'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type Arch, FaceNet, InvalidArgumentError, UnknownArchError } from '../src'
 import { pixels, rowNorms } from './helpers'
 
 /** Every arch with the input size (height × width) it must declare. */
@@ -94,4 +97,30 @@ test('an unknown arch is refused with the known ones listed', async (t) => {
     instanceOf: UnknownArchError,
   })
   t.regex(error!.message, /inception-resnet-v1/)
+})
+
+test.serial('tiny takes its widths and input size; a saved file brings them back', async (t) => {
+  using model = await FaceNet.create({ arch: 'tiny', embeddingDim: 32, device: 'cpu', threads: 1, tiny: { widths: [16, 32, 48], inputSize: { height: 96, width: 80 } } })
+  t.deepEqual(model.inputSize, { height: 96, width: 80 })
+  t.deepEqual(model.info.tinyWidths, [16, 32, 48])
+  const summary = await model.summary()
+  t.deepEqual(summary.layers.find((l) => l.name === 'stage2.conv1')?.output.slice(0, 1), [48])
+  t.is(summary.layers.find((l) => l.name === 'stage3.conv1'), undefined, 'three stages only')
+  const images = pixels(2 * 96 * 80 * 3, 4)
+  const before = await model.embed({ data: images, shape: [2, 96, 80, 3] })
+  for (const norm of rowNorms(before, 32)) t.true(Math.abs(norm - 1) < 1e-4)
+
+  const dir = mkdtempSync(join(tmpdir(), 'facenet-tiny-'))
+  const file = join(dir, 'tiny.safetensors')
+  await model.save(file)
+  using loaded = await FaceNet.load(file, { device: 'cpu', threads: 1 })
+  t.deepEqual(loaded.info, model.info)
+  t.deepEqual(await loaded.embed({ data: images, shape: [2, 96, 80, 3] }), before)
+})
+
+test('tiny shapes are checked, and refused for the other archs', async (t) => {
+  await t.throwsAsync(FaceNet.create({ arch: 'tiny', tiny: { widths: [32] } }), { instanceOf: InvalidArgumentError, message: /2 to 8 channel counts/ })
+  await t.throwsAsync(FaceNet.create({ arch: 'tiny', tiny: { widths: [32, 0] } }), { instanceOf: InvalidArgumentError, message: /tiny\.widths\[1\]/ })
+  await t.throwsAsync(FaceNet.create({ arch: 'tiny', tiny: { inputSize: 8 } }), { message: /from 16 to 1024 pixels a side, got 8×8/ })
+  await t.throwsAsync(FaceNet.create({ arch: 'nn4', tiny: { widths: [8, 8] } }), { instanceOf: InvalidArgumentError, message: /shapes arch 'tiny', not 'nn4'/ })
 })

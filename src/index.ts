@@ -6,7 +6,7 @@
  * README's API table lists the same names (`__test__/exports.spec.ts` holds them equal).
  */
 export { FaceNet } from './model'
-export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, SaveOptions } from './model'
+export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, SaveOptions, TinyOptions } from './model'
 export {
   ALIGN_MODES,
   ARCHS,

@@ -26,6 +26,16 @@ export interface CreateOptions {
   normalization?: Normalization
   /** libtorch threads for this model's work. Default: the number of CPUs. */
   threads?: number
+  /** Width and input size of `arch: 'tiny'` (refused for the other archs). */
+  tiny?: TinyOptions
+}
+
+/** `tiny`'s shape: a conv stage per width, each but the last ending in a 3×3/2 max pool. */
+export interface TinyOptions {
+  /** Channels per stage, 2 to 8 stages of 1–4096. Default `[32, 64, 128, 256]`. */
+  widths?: readonly number[]
+  /** Input side in pixels, or `{ height, width }`; at least 2^stages, at most 1024. Default 64. */
+  inputSize?: number | { height: number; width: number }
 }
 
 export interface LoadOptions {
@@ -101,6 +111,8 @@ export interface ModelInfo {
   device: string
   normalization: Normalization
   parameterCount: number
+  /** `tiny`'s channels per stage (only for `arch: 'tiny'`). */
+  tinyWidths?: number[]
 }
 
 /**
@@ -120,6 +132,25 @@ export function modelBinding(model: FaceNet): BindingModel {
   return native
 }
 
+function tinyShape(arch: Arch, tiny: TinyOptions | undefined): { tinyWidths?: number[]; tinyInputHeight?: number; tinyInputWidth?: number } {
+  if (tiny === undefined) return {}
+  if (arch !== 'tiny') throw new InvalidArgumentError(`the tiny option shapes arch 'tiny', not '${arch}'`)
+  checkKeys('FaceNet.create tiny', tiny, ['widths', 'inputSize'])
+  const out: { tinyWidths?: number[]; tinyInputHeight?: number; tinyInputWidth?: number } = {}
+  if (tiny.widths !== undefined) {
+    if (!Array.isArray(tiny.widths) || tiny.widths.length < 2 || tiny.widths.length > 8) {
+      throw new InvalidArgumentError(`tiny.widths must list 2 to 8 channel counts, got ${JSON.stringify(tiny.widths)}`)
+    }
+    out.tinyWidths = tiny.widths.map((w, i) => integerIn(`tiny.widths[${i}]`, w, 1, 4096))
+  }
+  if (tiny.inputSize !== undefined) {
+    const size = typeof tiny.inputSize === 'number' ? { height: tiny.inputSize, width: tiny.inputSize } : tiny.inputSize
+    out.tinyInputHeight = integerIn('tiny.inputSize height', size?.height as number, 1, 1024)
+    out.tinyInputWidth = integerIn('tiny.inputSize width', size?.width as number, 1, 1024)
+  }
+  return out
+}
+
 export class FaceNet implements Disposable {
   readonly #binding: BindingModel
   readonly #info: ModelInfo
@@ -136,13 +167,14 @@ export class FaceNet implements Disposable {
       device: info.device,
       normalization: info.normalization as Normalization,
       parameterCount: info.parameterCount,
+      ...(info.tinyWidths ? { tinyWidths: [...info.tinyWidths] } : {}),
     }
     this.#metadata = Object.freeze({ ...native.metadata() })
   }
 
   /** Builds a network with freshly initialized weights. */
   static async create(options: CreateOptions = {}): Promise<FaceNet> {
-    checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads'])
+    checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads', 'tiny'])
     const embeddingDim = integerIn('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
     const seed = integerIn('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
     const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
@@ -152,6 +184,7 @@ export class FaceNet implements Disposable {
     }
     const arch = oneOf('arch', options.arch ?? DEFAULT_ARCH, ARCHS, UnknownArchError)
     const normalization = oneOf('normalization', options.normalization ?? 'fixed', NORMALIZATIONS)
+    const tiny = tinyShape(arch, options.tiny)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
         binding.createModel({
@@ -161,6 +194,7 @@ export class FaceNet implements Disposable {
           device: options.device ?? 'auto',
           normalization,
           threads,
+          ...tiny,
         }),
       ),
     )

@@ -27,6 +27,14 @@ const recipe = {
   lfw: z.boolean().optional(),
   arch: z.enum(ARCHS).default(DEFAULT_ARCH),
   embeddingDim: positiveInt.default(128),
+  // A flag gives "32,64,128"; config.json keeps the parsed list.
+  tinyWidths: z
+    .preprocess(
+      (value) => (typeof value === 'string' ? value.split(',').map(Number) : value),
+      z.array(positiveInt.max(4096)).min(2, 'expected 2 or more channel counts such as 32,64,128,256'),
+    )
+    .optional(),
+  inputSize: positiveInt.max(1024).optional(),
   epochs: positiveInt.default(10),
   mining: z.enum(MINING_MODES).default('online'),
   miner: z.enum(MINERS).default('semi-hard'),
@@ -76,6 +84,8 @@ export const trainSpec: CommandSpec<typeof schema> = {
     lfw: { kind: 'boolean', help: 'train on the identities of the shipped LFW View 2 folds 1–9 (fold 10 is for eval)' },
     arch: { kind: 'string', value: 'ARCH', help: choicesHelp('network', ARCHS, DEFAULT_ARCH) },
     embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
+    tinyWidths: { kind: 'string', value: 'W,W,…', help: "arch 'tiny': channels per stage (default 32,64,128,256)" },
+    inputSize: { kind: 'number', value: 'PX', help: "arch 'tiny': input side in pixels (default 64)" },
     epochs: { kind: 'number', value: 'N', help: 'epochs in total, resumed ones included (default 10)' },
     minutes: { kind: 'number', value: 'M', help: 'stop (with a checkpoint) after M minutes of this run' },
     maxSteps: { kind: 'number', value: 'N', help: 'stop (with a checkpoint) at step N in total' },
@@ -219,6 +229,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const o = parsed.options
   if (resumePath !== undefined) o.resume = resumePath
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
+  if ((o.tinyWidths !== undefined || o.inputSize !== undefined) && o.arch !== 'tiny') throw new UsageError(`--tiny-widths and --input-size shape --arch tiny, not '${o.arch}'`)
   if (o.batchIdentities === 1 && o.negatives === 0) {
     throw new UsageError('--batch-identities 1 with --negatives 0 makes batches of one identity, which hold no triplets; raise either')
   }
@@ -281,6 +292,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     embeddingDim: o.embeddingDim,
     seed: o.seed,
     device: o.device as Device,
+    ...(o.arch === 'tiny' && (o.tinyWidths || o.inputSize) ? { tiny: { ...(o.tinyWidths ? { widths: o.tinyWidths } : {}), ...(o.inputSize ? { inputSize: o.inputSize } : {}) } } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
   })
   const trainerOptions: TrainerOptions = {

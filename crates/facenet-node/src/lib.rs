@@ -15,6 +15,7 @@ mod train;
 mod worker;
 
 use error::{invalid, to_js};
+use facenet::model::TinyConfig;
 use facenet::{FaceNet, ModelConfig};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
@@ -34,6 +35,10 @@ pub struct BindingCreateOptions {
     pub normalization: BindingNormalization,
     /// libtorch intra-op threads on this model's worker.
     pub threads: u32,
+    /// `tiny` only: channels per stage and the input size (defaults 32,64,128,256 at 64×64).
+    pub tiny_widths: Option<Vec<u32>>,
+    pub tiny_input_height: Option<u32>,
+    pub tiny_input_width: Option<u32>,
 }
 
 #[napi(object)]
@@ -46,6 +51,8 @@ pub struct BindingModelInfo {
     pub device: String,
     pub normalization: BindingNormalization,
     pub parameter_count: f64,
+    /// `tiny`'s channels per stage; absent for the other archs.
+    pub tiny_widths: Option<Vec<u32>>,
 }
 
 #[napi]
@@ -67,6 +74,8 @@ fn model_info(model: &FaceNet) -> BindingModelInfo {
         device: facenet::device_name(model.device()),
         normalization: config.normalization.into(),
         parameter_count: model.parameter_count() as f64,
+        tiny_widths: (config.arch == facenet::Arch::Tiny)
+            .then(|| config.tiny.widths.iter().map(|&w| w as u32).collect()),
     }
 }
 
@@ -81,8 +90,23 @@ fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)>
         seed: options.seed as u64,
         device: facenet::parse_device(&options.device).map_err(to_js)?,
         normalization: options.normalization.into(),
+        tiny: tiny_config(options),
     };
     Ok((config, options.threads as usize))
+}
+
+fn tiny_config(options: &BindingCreateOptions) -> TinyConfig {
+    let mut tiny = TinyConfig::default();
+    if let Some(widths) = &options.tiny_widths {
+        tiny.widths = widths.iter().map(|&w| i64::from(w)).collect();
+    }
+    if let Some(height) = options.tiny_input_height {
+        tiny.input.height = i64::from(height);
+    }
+    if let Some(width) = options.tiny_input_width {
+        tiny.input.width = i64::from(width);
+    }
+    tiny
 }
 
 /// Builds a model on a new worker thread; resolves to a `BindingModel`.

@@ -8,7 +8,7 @@
 //! half-written file under the real name.
 
 use crate::error::{Error, Result};
-use crate::model::{Arch, FaceNet, InputSize, ModelConfig};
+use crate::model::{Arch, FaceNet, InputSize, ModelConfig, TinyConfig};
 use crate::preprocess::Normalization;
 use safetensors::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -31,6 +31,8 @@ pub struct WeightsInfo {
     pub embedding_dim: i64,
     pub input: InputSize,
     pub normalization: Normalization,
+    /// `tiny`'s widths and input size (the default for other archs).
+    pub tiny: TinyConfig,
     /// The library version that wrote the file.
     pub version: String,
 }
@@ -84,7 +86,7 @@ fn to_raw(name: &str, tensor: &Tensor) -> Result<Raw> {
 pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
     let config = model.config();
     let input = model.input_size();
-    HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_owned(), FORMAT.to_owned()),
         ("arch".to_owned(), config.arch.name().to_owned()),
         ("embeddingDim".to_owned(), config.embedding_dim.to_string()),
@@ -96,7 +98,12 @@ pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
         ),
         ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         ("libtorch".to_owned(), crate::LIBTORCH_VERSION.to_owned()),
-    ])
+    ]);
+    if config.arch == Arch::Tiny {
+        let widths: Vec<String> = config.tiny.widths.iter().map(i64::to_string).collect();
+        meta.insert("tinyWidths".to_owned(), widths.join(","));
+    }
+    meta
 }
 
 /// Writes every variable of `model` to `path` as safetensors, atomically.
@@ -194,7 +201,24 @@ fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Wei
         height: int("inputHeight")?,
         width: int("inputWidth")?,
     };
-    if input != arch.input_size() {
+    let mut tiny = TinyConfig::default();
+    if arch == Arch::Tiny {
+        // Files from before the widths were configurable have none: the defaults.
+        if let Some(text) = meta.get("tinyWidths") {
+            tiny.widths = text
+                .split(',')
+                .map(|w| w.trim().parse::<i64>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| {
+                    err(
+                        path,
+                        format!("metadata 'tinyWidths' is not a list of integers: '{text}'"),
+                    )
+                })?;
+        }
+        tiny.input = input;
+        tiny.check().map_err(|e| err(path, e))?;
+    } else if input != arch.input_size() {
         return Err(err(
             path,
             format!(
@@ -213,6 +237,7 @@ fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Wei
         embedding_dim,
         input,
         normalization,
+        tiny,
         version: meta.get("version").cloned().unwrap_or_default(),
     })
 }
@@ -224,6 +249,20 @@ pub fn load_into(model: &FaceNet, path: &Path, bytes: &[u8]) -> Result<HashMap<S
     let meta = file_metadata(path, bytes)?;
     let info = info_from_metadata(path, &meta)?;
     let config = model.config();
+    if info.arch == Arch::Tiny && info.tiny != config.tiny {
+        return Err(err(
+            path,
+            format!(
+                "the file holds a 'tiny' model with widths {:?} at {}×{}, this model has {:?} at {}×{}",
+                info.tiny.widths,
+                info.tiny.input.height,
+                info.tiny.input.width,
+                config.tiny.widths,
+                config.tiny.input.height,
+                config.tiny.input.width
+            ),
+        ));
+    }
     if info.arch != config.arch || info.embedding_dim != config.embedding_dim {
         return Err(err(
             path,
@@ -360,6 +399,7 @@ fn plain_state_dict_info(
         embedding_dim: view.shape().first().copied().unwrap_or(0) as i64,
         input: arch.input_size(),
         normalization,
+        tiny: TinyConfig::default(),
         version: String::new(),
     })
 }
@@ -419,6 +459,7 @@ pub fn load_with_metadata(
         seed: 0,
         device,
         normalization: info.normalization,
+        tiny: info.tiny.clone(),
     })?;
     copy_into(&model, &tensors, path, &info)?;
     let own = metadata(&model);
@@ -493,6 +534,38 @@ mod tests {
         ));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_tiny_file_loads_only_into_a_tiny_of_its_shape() {
+        let shaped = TinyConfig {
+            widths: vec![8, 16, 24],
+            input: InputSize {
+                height: 48,
+                width: 40,
+            },
+        };
+        let model = FaceNet::new(ModelConfig {
+            embedding_dim: 16,
+            tiny: shaped.clone(),
+            ..ModelConfig::new(Arch::Tiny)
+        })
+        .unwrap();
+        let path = temp_dir("tiny").join("tiny.safetensors");
+        save(&model, &path).unwrap();
+        let loaded = load(&path, Device::Cpu, None).unwrap();
+        assert_eq!(loaded.config().tiny, shaped);
+        assert_eq!(loaded.input_size(), shaped.input);
+        let other = FaceNet::new(ModelConfig {
+            embedding_dim: 16,
+            ..ModelConfig::new(Arch::Tiny)
+        })
+        .unwrap();
+        let err = load_into(&other, &path, &fs::read(&path).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("widths [8, 16, 24] at 48×40"),
+            "{err}"
+        );
     }
 
     fn images(n: i64, size: InputSize) -> Tensor {

@@ -117,17 +117,21 @@ impl Arch {
     }
 
     /// Builds the network's variables under `root` and its layer table.
-    fn build(self, root: &nn::Path, embedding_dim: i64) -> (Box<dyn ModuleT>, Vec<LayerRow>) {
+    fn build(
+        self,
+        root: &nn::Path,
+        embedding_dim: i64,
+        tiny: &TinyConfig,
+    ) -> (Box<dyn ModuleT>, Vec<LayerRow>) {
         let mut table = Vec::new();
         let t = &mut table;
-        let input = self.input_size();
+        let input = if self == Arch::Tiny {
+            tiny.input
+        } else {
+            self.input_size()
+        };
         let net: Box<dyn ModuleT> = match self {
-            Arch::Tiny => Box::new(tiny::Tiny::new(
-                root,
-                t,
-                &TinyConfig::default(),
-                embedding_dim,
-            )),
+            Arch::Tiny => Box::new(tiny::Tiny::new(root, t, tiny, embedding_dim)),
             Arch::Nn1 => Box::new(nn1::Nn1::new(root, t, embedding_dim)),
             Arch::Nn1Paper => Box::new(nn1_paper::Nn1Paper::new(root, t, embedding_dim)),
             Arch::Nn2 | Arch::Nn3 => {
@@ -186,6 +190,8 @@ pub struct ModelConfig {
     pub seed: u64,
     pub device: Device,
     pub normalization: Normalization,
+    /// Widths and input size of `tiny`; the other archs ignore it.
+    pub tiny: TinyConfig,
 }
 
 impl ModelConfig {
@@ -196,6 +202,7 @@ impl ModelConfig {
             seed: 0,
             device: Device::Cpu,
             normalization: Normalization::Fixed,
+            tiny: TinyConfig::default(),
         }
     }
 }
@@ -232,6 +239,9 @@ impl FaceNet {
                 config.embedding_dim
             )));
         }
+        if config.arch == Arch::Tiny {
+            config.tiny.check()?;
+        }
         let _guard = INIT_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -241,7 +251,7 @@ impl FaceNet {
         // the same seed should give the same model on either device.
         let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
-        let (net, layers) = config.arch.build(&root, config.embedding_dim);
+        let (net, layers) = config.arch.build(&root, config.embedding_dim, &config.tiny);
         vs.set_device(config.device);
         Ok(Self {
             config,
@@ -256,7 +266,10 @@ impl FaceNet {
     }
 
     pub fn input_size(&self) -> InputSize {
-        self.config.arch.input_size()
+        match self.config.arch {
+            Arch::Tiny => self.config.tiny.input,
+            arch => arch.input_size(),
+        }
     }
 
     pub fn device(&self) -> Device {

@@ -20,6 +20,7 @@ use super::layers::{
     ConvUnit, LayerTable, Shape, MAX_POOL_3X3_S2,
 };
 use super::InputSize;
+use crate::error::{Error, Result};
 use tch::{nn, nn::ModuleT, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,28 @@ impl Default for TinyConfig {
             },
             widths: vec![32, 64, 128, 256],
         }
+    }
+}
+
+impl TinyConfig {
+    /// Widths in 1..=4096, at least two stages, and an input large enough that every stage
+    /// keeps at least one pixel (each stage but the last halves it, and so does the first conv).
+    pub fn check(&self) -> Result<()> {
+        let stages = self.widths.len();
+        if stages < 2 || self.widths.iter().any(|w| !(1..=4096).contains(w)) {
+            return Err(Error::invalid(format!(
+                "tiny widths must be 2 or more channel counts from 1 to 4096, got {:?}",
+                self.widths
+            )));
+        }
+        let InputSize { height, width } = self.input;
+        let smallest = 1i64 << stages.min(20);
+        if height < smallest || width < smallest || height > 1024 || width > 1024 {
+            return Err(Error::invalid(format!(
+                "tiny with {stages} stages takes inputs from {smallest} to 1024 pixels a side, got {height}×{width}"
+            )));
+        }
+        Ok(())
     }
 }
 
