@@ -13,6 +13,7 @@ pub mod loss;
 pub mod mining;
 pub mod model;
 pub mod optim;
+pub mod packed;
 pub mod precision;
 pub mod preprocess;
 pub mod train;
