@@ -3,6 +3,7 @@
 //! The crate has no Node.js code in it; `facenet-node` binds it to JavaScript.
 
 pub mod align;
+pub mod augment;
 pub mod checkpoint;
 pub mod detect;
 pub mod device;
