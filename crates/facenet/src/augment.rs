@@ -243,12 +243,23 @@ pub fn draw_batch(
 /// false) to the source image's, for a `source` (height, width) image resized to `out`.
 ///
 /// Read right to left, as the sharp path applies it forwards: rotate the source about its
-/// centre (keeping its extent), resize to cover the window `out / scale`, cut the window at
-/// (x, y), flip.
+/// centre (keeping its extent), flip (sharp mirrors before it resizes, whatever the call
+/// order, so the window's x is measured in the mirrored image), resize to cover the window
+/// `out / scale`, cut the window at (x, y).
 fn affine(t: &Transform, source: (f64, f64), out: InputSize, fit: Fit) -> [f64; 6] {
     let (src_h, src_w) = source;
     let (out_h, out_w) = (out.height as f64, out.width as f64);
-    let (resized_w, resized_h) = (out_w / t.scale, out_h / t.scale);
+    // The sharp path's whole-pixel geometry: the resize to cover the window, and the
+    // window's left/top edge, are rounded as it rounds them.
+    let resized = |side: f64| {
+        if t.scale < 1.0 {
+            side.max((side / t.scale).round())
+        } else {
+            side
+        }
+    };
+    let (resized_w, resized_h) = (resized(out_w), resized(out_h));
+    let edge = |slack: f64, at: f64| slack.min((at * (slack + 1.0)).floor());
     let (kx, ky) = match fit {
         Fit::Cover => {
             let k = (resized_w / src_w).max(resized_h / src_h);
@@ -259,17 +270,17 @@ fn affine(t: &Transform, source: (f64, f64), out: InputSize, fit: Fit) -> [f64; 
     // Everything in source pixels from the centre: the window's half sides and its offset.
     let flip = if t.flip { -1.0 } else { 1.0 };
     let (half_w, half_h) = (out_w / 2.0 / kx, out_h / 2.0 / ky);
-    let cx = (t.x - 0.5) * (resized_w - out_w) / kx;
-    let cy = (t.y - 0.5) * (resized_h - out_h) / ky;
+    let cx = (edge(resized_w - out_w, t.x) + (out_w - resized_w) / 2.0) / kx;
+    let cy = (edge(resized_h - out_h, t.y) + (out_h - resized_h) / 2.0) / ky;
     let (sin, cos) = t.rotation.to_radians().sin_cos();
     let (sx, sy) = (src_w / 2.0, src_h / 2.0);
     [
         cos * flip * half_w / sx,
         sin * half_h / sx,
-        (cos * cx + sin * cy) / sx,
+        (cos * flip * cx + sin * cy) / sx,
         -sin * flip * half_w / sy,
         cos * half_h / sy,
-        (-sin * cx + cos * cy) / sy,
+        (-sin * flip * cx + cos * cy) / sy,
     ]
 }
 
@@ -421,7 +432,7 @@ mod tests {
 
     #[test]
     fn a_crop_samples_inside_its_window() {
-        // 100 wide, output 10: a scale-s crop at x covers columns [x(1−s), x(1−s) + s]·100.
+        // 100 wide, output 10: the window of a scale-s crop at x, cut as sharp cuts it.
         let images = ramp(1, 100, 100);
         for (scale, x) in [(0.5, 0.0), (0.5, 1.0), (0.8, 0.25), (0.3, 0.6)] {
             let t = Transform {
@@ -436,15 +447,19 @@ mod tests {
                 columns.min().double_value(&[]),
                 columns.max().double_value(&[]),
             );
-            let left = x * (1.0 - scale) * 100.0;
+            // As sharp: resize 100 → round(10 / scale), cut 10 at a whole pixel.
+            let resized = (10.0 / scale).round();
+            let left = (resized - 10.0).min((x * (resized - 10.0 + 1.0)).floor()) * 100.0 / resized;
+            let side = 10.0 * 100.0 / resized;
             assert!(
-                lo >= left - 0.5 && hi <= left + scale * 100.0 + 0.5,
-                "scale {scale} x {x}: columns {lo}..{hi}"
+                lo >= left - 0.5 && hi <= left + side + 0.5,
+                "scale {scale} x {x}: columns {lo}..{hi}, window {left}..{}",
+                left + side
             );
             // The window's sampled span is its side, less one output pixel's worth.
             let span = hi - lo;
             assert!(
-                (span - scale * 100.0 * 0.9).abs() < 1.0,
+                (span - side * 0.9).abs() < 1e-3,
                 "scale {scale}: span {span}"
             );
         }
