@@ -10,6 +10,7 @@ mod align;
 mod detect;
 mod error;
 mod mining;
+mod packed;
 mod train;
 mod worker;
 

@@ -142,7 +142,7 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
     })
 }
 
-fn step_to_js(stats: StepStats) -> BindingStepStats {
+pub(crate) fn step_to_js(stats: StepStats) -> BindingStepStats {
     BindingStepStats {
         step: stats.step as f64,
         loss: stats.loss,
@@ -155,7 +155,7 @@ fn step_to_js(stats: StepStats) -> BindingStepStats {
 }
 
 /// Splits the flat (anchors, positives, negatives) index array the TS layer sends.
-fn triplets_from(flat: &[i32]) -> Result<Triplets> {
+pub(crate) fn triplets_from(flat: &[i32]) -> Result<Triplets> {
     if !flat.len().is_multiple_of(3) {
         return Err(coded(
             "ERR_SHAPE",
@@ -290,7 +290,7 @@ impl BindingModel {
     }
 }
 
-fn not_configured() -> napi::Error {
+pub(crate) fn not_configured() -> napi::Error {
     coded(
         "ERR_INVALID_ARGUMENT",
         "training is not configured; call configureTraining() first",
