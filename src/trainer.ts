@@ -2,6 +2,7 @@ import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { BatchLoader, type Batch } from './data/loader'
+import { batchLoader, gatheredTrainStep } from './data/packed-loader'
 import type { AugmentOptions } from './data/preprocess'
 import { Rng } from './data/rng'
 import { PKSampler, SequentialSampler, type SampledBatch, type SamplerState } from './data/sampler'
@@ -534,8 +535,9 @@ export class Trainer {
           batchSource = list
         }
         const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
-        const loader = new BatchLoader(data, {
+        const loader = batchLoader(data, {
           size,
+          device: this.model.device,
           sampler: batchSource,
           augment: o.augment,
           centerCrop: o.centerCrop,
@@ -678,6 +680,8 @@ export class Trainer {
 
   async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {
     try {
+      const gathered = gatheredTrainStep(batch)
+      if (gathered) return await gathered(modelBinding(this.model), triplets)
       return await modelBinding(this.model).trainStep(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], triplets)
     } catch (error) {
       const wrapped = fromBindingError(error)
