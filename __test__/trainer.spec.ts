@@ -1,9 +1,9 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, Trainer, type StepResult } from '../src'
+import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, packImageFolder, Trainer, type StepResult } from '../src'
 import { IDENTITIES } from './fixtures/train-run'
 
 const root = resolve(__dirname, '..', 'data', 'lfw')
@@ -28,10 +28,11 @@ interface RunOutput {
 }
 
 /** Runs fixtures/train-run.ts; `killAfterCheckpoint` SIGKILLs it once that step's checkpoint exists. */
-function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number): Promise<RunOutput> {
+function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number, packed?: string): Promise<RunOutput> {
   return new Promise((done, fail) => {
     const args = ['--import', 'tsx', runScript, out, String(steps), ...(resume ? [resume] : [])]
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const env = packed ? { ...process.env, FACENET_TEST_PACKED: packed } : process.env
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
     const lines: RunOutput['lines'] = []
     let buffer = ''
     let stderr = ''
@@ -60,21 +61,21 @@ function runTraining(out: string, steps: number, resume?: string, killAfterCheck
   })
 }
 
-test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', async (t) => {
+async function killAndResume(t: ExecutionContext, packed?: string): Promise<void> {
   const steps = 8
   const straight = tmp('straight')
-  const whole = await runTraining(straight, steps)
+  const whole = await runTraining(straight, steps, undefined, undefined, packed)
   t.is(whole.lines.length, steps)
 
   const broken = tmp('killed')
-  const killed = await runTraining(broken, steps, undefined, 3)
+  const killed = await runTraining(broken, steps, undefined, 3, packed)
   t.is(killed.signal, 'SIGKILL')
   const checkpoint = await latestCheckpoint(join(broken, 'checkpoints'))
   t.truthy(checkpoint)
   const resumedFrom = Number(/step-(\d+)\.ckpt$/.exec(checkpoint!)![1])
   t.true(resumedFrom >= 3 && resumedFrom < steps, `resumed from step ${resumedFrom}`)
 
-  const resumed = await runTraining(broken, steps, checkpoint)
+  const resumed = await runTraining(broken, steps, checkpoint, undefined, packed)
   t.deepEqual(
     resumed.lines.map((l) => l.step),
     Array.from({ length: steps - resumedFrom }, (_, i) => resumedFrom + 1 + i),
@@ -85,6 +86,16 @@ test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactl
   }
   // Same weights, bit for bit.
   t.true(tensorBytes(join(straight, 'final.safetensors')).equals(tensorBytes(join(broken, 'final.safetensors'))))
+}
+
+test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', (t) => killAndResume(t))
+
+test('on a packed (memory-mapped) dataset too, a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', async (t) => {
+  const folder = tmp('packed-src')
+  for (const name of IDENTITIES) cpSync(join(root, name), join(folder, name), { recursive: true })
+  const packed = tmp('packed')
+  await packImageFolder(folder, packed, { size: 64 })
+  await killAndResume(t, packed)
 })
 
 test('timers keep firing while fit() trains', async (t) => {
