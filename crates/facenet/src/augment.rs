@@ -367,8 +367,8 @@ pub fn apply(
         if resampled_is_fresh {
             // The resample's own output: scale it in place, two passes instead of two copies.
             let mut scaled = resampled;
-            scaled.f_mul_(&factors)?;
-            scaled.f_clamp_(0.0, 255.0)?;
+            let _ = scaled.f_mul_(&factors)?;
+            let _ = scaled.f_clamp_(0.0, 255.0)?;
             scaled
         } else {
             resampled.f_mul(&factors)?.f_clamp(0.0, 255.0)?
