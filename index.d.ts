@@ -16,7 +16,23 @@ export declare class BindingDetector {
   get disposed(): boolean
 }
 
+/** A gathered batch, held as a tensor until one train step takes it. */
+export declare class BindingImageBatch {
+  /** B, H, W, 3. */
+  get shape(): Array<number>
+  /**
+   * A copy of the pixels (B×H×W×3 uint8; an augmented batch rounded), for tests and
+   * inspection.
+   */
+  pixels(): Uint8Array
+}
+
 export declare class BindingModel {
+  /**
+   * One optimizer step on a gathered batch: augmented (or only resized) to the model's
+   * input on its device, then trained as `trainStep` trains. Takes the batch's tensor.
+   */
+  trainStepGathered(batch: BindingImageBatch, labels: Int32Array, transform: BindingBatchTransform, triplets?: Int32Array | undefined | null): Promise<BindingStepStats>
   /** Sets up (or replaces) the optimizer and loss for training this model. */
   configureTraining(options: BindingTrainOptions): Promise<void>
   /**
@@ -57,6 +73,26 @@ export declare class BindingModel {
   get disposed(): boolean
 }
 
+export declare class BindingNpyImages {
+  get count(): number
+  get height(): number
+  get width(): number
+  /**
+   * Gathers rows `indices` into one B×H×W×3 uint8 tensor on the gather thread
+   * (page-locked when `pinned` and CUDA is present). With `augment`, the gather thread
+   * also augments the batch on the CPU to `augment.height × augment.width` (float
+   * 0..255), as a train step would on its device: for benchmarks and inspection.
+   */
+  gather(indices: Int32Array, pinned: boolean, augment?: BindingGatherAugment | undefined | null): Promise<BindingImageBatch>
+  /**
+   * The pixels of rows `indices`, copied into JavaScript: for the paths that decode
+   * image by image (the sharp loader, embedding a dataset), not for training batches.
+   */
+  read(indices: Int32Array): Promise<Uint8Array>
+  /** Stops the gather thread; the map is released when the object is collected. */
+  close(): void
+}
+
 /**
  * Cuts the faces out of the photos: `faces` holds 14 floats per face (box, then five
  * landmarks), `faceImages` the photo each face is in. Resolves to N×S×S×3 uint8 pixels.
@@ -76,6 +112,27 @@ export interface BindingAlignOptions {
 }
 
 export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1' | 'iresnet18' | 'iresnet34' | 'iresnet50'
+
+export interface BindingAugmentOptions {
+  cropScale: number
+  flip: boolean
+  maxRotation: number
+  brightness: number
+}
+
+/**
+ * How a gathered batch becomes the network's input: the draw's stream (seed, epoch,
+ * batch), the augmentation (absent: resize only), the centre crop and the fit.
+ */
+export interface BindingBatchTransform {
+  augment?: BindingAugmentOptions
+  centerCrop: number
+  /** cover | fill */
+  fit: string
+  seed: number
+  epoch: number
+  batch: number
+}
 
 export interface BindingCreateOptions {
   arch: BindingArch
@@ -116,6 +173,12 @@ export interface BindingDevices {
 export type BindingDistance = 'squared-l2' | 'cosine'
 
 export type BindingFallback = 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+
+export interface BindingGatherAugment {
+  transform: BindingBatchTransform
+  height: number
+  width: number
+}
 
 export interface BindingLayerRow {
   name: string
@@ -275,6 +338,9 @@ export declare function loadModel(options: BindingLoadOptions): Promise<BindingM
  * time (the notebook's per-epoch list); without it, one batch compared all with all.
  */
 export declare function mineTriplets(embeddings: Float32Array, labels: Int32Array, dim: number, options: BindingMineOptions, threads: number, epochChunk?: number | undefined | null): Promise<BindingMined>
+
+/** Maps an N×H×W×3 uint8 C-order `.npy`; only its header is read. */
+export declare function openNpyImages(path: string): BindingNpyImages
 
 /** The reduced triplet loss and its gradient with respect to the embeddings. */
 export declare function tripletLoss(embeddings: Float32Array, count: number, dim: number, triplets: Int32Array, options: BindingLossOptions): Promise<BindingLoss>

@@ -836,7 +836,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.BindingDetector = nativeBinding.BindingDetector
+module.exports.BindingImageBatch = nativeBinding.BindingImageBatch
 module.exports.BindingModel = nativeBinding.BindingModel
+module.exports.BindingNpyImages = nativeBinding.BindingNpyImages
 module.exports.alignCrops = nativeBinding.alignCrops
 module.exports.BindingAlignMode = nativeBinding.BindingAlignMode
 module.exports.BindingArch = nativeBinding.BindingArch
@@ -855,4 +857,5 @@ module.exports.libtorchVersion = nativeBinding.libtorchVersion
 module.exports.loadDetector = nativeBinding.loadDetector
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.mineTriplets = nativeBinding.mineTriplets
+module.exports.openNpyImages = nativeBinding.openNpyImages
 module.exports.tripletLoss = nativeBinding.tripletLoss

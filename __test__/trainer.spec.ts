@@ -1,9 +1,9 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, Trainer, type StepResult } from '../src'
+import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, packImageFolder, Trainer, type StepResult } from '../src'
 import { LFW_IDENTITIES as IDENTITIES } from '../scripts/reliability-train'
 
 const root = resolve(__dirname, '..', 'data', 'lfw')
@@ -28,9 +28,9 @@ interface RunOutput {
 }
 
 /** Runs scripts/reliability-train.ts's `lfw` recipe; `killAfterCheckpoint` SIGKILLs it once that step's checkpoint exists. */
-function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number): Promise<RunOutput> {
+function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number, packed?: string): Promise<RunOutput> {
   return new Promise((done, fail) => {
-    const args = ['--import', 'tsx', runScript, join(out, 'checkpoints'), String(steps), '--recipe', 'lfw', '--save', join(out, 'final.safetensors'), ...(resume ? ['--resume', resume] : [])]
+    const args = ['--import', 'tsx', runScript, join(out, 'checkpoints'), String(steps), '--recipe', 'lfw', '--save', join(out, 'final.safetensors'), ...(resume ? ['--resume', resume] : []), ...(packed ? ['--packed', packed] : [])]
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     const lines: RunOutput['lines'] = []
     let buffer = ''
@@ -62,21 +62,21 @@ function runTraining(out: string, steps: number, resume?: string, killAfterCheck
   })
 }
 
-test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', async (t) => {
+async function killAndResume(t: ExecutionContext, packed?: string): Promise<void> {
   const steps = 8
   const straight = tmp('straight')
-  const whole = await runTraining(straight, steps)
+  const whole = await runTraining(straight, steps, undefined, undefined, packed)
   t.is(whole.lines.length, steps)
 
   const broken = tmp('killed')
-  const killed = await runTraining(broken, steps, undefined, 3)
+  const killed = await runTraining(broken, steps, undefined, 3, packed)
   t.is(killed.signal, 'SIGKILL')
   const checkpoint = await latestCheckpoint(join(broken, 'checkpoints'))
   t.truthy(checkpoint)
   const resumedFrom = Number(/step-(\d+)\.ckpt$/.exec(checkpoint!)![1])
   t.true(resumedFrom >= 3 && resumedFrom < steps, `resumed from step ${resumedFrom}`)
 
-  const resumed = await runTraining(broken, steps, checkpoint)
+  const resumed = await runTraining(broken, steps, checkpoint, undefined, packed)
   t.deepEqual(
     resumed.lines.map((l) => l.step),
     Array.from({ length: steps - resumedFrom }, (_, i) => resumedFrom + 1 + i),
@@ -87,6 +87,16 @@ test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactl
   }
   // Same weights, bit for bit.
   t.true(tensorBytes(join(straight, 'final.safetensors')).equals(tensorBytes(join(broken, 'final.safetensors'))))
+}
+
+test('a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', (t) => killAndResume(t))
+
+test('on a packed (memory-mapped) dataset too, a run killed with SIGKILL and resumed repeats the uninterrupted run exactly', async (t) => {
+  const folder = tmp('packed-src')
+  for (const name of IDENTITIES) cpSync(join(root, name), join(folder, name), { recursive: true })
+  const packed = tmp('packed')
+  await packImageFolder(folder, packed, { size: 64 })
+  await killAndResume(t, packed)
 })
 
 test('timers keep firing while fit() trains', async (t) => {

@@ -9,11 +9,11 @@
  * - `lfw`: six identities of the shipped LFW, decoded and augmented, SGD with momentum,
  *   so that a resume must restore the momentum buffers and the augmentation's generator.
  *
- *   node --import=tsx scripts/reliability-train.ts <checkpointDir> [maxSteps] [--recipe lfw] [--resume FILE] [--save FILE]
+ *   node --import=tsx scripts/reliability-train.ts <checkpointDir> [maxSteps] [--recipe lfw] [--packed DIR] [--resume FILE] [--save FILE]
  */
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaceNet, ImageFolder, latestCheckpoint, Trainer, type ImageSource, type TrainerOptions } from '../src'
+import { FaceNet, ImageFolder, latestCheckpoint, NpyDataset, Trainer, type ImageSource, type TrainerOptions } from '../src'
 
 export const IDENTITIES = 4
 export const PER_IDENTITY = 3
@@ -64,7 +64,7 @@ export function createModel(): Promise<FaceNet> {
 
 interface Recipe {
   model: () => Promise<FaceNet>
-  data: () => Promise<ImageSource>
+  data: (packed?: string) => Promise<ImageSource>
   options: (checkpointDir: string) => TrainerOptions
   epochs: number
 }
@@ -73,7 +73,11 @@ const RECIPES: Record<string, Recipe> = {
   generated: { model: createModel, data: async () => makeSource(), options: trainerOptions, epochs: 1_000_000 },
   lfw: {
     model: () => FaceNet.create({ arch: 'tiny', seed: 1, device: 'cpu', threads: 1 }),
-    data: async () => (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
+    // `--packed DIR`: the same identities from a `facenet pack` output, memory-mapped.
+    data: async (packed) =>
+      packed
+        ? await NpyDataset.open({ images: join(packed, 'images.npy'), names: join(packed, 'names.npy') })
+        : (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
     options: (checkpointDir) => ({
       optimizer: 'sgd',
       momentum: 0.9,
@@ -93,16 +97,16 @@ const RECIPES: Record<string, Recipe> = {
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { recipe: { type: 'string', default: 'generated' }, resume: { type: 'string' }, save: { type: 'string' } },
+    options: { recipe: { type: 'string', default: 'generated' }, resume: { type: 'string' }, save: { type: 'string' }, packed: { type: 'string' } },
   })
   const [dir, maxStepsArg] = positionals
   const recipe = RECIPES[values.recipe]
-  if (!dir || !recipe) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps] [--recipe generated|lfw] [--resume FILE] [--save FILE]')
+  if (!dir || !recipe) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps] [--recipe generated|lfw] [--packed DIR] [--resume FILE] [--save FILE]')
   const model = await recipe.model()
   const trainer = new Trainer(model, recipe.options(dir))
   const resume = values.resume ?? (await latestCheckpoint(dir))
   let started = false
-  await trainer.fit(await recipe.data(), {
+  await trainer.fit(await recipe.data(values.packed), {
     epochs: recipe.epochs,
     maxSteps: Number(maxStepsArg ?? 1_000_000),
     ...(resume ? { resume } : {}),

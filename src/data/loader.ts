@@ -209,7 +209,7 @@ export class BatchLoader implements AsyncIterable<Batch> {
   }
 }
 
-async function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+export async function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return promise
   signal.throwIfAborted()
   let onAbort: (() => void) | undefined

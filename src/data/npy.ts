@@ -1,7 +1,8 @@
-import { readFile, stat } from 'node:fs/promises'
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import sharp from 'sharp'
-import { DataError, InvalidArgumentError } from '../errors'
+import type { BindingNpyImages } from '../../index'
+import { DataError, fromBindingError, InvalidArgumentError } from '../errors'
 import { countLabels, type ImageInput, type ImageSource } from './source'
 
 /** A parsed `.npy` array: its dtype descriptor, shape, order, and data bytes. */
@@ -100,8 +101,16 @@ export function itemSize(descr: string, file = '.npy'): number {
   return size
 }
 
-/** Parses an `.npy` file's bytes (format versions 1, 2 and 3). Strict: every inconsistency is a {@link DataError}. */
-export function parseNpy(bytes: Buffer, file = '.npy'): NpyArray {
+interface NpyHeader {
+  descr: string
+  fortranOrder: boolean
+  shape: number[]
+  /** Where the data starts. */
+  dataOffset: number
+}
+
+/** Reads the header from the first bytes of an `.npy` (`length`: the whole file's size). */
+function parseNpyHeader(bytes: Buffer, length: number, file: string): NpyHeader {
   if (bytes.length < 10 || !bytes.subarray(0, 6).equals(MAGIC)) throw new DataError(file, 'is not an .npy file (bad magic bytes)')
   const major = bytes[6]!
   if (major < 1 || major > 3) throw new DataError(file, `unsupported .npy format version ${major}.${bytes[7]}`)
@@ -109,19 +118,52 @@ export function parseNpy(bytes: Buffer, file = '.npy'): NpyArray {
   if (bytes.length < 8 + lenBytes) throw new DataError(file, 'truncated .npy header')
   const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8)
   const dataOffset = 8 + lenBytes + headerLen
-  if (bytes.length < dataOffset) throw new DataError(file, `truncated .npy header: needs ${dataOffset} bytes, file has ${bytes.length}`)
+  if (length < dataOffset || bytes.length < dataOffset) throw new DataError(file, `truncated .npy header: needs ${dataOffset} bytes, file has ${length}`)
   const header = bytes.subarray(8 + lenBytes, dataOffset).toString(major === 3 ? 'utf8' : 'latin1')
   if (!header.endsWith('\n')) throw new DataError(file, 'malformed .npy header (not terminated by a newline)')
   const dict = parseHeaderDict(header, file)
   const size = itemSize(dict.descr, file)
   const count = dict.shape.reduce((a, b) => a * b, 1)
   const expected = count * size
-  const actual = bytes.length - dataOffset
+  const actual = length - dataOffset
   if (actual < expected) {
     throw new DataError(file, `truncated data: shape (${dict.shape.join(', ')}) of ${dict.descr} needs ${expected} bytes, file has ${actual}`)
   }
   if (actual > expected) throw new DataError(file, `${actual - expected} unexpected bytes after the data of shape (${dict.shape.join(', ')})`)
-  return { descr: dict.descr, fortranOrder: dict.fortran_order, shape: dict.shape, data: bytes.subarray(dataOffset) }
+  return { descr: dict.descr, fortranOrder: dict.fortran_order, shape: dict.shape, dataOffset }
+}
+
+/** Parses an `.npy` file's bytes (format versions 1, 2 and 3). Strict: every inconsistency is a {@link DataError}. */
+export function parseNpy(bytes: Buffer, file = '.npy'): NpyArray {
+  const { descr, fortranOrder, shape, dataOffset } = parseNpyHeader(bytes, bytes.length, file)
+  return { descr, fortranOrder, shape, data: bytes.subarray(dataOffset) }
+}
+
+/** Numpy's own headers are a few hundred bytes; a longer one is read whole if it exists. */
+const HEADER_PROBE = 64 * 1024
+
+/** Reads and checks only the header of the `.npy` at `path`, and its data length against the file's size. */
+async function readNpyHeader(path: string): Promise<NpyHeader & { fileSize: number }> {
+  let handle: FileHandle | undefined
+  try {
+    const info = await stat(path)
+    // A FIFO or device would be read without end; a regular file can be sized first.
+    if (!info.isFile()) throw new DataError(path, 'is not a regular file')
+    handle = await open(path, 'r')
+    let probe = Buffer.alloc(Math.min(info.size, HEADER_PROBE))
+    await handle.read(probe, 0, probe.length, 0)
+    const declared = probe.length >= 12 && probe[6] !== 1 ? 12 + probe.readUInt32LE(8) : 0
+    if (declared > probe.length && declared <= info.size) {
+      probe = Buffer.alloc(declared)
+      await handle.read(probe, 0, declared, 0)
+    }
+    return { ...parseNpyHeader(probe, info.size, path), fileSize: info.size }
+  } catch (cause) {
+    if (cause instanceof DataError) throw cause
+    throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+  } finally {
+    await handle?.close()
+  }
 }
 
 /** The largest file Node reads into one Buffer (fs.readFile's limit, 2 GiB − 1). */
@@ -136,7 +178,7 @@ async function readNpy(path: string): Promise<NpyArray> {
     if (info.size > MAX_NPY_BYTES) {
       throw new DataError(
         path,
-        `is ${(info.size / 2 ** 30).toFixed(2)} GiB; .npy files over 2 GiB cannot be read into memory yet (memory-mapped reading is planned): split it into files under 2 GiB`,
+        `is ${(info.size / 2 ** 30).toFixed(2)} GiB; only uint8 C-order images are memory-mapped, other .npy files are read into memory, up to 2 GiB`,
       )
     }
     bytes = await readFile(path)
@@ -214,9 +256,27 @@ export interface NpyDatasetPaths {
   names: string
 }
 
+/** The mapped images of each {@link NpyDataset} opened through the core, for the packed loader. */
+const MAPPED = new WeakMap<NpyDataset, BindingNpyImages>()
+
+/** The core's memory map behind `source`, when it is an {@link NpyDataset} of uint8 C-order images. */
+export function mappedImages(source: ImageSource): BindingNpyImages | undefined {
+  return source instanceof NpyDataset ? MAPPED.get(source) : undefined
+}
+
+/** The core's DataError ("ERR_DATA: FILE: reason") as a {@link DataError} naming `file`. */
+function fromCoreDataError(error: unknown, file: string): unknown {
+  const message = error instanceof Error ? /^ERR_DATA: (.*)$/s.exec(error.message)?.[1] : undefined
+  if (message === undefined) return fromBindingError(error)
+  return new DataError(file, message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message, { cause: error })
+}
+
 /**
  * The notebook's dataset format: all images in one `.npy` array and their identity names
- * in another. Pixels stay in memory as uint8 and go to the loader without re-encoding.
+ * in another (what `facenet pack` writes). uint8 C-order images are memory-mapped by the
+ * core: opening reads only the header, a 40 GB file opens with the resident set bounded,
+ * and `Trainer.fit` gathers and augments its batches natively. Other dtypes and Fortran
+ * order are read into memory (up to 2 GiB) and converted to uint8.
  */
 export class NpyDataset implements ImageSource {
   readonly file: string
@@ -229,10 +289,12 @@ export class NpyDataset implements ImageSource {
   readonly height: number
   readonly width: number
   readonly fortranOrder: boolean
-  readonly #pixels: Buffer
+  /** Whether the images are memory-mapped rather than held in memory. */
+  readonly mapped: boolean
+  readonly #pixels: Buffer | BindingNpyImages
   readonly length: number
 
-  private constructor(file: string, names: string[], pixels: Buffer, shape: number[], fortranOrder: boolean) {
+  private constructor(file: string, names: string[], pixels: Buffer | BindingNpyImages, shape: number[], fortranOrder: boolean) {
     this.file = file
     this.names = names
     this.identities = [...new Set(names)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
@@ -244,6 +306,8 @@ export class NpyDataset implements ImageSource {
     this.width = shape[2]!
     this.fortranOrder = fortranOrder
     this.#pixels = pixels
+    this.mapped = !Buffer.isBuffer(pixels)
+    if (!Buffer.isBuffer(pixels)) MAPPED.set(this, pixels)
   }
 
   static async open(paths: NpyDatasetPaths): Promise<NpyDataset> {
@@ -252,8 +316,8 @@ export class NpyDataset implements ImageSource {
     }
     const imagesFile = resolve(paths.images)
     const namesFile = resolve(paths.names)
-    const [images, namesArray] = await Promise.all([readNpy(imagesFile), readNpy(namesFile)])
-    const { shape } = images
+    const [header, namesArray] = await Promise.all([readNpyHeader(imagesFile), readNpy(namesFile)])
+    const { shape, descr, fortranOrder } = header
     if (shape.length !== 4 || shape[3] !== 3) {
       throw new DataError(imagesFile, `images must have shape (N, H, W, 3), got (${shape.join(', ')})`)
     }
@@ -263,6 +327,24 @@ export class NpyDataset implements ImageSource {
       throw new DataError(namesFile, `has ${names.length} names but ${imagesFile} has ${shape[0]} images`)
     }
     if (names.some((n) => n === '')) throw new DataError(namesFile, 'has an empty name')
+    if (descr.slice(1) === 'u1' && !fortranOrder) {
+      // Loaded here, not at import: reading other datasets needs no libtorch.
+      const { binding } = await import('../binding')
+      let mapped: BindingNpyImages
+      try {
+        mapped = binding.openNpyImages(imagesFile)
+      } catch (error) {
+        throw fromCoreDataError(error, imagesFile)
+      }
+      return new NpyDataset(imagesFile, names, mapped, shape, false)
+    }
+    if (header.fileSize > MAX_NPY_BYTES) {
+      throw new DataError(
+        imagesFile,
+        `is ${(header.fileSize / 2 ** 30).toFixed(2)} GiB of ${descr}${fortranOrder ? ' in Fortran order' : ''}; only uint8 C-order .npy files are memory-mapped, others are read into memory up to 2 GiB: convert it (numpy: np.ascontiguousarray(images.astype(np.uint8))) or repack it with facenet pack`,
+      )
+    }
+    const images = await readNpy(imagesFile)
     return new NpyDataset(imagesFile, names, toUint8(images, imagesFile), shape, images.fortranOrder)
   }
 
@@ -273,8 +355,18 @@ export class NpyDataset implements ImageSource {
     const { height: h, width: w } = this
     const name = `${this.file}[${index}]`
     const plane = h * w * 3
+    const pixels = this.#pixels
+    if (!Buffer.isBuffer(pixels)) {
+      let row: Uint8Array
+      try {
+        row = await pixels.read(Int32Array.of(index))
+      } catch (error) {
+        throw fromCoreDataError(error, this.file)
+      }
+      return { kind: 'raw', name, data: Buffer.from(row.buffer, row.byteOffset, row.byteLength), height: h, width: w }
+    }
     if (!this.fortranOrder) {
-      return { kind: 'raw', name, data: this.#pixels.subarray(index * plane, (index + 1) * plane), height: h, width: w }
+      return { kind: 'raw', name, data: pixels.subarray(index * plane, (index + 1) * plane), height: h, width: w }
     }
     return { kind: 'raw', name, data: await this.#fortranImage(index), height: h, width: w }
   }
@@ -287,7 +379,7 @@ export class NpyDataset implements ImageSource {
   async #fortranImage(n: number): Promise<Buffer> {
     const { height: h, width: w, length: count } = this
     const raw = (width: number, height: number) => ({ raw: { width, height, channels: 1 as const }, limitInputPixels: false as const })
-    const column = await sharp(this.#pixels, raw(count, 3 * w * h))
+    const column = await sharp(this.#pixels as Buffer, raw(count, 3 * w * h))
       .extract({ left: n, top: 0, width: 1, height: 3 * w * h })
       .extractChannel(0)
       .raw()

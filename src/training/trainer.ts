@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { BatchLoader, type Batch } from '../data/loader'
+import { type Batch } from '../data/loader'
+import { batchLoader, gatheredTrainStep } from '../data/packed-loader'
 import { PKSampler } from '../data/sampler'
 import type { ImageSource, OnBadImage } from '../data/source'
 import { nonNegative, positiveInteger } from '../check'
@@ -255,8 +256,9 @@ export class Trainer {
           batchSource = list
         }
         const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
-        const loader = new BatchLoader(data, {
+        const loader = batchLoader(data, {
           size,
+          device: this.model.device,
           sampler: batchSource,
           augment: o.augment,
           centerCrop: o.centerCrop,
@@ -391,6 +393,8 @@ export class Trainer {
 
   async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {
     try {
+      const gathered = gatheredTrainStep(batch)
+      if (gathered) return await callBinding(() => gathered(modelBinding(this.model), triplets))
       return await callBinding(() => modelBinding(this.model).trainStep(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], triplets))
     } catch (error) {
       if (error instanceof NonFiniteError) {

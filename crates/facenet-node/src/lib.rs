@@ -11,6 +11,7 @@ mod detect;
 mod error;
 mod mining;
 mod options;
+mod packed;
 mod train;
 mod worker;
 

@@ -117,7 +117,7 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
     })
 }
 
-fn step_to_js(stats: StepStats) -> BindingStepStats {
+pub(crate) fn step_to_js(stats: StepStats) -> BindingStepStats {
     BindingStepStats {
         step: stats.step as f64,
         loss: stats.loss,
@@ -239,7 +239,7 @@ impl BindingModel {
     }
 }
 
-fn not_configured() -> napi::Error {
+pub(crate) fn not_configured() -> napi::Error {
     coded(
         "ERR_INVALID_ARGUMENT",
         "training is not configured; call configureTraining() first",

@@ -27,6 +27,10 @@ pub enum Error {
     /// another arch, missing tensors); the message names the file.
     #[error("{0}")]
     Weights(String),
+    /// A dataset file cannot be used (not an `.npy`, wrong dtype, shape or order,
+    /// truncated); the message starts with the file.
+    #[error("{0}")]
+    Data(String),
     /// libtorch reported an error.
     #[error("libtorch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
@@ -42,6 +46,7 @@ impl Error {
             Error::Disposed(_) => "ERR_DISPOSED",
             Error::NonFinite(_) => "ERR_NON_FINITE",
             Error::Weights(_) => "ERR_WEIGHTS",
+            Error::Data(_) => "ERR_DATA",
             Error::Torch(_) => "ERR_TORCH",
         }
     }

@@ -3,6 +3,7 @@
 //! The crate has no Node.js code in it; `facenet-node` binds it to JavaScript.
 
 pub mod align;
+pub mod augment;
 pub mod checkpoint;
 pub mod detect;
 pub mod device;
@@ -13,6 +14,7 @@ pub mod loss;
 pub mod mining;
 pub mod model;
 pub mod optim;
+pub mod packed;
 pub mod precision;
 pub mod preprocess;
 pub mod train;

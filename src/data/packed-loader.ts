@@ -1,0 +1,100 @@
+import type { BindingBatchTransform, BindingImageBatch, BindingModel, BindingStepStats } from '../../index'
+import { InvalidArgumentError } from '../errors'
+import { abortable, BatchLoader, type Batch, type LoaderOptions } from './loader'
+import { mappedImages } from './npy'
+import { checkAugment, checkCenterCrop, checkSize } from './preprocess'
+import type { ImageSource } from './source'
+
+/** A gathered batch's tensor and how it becomes network input, by batch. */
+const GATHERED = new WeakMap<Batch, { images: BindingImageBatch; transform: BindingBatchTransform }>()
+
+/**
+ * Batches of a memory-mapped {@link NpyDataset}, gathered by the core into one tensor each
+ * and augmented on the model's device by the train step: no pixel is decoded, resized or
+ * copied in JavaScript. While batch n trains on the model's worker, the gathers of batches
+ * n+1…n+prefetch run on the dataset's own thread. The batches it yields have no `pixels`
+ * (an empty array); {@link gatheredTrainStep} trains on them.
+ */
+export class PackedBatchLoader implements AsyncIterable<Batch> {
+  readonly source: ImageSource
+  readonly #options: LoaderOptions
+  readonly #transform: Omit<BindingBatchTransform, 'epoch' | 'batch'>
+  readonly #pinned: boolean
+
+  constructor(source: ImageSource, options: LoaderOptions & { pinned?: boolean }) {
+    if (!mappedImages(source)) throw new InvalidArgumentError('PackedBatchLoader needs an NpyDataset of uint8 C-order images (memory-mapped)')
+    this.source = source
+    checkSize(options?.size)
+    if (!options.sampler || typeof options.sampler.epochBatches !== 'function') {
+      throw new InvalidArgumentError('options.sampler must be a PKSampler or SequentialSampler')
+    }
+    const prefetch = options.prefetch ?? 2
+    if (!Number.isInteger(prefetch) || prefetch < 1) throw new InvalidArgumentError(`prefetch must be an integer ≥ 1, got ${String(prefetch)}`)
+    const seed = options.seed ?? 0
+    if (!Number.isInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(seed)}`)
+    const fit = options.fit ?? 'cover'
+    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
+    this.#options = { ...options, prefetch, seed }
+    this.#transform = {
+      augment: options.augment ? checkAugment(options.augment) : undefined,
+      centerCrop: checkCenterCrop(options.centerCrop),
+      fit,
+      seed,
+    }
+    this.#pinned = options.pinned ?? false
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
+    const { signal } = this.#options
+    signal?.throwIfAborted()
+    const images = mappedImages(this.source)!
+    const { height, width } = this.#options.size
+    const batches = this.#options.sampler.epochBatches()[Symbol.iterator]()
+    const pending: Promise<Batch>[] = []
+    let exhausted = false
+    const fill = (): void => {
+      while (!exhausted && pending.length < this.#options.prefetch!) {
+        const next = batches.next()
+        if (next.done) {
+          exhausted = true
+          break
+        }
+        const sampled = next.value
+        const p = images.gather(sampled.indices, this.#pinned).then((gathered) => {
+          const batch: Batch = {
+            pixels: new Uint8Array(0),
+            labels: sampled.labels,
+            indices: sampled.indices,
+            shape: [sampled.indices.length, height, width, 3],
+            epoch: sampled.epoch,
+            batch: sampled.batch,
+          }
+          GATHERED.set(batch, { images: gathered, transform: { ...this.#transform, epoch: sampled.epoch, batch: sampled.batch } })
+          return batch
+        })
+        // Failures surface when the batch is awaited; this only silences the unawaited copy.
+        p.catch(() => {})
+        pending.push(p)
+      }
+    }
+    fill()
+    while (pending.length > 0) {
+      const batch = await abortable(pending.shift()!, signal)
+      fill()
+      yield batch
+    }
+  }
+}
+
+/** A {@link PackedBatchLoader} for a memory-mapped dataset, else the sharp {@link BatchLoader}. */
+export function batchLoader(source: ImageSource, options: LoaderOptions & { device?: string }): AsyncIterable<Batch> {
+  if (!mappedImages(source)) return new BatchLoader(source, options)
+  return new PackedBatchLoader(source, { ...options, pinned: options.device?.startsWith('cuda') ?? false })
+}
+
+/** The train step of a batch from a {@link PackedBatchLoader}; undefined for a pixel batch. */
+export function gatheredTrainStep(batch: Batch): ((model: BindingModel, triplets?: Int32Array) => Promise<BindingStepStats>) | undefined {
+  const gathered = GATHERED.get(batch)
+  if (!gathered) return undefined
+  return (model, triplets) => model.trainStepGathered(gathered.images, batch.labels, gathered.transform, triplets)
+}
