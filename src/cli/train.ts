@@ -375,7 +375,10 @@ export async function train(rawArgv: string[]): Promise<number> {
     }
     throw error
   } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler)
+    // Once a signal has stopped the run, a second one that arrives while it winds down
+    // (the sender may be descheduled between two kills) still means "quit now", with the
+    // signal's code, rather than the default action that would report no exit code at all.
+    if (!stopSignal) for (const [signal, handler] of handlers) process.off(signal, handler)
     progress.end()
   }
   // The checkpoint holds the run; the model file is a convenience that may fail on its own

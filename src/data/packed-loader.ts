@@ -1,4 +1,5 @@
 import type { BindingBatchTransform, BindingImageBatch, BindingModel, BindingStepStats } from '../../index'
+import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { abortable, BatchLoader, type Batch, type LoaderOptions } from './loader'
 import { mappedImages } from './npy'
@@ -30,8 +31,7 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
     }
     const prefetch = options.prefetch ?? 2
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new InvalidArgumentError(`prefetch must be an integer ≥ 1, got ${String(prefetch)}`)
-    const seed = options.seed ?? 0
-    if (!Number.isInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, got ${String(seed)}`)
+    const seed = checkSeed(options.seed ?? 0)
     const fit = options.fit ?? 'cover'
     if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
     this.#options = { ...options, prefetch, seed }
