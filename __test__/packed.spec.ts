@@ -7,9 +7,11 @@ import { cpSync, mkdtempSync, readFileSync } from 'node:fs'
 import { open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BatchLoader, DataError, drawTransform, FaceNet, NpyDataset, packImageFolder, Rng, SequentialSampler, Trainer } from '../src'
+import { BatchLoader, DataError, FaceNet, NpyDataset, packImageFolder, SequentialSampler, Trainer } from '../src'
 import { mappedImages, npyHeader } from '../src/data/npy'
-import { IDENTITIES } from './fixtures/train-run'
+import { drawTransform } from '../src/data/preprocess'
+import { Rng } from '../src/rng'
+import { LFW_IDENTITIES as IDENTITIES } from '../scripts/reliability-train'
 
 const root = join(__dirname, '..')
 const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
