@@ -101,16 +101,14 @@ impl BindingDetector {
                 deferred,
                 move |state| {
                     let detector = state.detector.as_ref().ok_or_else(error::disposed)?;
-                    let mut list = Vec::new();
-                    for i in 0..count as i64 {
-                        let img = images
-                            .f_select(0, i)
-                            .and_then(|t| t.f_clamp(0, 255))
-                            .and_then(|t| t.f_to_kind(Kind::Uint8))
-                            .map_err(|e| to_js(e.into()))?;
-                        list.push(img);
-                    }
-                    let faces = detector.detect(&list, &options).map_err(to_js)?;
+                    // Float pixels (0..255, checked on the way in) become uint8 once, for the
+                    // whole batch; uint8 pixels go in as they came.
+                    let images = if images.kind() == Kind::Uint8 {
+                        images
+                    } else {
+                        images.f_to_kind(Kind::Uint8).map_err(|e| to_js(e.into()))?
+                    };
+                    let faces = detector.detect_stacked(&images, &options).map_err(to_js)?;
                     let mut counts = Vec::new();
                     let mut values = Vec::new();
                     for image in faces {

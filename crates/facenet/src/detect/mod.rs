@@ -55,6 +55,34 @@ struct Cand {
     reg: [f32; 4],
 }
 
+fn check_options(options: &DetectOptions) -> Result<()> {
+    if options.min_face_size > 0.0 && options.factor > 0.0 && options.factor < 1.0 {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "minFaceSize must be > 0 and factor in (0, 1); got {} and {}",
+        options.min_face_size, options.factor
+    )))
+}
+
+/// An H×W×3 image (`dims` 3) or an N×H×W×3 batch (`dims` 4) of uint8 RGB.
+fn check_images(images: &Tensor, dims: usize) -> Result<()> {
+    let size = images.size();
+    if size.len() == dims && size[dims - 1] == 3 && images.kind() == Kind::Uint8 {
+        return Ok(());
+    }
+    let what = if dims == 3 {
+        "an image must be an H×W×3"
+    } else {
+        "a batch must be an N×H×W×3"
+    };
+    Err(Error::shape(format!(
+        "{what} uint8 tensor; got {:?} {:?}",
+        size,
+        images.kind()
+    )))
+}
+
 fn floats(t: &Tensor) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(
         t.f_to_device(Device::Cpu)?
@@ -111,41 +139,53 @@ impl Mtcnn {
     /// Consecutive images of one size run as one batch: one P-Net call per pyramid scale and one
     /// R-Net and one O-Net call for the whole batch, as facenet-pytorch batches equal-size images.
     pub fn detect(&self, images: &[Tensor], options: &DetectOptions) -> Result<Vec<Vec<Face>>> {
-        let valid = options.min_face_size > 0.0 && options.factor > 0.0 && options.factor < 1.0;
-        if !valid {
-            return Err(Error::invalid(format!(
-                "minFaceSize must be > 0 and factor in (0, 1); got {} and {}",
-                options.min_face_size, options.factor
-            )));
-        }
+        check_options(options)?;
         for image in images {
-            let size = image.size();
-            if size.len() != 3 || size[2] != 3 || image.kind() != Kind::Uint8 {
-                return Err(Error::shape(format!(
-                    "an image must be an H×W×3 uint8 tensor; got {:?} {:?}",
-                    size,
-                    image.kind()
-                )));
-            }
+            check_images(image, 3)?;
         }
+        let mut out = Vec::with_capacity(images.len());
+        let mut start = 0;
+        while start < images.len() {
+            let size = images[start].size();
+            let mut end = start + 1;
+            while end < images.len() && images[end].size() == size {
+                end += 1;
+            }
+            let group = if end - start == 1 {
+                images[start].f_unsqueeze(0)?
+            } else {
+                Tensor::f_stack(&images[start..end], 0)?
+            };
+            out.extend(self.detect_stacked(&group, options)?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Faces of an N×H×W×3 uint8 (RGB) batch of equal-size images, one Vec<Face> per image.
+    /// The batch runs in device-sized chunks (views of it, not copies).
+    pub fn detect_stacked(
+        &self,
+        images: &Tensor,
+        options: &DetectOptions,
+    ) -> Result<Vec<Vec<Face>>> {
+        check_options(options)?;
+        check_images(images, 4)?;
+        let size = images.size();
+        let (n, per) = (size[0], (size[1] * size[2]).max(1));
+        let budget = if self.device.is_cuda() {
+            GPU_BATCH_PIXELS
+        } else {
+            CPU_BATCH_PIXELS
+        };
+        let most = (budget / per).max(1);
         tch::no_grad(|| {
-            let mut out = Vec::with_capacity(images.len());
+            let mut out = Vec::with_capacity(n as usize);
             let mut start = 0;
-            while start < images.len() {
-                let size = images[start].size();
-                let per = (size[0] * size[1]).max(1);
-                let budget = if self.device.is_cuda() {
-                    GPU_BATCH_PIXELS
-                } else {
-                    CPU_BATCH_PIXELS
-                };
-                let most = (budget / per).max(1) as usize;
-                let mut end = start + 1;
-                while end < images.len() && end - start < most && images[end].size() == size {
-                    end += 1;
-                }
-                out.extend(self.detect_batch(&images[start..end], options)?);
-                start = end;
+            while start < n {
+                let count = most.min(n - start);
+                out.extend(self.detect_batch(&images.f_narrow(0, start, count)?, options)?);
+                start += count;
             }
             Ok(out)
         })
@@ -202,10 +242,11 @@ impl Mtcnn {
         Ok(Some((kept, net(&normalize(&Tensor::f_cat(&data, 0)?)?)?)))
     }
 
-    fn detect_batch(&self, images: &[Tensor], o: &DetectOptions) -> Result<Vec<Vec<Face>>> {
-        let n = images.len();
-        let (h, w) = (images[0].size()[0], images[0].size()[1]);
-        let batch = Tensor::f_stack(images, 0)?
+    /// `images`: N×H×W×3 uint8, checked by the caller.
+    fn detect_batch(&self, images: &Tensor, o: &DetectOptions) -> Result<Vec<Vec<Face>>> {
+        let size = images.size();
+        let (n, h, w) = (size[0] as usize, size[1], size[2]);
+        let batch = images
             .f_to_device(self.device)?
             .f_permute([0, 3, 1, 2])?
             .f_to_kind(Kind::Float)?;
