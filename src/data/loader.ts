@@ -130,30 +130,9 @@ export class BatchLoader implements AsyncIterable<Batch> {
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
     const { signal } = this.#options
     signal?.throwIfAborted()
-    const batches = this.#options.sampler.epochBatches()[Symbol.iterator]()
-    const pending: Promise<Batch>[] = []
     const stop = { stopped: false }
-    let exhausted = false
-    const fill = (): void => {
-      while (!exhausted && pending.length < this.#options.prefetch!) {
-        const next = batches.next()
-        if (next.done) {
-          exhausted = true
-          break
-        }
-        const p = this.#load(next.value, stop)
-        // Failures surface when the batch is awaited; this only silences the unawaited copy.
-        p.catch(() => {})
-        pending.push(p)
-      }
-    }
     try {
-      fill()
-      while (pending.length > 0) {
-        const batch = await abortable(pending.shift()!, signal)
-        fill()
-        yield batch
-      }
+      yield* prefetched(this.#options.sampler.epochBatches(), this.#options.prefetch!, (sampled) => this.#load(sampled, stop), signal)
     } finally {
       stop.stopped = true
     }
@@ -206,6 +185,36 @@ export class BatchLoader implements AsyncIterable<Batch> {
       out = pixels.subarray(0, kept * plane)
     }
     return { pixels: out, labels, indices, shape: [kept, height, width, 3], epoch: sampled.epoch, batch: sampled.batch }
+  }
+}
+
+/**
+ * Yields `load(item)` for each item in order, with up to `depth` loads started ahead of the
+ * one being consumed; a failed load surfaces when its turn comes. Shared by the sharp and
+ * the packed loaders.
+ */
+export async function* prefetched<T, B>(items: Iterable<T>, depth: number, load: (item: T) => Promise<B>, signal: AbortSignal | undefined): AsyncGenerator<B> {
+  const source = items[Symbol.iterator]()
+  const pending: Promise<B>[] = []
+  let exhausted = false
+  const fill = (): void => {
+    while (!exhausted && pending.length < depth) {
+      const next = source.next()
+      if (next.done) {
+        exhausted = true
+        break
+      }
+      const p = load(next.value)
+      // Failures surface when the batch is awaited; this only silences the unawaited copy.
+      p.catch(() => {})
+      pending.push(p)
+    }
+  }
+  fill()
+  while (pending.length > 0) {
+    const batch = await abortable(pending.shift()!, signal)
+    fill()
+    yield batch
   }
 }
 

@@ -1,7 +1,7 @@
 import type { BindingBatchTransform, BindingImageBatch, BindingModel, BindingStepStats } from '../../index'
 import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
-import { abortable, BatchLoader, type Batch, type LoaderOptions } from './loader'
+import { BatchLoader, prefetched, type Batch, type LoaderOptions } from './loader'
 import { mappedImages } from './npy'
 import { checkAugment, checkCenterCrop, checkSize } from './preprocess'
 import type { ImageSource } from './source'
@@ -49,18 +49,11 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
     signal?.throwIfAborted()
     const images = mappedImages(this.source)!
     const { height, width } = this.#options.size
-    const batches = this.#options.sampler.epochBatches()[Symbol.iterator]()
-    const pending: Promise<Batch>[] = []
-    let exhausted = false
-    const fill = (): void => {
-      while (!exhausted && pending.length < this.#options.prefetch!) {
-        const next = batches.next()
-        if (next.done) {
-          exhausted = true
-          break
-        }
-        const sampled = next.value
-        const p = images.gather(sampled.indices, this.#pinned).then((gathered) => {
+    yield* prefetched(
+      this.#options.sampler.epochBatches(),
+      this.#options.prefetch!,
+      (sampled) =>
+        images.gather(sampled.indices, this.#pinned).then((gathered) => {
           const batch: Batch = {
             pixels: new Uint8Array(0),
             labels: sampled.labels,
@@ -71,18 +64,9 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
           }
           GATHERED.set(batch, { images: gathered, transform: { ...this.#transform, epoch: sampled.epoch, batch: sampled.batch } })
           return batch
-        })
-        // Failures surface when the batch is awaited; this only silences the unawaited copy.
-        p.catch(() => {})
-        pending.push(p)
-      }
-    }
-    fill()
-    while (pending.length > 0) {
-      const batch = await abortable(pending.shift()!, signal)
-      fill()
-      yield batch
-    }
+        }),
+      signal,
+    )
   }
 }
 
