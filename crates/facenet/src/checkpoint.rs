@@ -5,6 +5,7 @@
 //! previous checkpoint untouched.
 
 use crate::error::{Error, Result};
+use crate::loss::objective::CLASS_HEAD_PREFIX;
 use crate::model::FaceNet;
 use crate::train::TrainState;
 use crate::weights::{self, OPTIMIZER_PREFIX};
@@ -15,11 +16,12 @@ const STATE_KEY: &str = "checkpoint";
 
 pub fn save(model: &FaceNet, training: &TrainState, state_json: &str, path: &Path) -> Result<()> {
     let optimizer = training.optimizer();
-    let tensors: Vec<_> = optimizer
+    let mut tensors: Vec<_> = optimizer
         .state_tensors()
         .into_iter()
         .map(|(name, tensor)| (format!("{OPTIMIZER_PREFIX}{name}"), tensor))
         .collect();
+    tensors.extend(training.class_head().iter().flat_map(|h| h.parameters()));
     let metadata = HashMap::from([
         (STATE_KEY.to_owned(), state_json.to_owned()),
         ("step".to_owned(), training.step_count().to_string()),
@@ -60,6 +62,21 @@ pub fn load(model: &FaceNet, training: &mut TrainState, path: &Path) -> Result<S
         )));
     }
     let device = model.device();
+    // The class head first: a class count that differs is the error to name.
+    let head = match training.class_head() {
+        Some(head) => {
+            let saved: HashMap<String, tch::Tensor> =
+                weights::read_prefixed(path, &bytes, CLASS_HEAD_PREFIX)?
+                    .into_iter()
+                    .map(|(name, t)| {
+                        Ok((format!("{CLASS_HEAD_PREFIX}{name}"), t.f_to_device(device)?))
+                    })
+                    .collect::<Result<_>>()?;
+            head.check(&saved, &path.display().to_string())?;
+            Some(saved)
+        }
+        None => None,
+    };
     let saved = weights::read_prefixed(path, &bytes, OPTIMIZER_PREFIX)?;
     let expected = training.optimizer().state_tensors();
     for (name, tensor) in &expected {
@@ -77,6 +94,9 @@ pub fn load(model: &FaceNet, training: &mut TrainState, path: &Path) -> Result<S
         }
     }
     weights::load_into(model, path, &bytes)?;
+    if let (Some(head), Some(saved)) = (training.class_head(), &head) {
+        head.restore(saved)?;
+    }
     training.restore(steps, updates, |name| {
         saved.get(name).and_then(|t| t.f_to_device(device).ok())
     })?;
@@ -86,6 +106,8 @@ pub fn load(model: &FaceNet, training: &mut TrainState, path: &Path) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::margin::MarginLoss;
+    use crate::loss::objective::{LossPhase, LossSchedule};
     use crate::mining::Miner;
     use crate::model::{Arch, ModelConfig};
     use crate::optim::OptimizerConfig;
@@ -101,6 +123,10 @@ mod tests {
     }
 
     fn setup() -> (FaceNet, TrainState) {
+        setup_with(Default::default(), 0)
+    }
+
+    fn setup_with(objective: LossSchedule, classes: i64) -> (FaceNet, TrainState) {
         let model = FaceNet::new(ModelConfig::new(Arch::Tiny)).unwrap();
         let state = TrainState::new(
             &model,
@@ -108,6 +134,8 @@ mod tests {
                 optimizer: OptimizerConfig::default(),
                 loss: Default::default(),
                 miner: Miner::default(),
+                objective,
+                classes,
                 seed: 9,
                 precision: Default::default(),
             },
@@ -116,9 +144,65 @@ mod tests {
         (model, state)
     }
 
+    /// CosFace plus half the triplet loss, then the triplet loss alone from step 4.
+    fn combined() -> LossSchedule {
+        LossSchedule::new(vec![
+            LossPhase {
+                from_step: 0,
+                triplet_weight: 0.5,
+                class_loss: Some(MarginLoss::cosface()),
+            },
+            LossPhase {
+                from_step: 4,
+                ..LossPhase::triplet()
+            },
+        ])
+        .unwrap()
+    }
+
     #[test]
     fn resuming_repeats_the_uninterrupted_run_exactly() {
-        let dir = std::env::temp_dir().join(format!("facenet-ckpt-{}", std::process::id()));
+        resume_exactly("a", || setup());
+    }
+
+    #[test]
+    fn resuming_restores_the_class_head_and_its_optimizer_state() {
+        resume_exactly("head", || setup_with(combined(), 4));
+    }
+
+    #[test]
+    fn a_checkpoint_with_another_class_count_is_refused_before_loading() {
+        let dir = std::env::temp_dir().join(format!("facenet-ckpt-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.ckpt");
+        let (model, state) = setup_with(combined(), 4);
+        save(&model, &state, "{}", &path).unwrap();
+        let (other, mut five) = setup_with(combined(), 5);
+        let before = other.var_store().variables();
+        let err = load(&other, &mut five, &path).unwrap_err();
+        assert_eq!(err.code(), "ERR_SHAPE");
+        assert!(
+            err.to_string().contains("4×128") && err.to_string().contains("5×128"),
+            "{err}"
+        );
+        for (name, tensor) in other.var_store().variables() {
+            assert!(tensor.equal(&before[&name]));
+        }
+        let (_, mut triplet_only) = setup();
+        // A triplet run resumes from it (the head is not its concern)...
+        load(&other, &mut triplet_only, &path).unwrap();
+        // ...but a classifying run cannot resume a triplet checkpoint.
+        let plain = dir.join("p.ckpt");
+        let (model, state) = setup();
+        save(&model, &state, "{}", &plain).unwrap();
+        let (m, mut classifying) = setup_with(combined(), 4);
+        let err = load(&m, &mut classifying, &plain).unwrap_err();
+        assert!(err.to_string().contains("class_head.weights"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn resume_exactly(name: &str, setup: impl Fn() -> (FaceNet, TrainState)) {
+        let dir = std::env::temp_dir().join(format!("facenet-ckpt-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.ckpt");
         let (images, labels) = batch();

@@ -4,6 +4,7 @@
 //! which lets easy triplets cancel hard ones; here the hinge is applied to each triplet.
 
 pub mod margin;
+pub mod objective;
 
 use crate::distance::{check_embeddings, normalize_rows, row_distance, Distance};
 use crate::error::{Error, Result};

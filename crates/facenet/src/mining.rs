@@ -35,7 +35,7 @@ impl Triplets {
         self.len() == 0
     }
 
-    fn empty(device: Device) -> Self {
+    pub fn empty(device: Device) -> Self {
         let e = || Tensor::zeros([0], (Kind::Int64, device));
         Triplets {
             anchors: e(),

@@ -184,7 +184,15 @@ impl OptimizerConfig {
     }
 }
 
-/// An optimizer bound to the trainable variables of one `VarStore`.
+/// The trainable variables of `vs`, by name.
+pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
+    vs.variables()
+        .into_iter()
+        .filter(|(_, tensor)| tensor.requires_grad())
+        .collect()
+}
+
+/// An optimizer over a set of named parameters (updated in name order).
 pub struct Optimizer {
     config: OptimizerConfig,
     params: Vec<(String, Tensor)>,
@@ -196,12 +204,12 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(vs: &VarStore, config: OptimizerConfig) -> Result<Self> {
+        Self::over(trainable(vs), config)
+    }
+
+    /// An optimizer over named parameters, e.g. a model's and a loss's class weights.
+    pub fn over(mut params: Vec<(String, Tensor)>, config: OptimizerConfig) -> Result<Self> {
         config.validate()?;
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, tensor)| tensor.requires_grad())
-            .collect();
         // A stable order, so checkpoints and updates do not depend on hash-map order.
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let state = config

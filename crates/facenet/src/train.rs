@@ -1,15 +1,18 @@
 //! One training step: forward a batch in training mode, choose triplets (mined online
 //! inside the batch, or given by the caller for the notebook's per-epoch lists), compute
-//! the triplet loss, backpropagate and update. Epochs, data and checkpoints are driven
-//! from outside; this module holds exactly what a step needs to be resumable.
+//! the step's objective (the triplet loss, a classification loss over the class head, or
+//! both), backpropagate and update. Epochs, data and checkpoints are driven from outside;
+//! this module holds exactly what a step needs to be resumable.
 
 use crate::distance::row_distance;
 use crate::error::{Error, Result};
 use crate::foreach;
+use crate::loss::margin::margin_loss;
+use crate::loss::objective::{ClassHead, LossSchedule};
 use crate::loss::{triplet_loss_with_count, TripletLoss};
 use crate::mining::{mine, Miner, MiningStats, SplitMix64, Triplets};
 use crate::model::{check_image_batch, FaceNet};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::{trainable, Optimizer, OptimizerConfig};
 use crate::precision::{with_precision, Precision};
 use crate::preprocess::to_network_input;
 use tch::{Device, Kind, Tensor};
@@ -17,8 +20,14 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
+    /// How triplets are scored, in the phases that use them.
     pub loss: TripletLoss,
     pub miner: Miner,
+    /// What each step minimizes; the triplet loss alone by default.
+    pub objective: LossSchedule,
+    /// Rows of the class head (the identities of the data) when a phase classifies; labels
+    /// must then lie in 0..classes.
+    pub classes: i64,
     /// Seeds dropout and random miner choices, mixed with the step number, so that a run
     /// resumed from a checkpoint repeats the uninterrupted run exactly.
     pub seed: u64,
@@ -32,6 +41,9 @@ pub struct StepStats {
     /// The step this was (0-based).
     pub step: i64,
     pub loss: f64,
+    /// The parts of `loss` (before weighting): 0 where the step's phase lacks one.
+    pub triplet_loss: f64,
+    pub class_loss: f64,
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -45,6 +57,7 @@ pub struct StepStats {
 pub struct TrainState {
     config: TrainConfig,
     optimizer: Optimizer,
+    head: Option<ClassHead>,
     /// Completed steps, skipped ones included; the schedule and the seeds read it.
     steps: i64,
 }
@@ -56,12 +69,27 @@ pub fn mix_seed(seed: u64, step: i64) -> u64 {
 
 impl TrainState {
     pub fn new(model: &FaceNet, config: TrainConfig) -> Result<Self> {
-        let optimizer = Optimizer::new(model.var_store(), config.optimizer)?;
+        let head = ClassHead::for_schedule(
+            &config.objective,
+            config.classes,
+            model.config().embedding_dim,
+            model.device(),
+            (mix_seed(config.seed, -1) >> 1) as i64,
+        )?;
+        let mut params = trainable(model.var_store());
+        params.extend(head.iter().flat_map(ClassHead::parameters));
+        let optimizer = Optimizer::over(params, config.optimizer)?;
         Ok(Self {
             config,
             optimizer,
+            head,
             steps: 0,
         })
+    }
+
+    /// The classification losses' class weights (and centres), when a phase uses them.
+    pub fn class_head(&self) -> Option<&ClassHead> {
+        self.head.as_ref()
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -118,6 +146,12 @@ impl TrainState {
             )));
         }
         let step = self.steps;
+        let phase = *self.config.objective.at(step);
+        if triplets.is_some() && !phase.uses_triplets() {
+            return Err(Error::invalid(format!(
+                "triplets were given for step {step}, whose loss phase does not use the triplet loss"
+            )));
+        }
         let step_seed = mix_seed(self.config.seed, step);
         // Dropout draws from libtorch's global generator.
         tch::manual_seed((step_seed >> 1) as i64);
@@ -138,6 +172,7 @@ impl TrainState {
         }
 
         let (triplets, mining) = match triplets {
+            None if !phase.uses_triplets() => (Triplets::empty(device), MiningStats::default()),
             Some(given) => {
                 check_triplets(&given, n)?;
                 let given = on_device(given, device)?;
@@ -155,22 +190,51 @@ impl TrainState {
         let mean_pairwise_distance = mean_pairwise_squared_distance(&embeddings.detach())?;
         let lr = self.config.optimizer.lr_at(step);
 
-        if triplets.is_empty() {
+        if triplets.is_empty() && phase.class_loss.is_none() {
             // Nothing to learn from (e.g. no positive pairs): count the step, keep the weights.
             self.steps += 1;
             return Ok(StepStats {
                 step,
-                loss: 0.0,
                 lr,
-                grad_norm: 0.0,
                 mining,
                 mean_pairwise_distance,
-                updated: false,
+                ..Default::default()
             });
         }
 
-        let output = triplet_loss_with_count(&embeddings, &triplets, &self.config.loss)?;
-        let loss = output.loss;
+        let triplet_part = if triplets.is_empty() {
+            None
+        } else {
+            Some(triplet_loss_with_count(&embeddings, &triplets, &self.config.loss)?.loss)
+        };
+        let class_part = match (&phase.class_loss, &self.head) {
+            (Some(class_loss), Some(head)) => Some(margin_loss(
+                class_loss,
+                &embeddings,
+                &labels,
+                head.weights(),
+                head.centers(),
+            )?),
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "a classification phase needs a class head; it is built from the schedule",
+                ))
+            }
+            (None, _) => None,
+        };
+        let value = |part: &Option<Tensor>| -> Result<f64> {
+            part.as_ref()
+                .map_or(Ok(0.0), |t| Ok(t.f_double_value(&[])?))
+        };
+        let (triplet_value, class_value) = (value(&triplet_part)?, value(&class_part)?);
+        let loss = match (triplet_part, class_part) {
+            // The weight 1 of the paper's objective is skipped so that its runs stay bit-identical.
+            (Some(t), None) if phase.triplet_weight == 1.0 => t,
+            (Some(t), None) => t.f_mul_scalar(phase.triplet_weight)?,
+            (None, Some(c)) => c,
+            (Some(t), Some(c)) => c.f_add(&t.f_mul_scalar(phase.triplet_weight)?)?,
+            (None, None) => unreachable!("checked above"),
+        };
         let loss_value = loss.f_double_value(&[])?;
         if !loss_value.is_finite() {
             return Err(Error::NonFinite(format!(
@@ -196,6 +260,8 @@ impl TrainState {
         Ok(StepStats {
             step,
             loss: loss_value,
+            triplet_loss: triplet_value,
+            class_loss: class_value,
             lr,
             grad_norm,
             mining,
@@ -310,6 +376,8 @@ fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::margin::MarginLoss;
+    use crate::loss::objective::LossPhase;
     use crate::model::{Arch, ModelConfig};
     use crate::optim::OptimizerKind;
 
@@ -363,6 +431,8 @@ mod tests {
             },
             loss: TripletLoss::default(),
             miner: Miner::default(),
+            objective: LossSchedule::default(),
+            classes: 0,
             seed: 3,
             precision: Precision::Fp32,
         }
@@ -452,6 +522,108 @@ mod tests {
         for (old, new) in before.iter().zip(model.var_store().trainable_variables()) {
             assert!(old.equal(&new));
         }
+    }
+
+    fn with_objective(phases: Vec<LossPhase>) -> TrainConfig {
+        TrainConfig {
+            objective: LossSchedule::new(phases).unwrap(),
+            classes: 2,
+            ..config(0.05)
+        }
+    }
+
+    fn arcface(from_step: i64, triplet_weight: f64) -> LossPhase {
+        LossPhase {
+            from_step,
+            triplet_weight,
+            class_loss: Some(MarginLoss::ArcFace {
+                margin: 0.2,
+                scale: 16.0,
+                easy_margin: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_classification_loss_trains_the_head_and_the_network() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, with_objective(vec![arcface(0, 0.0)])).unwrap();
+        let head_before = state.class_head().unwrap().weights().copy();
+        let (images, labels) = toy_batch();
+        let stats: Vec<StepStats> = (0..15)
+            .map(|_| state.step(&model, &images, &labels, None).unwrap())
+            .collect();
+        assert!(stats.iter().all(|s| s.updated && s.triplet_loss == 0.0));
+        assert!(stats.iter().all(|s| s.mining.triplets == 0));
+        assert_eq!(stats[0].loss, stats[0].class_loss);
+        assert!(
+            stats[14].loss < stats[0].loss * 0.5,
+            "loss did not drop: {:?}",
+            stats.iter().map(|s| s.loss).collect::<Vec<_>>()
+        );
+        assert!(!head_before.equal(state.class_head().unwrap().weights()));
+    }
+
+    #[test]
+    fn a_weighted_sum_adds_the_scaled_triplet_loss() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, with_objective(vec![arcface(0, 0.5)])).unwrap();
+        let (images, labels) = toy_batch();
+        let stats = state.step(&model, &images, &labels, None).unwrap();
+        assert!(stats.triplet_loss > 0.0 && stats.class_loss > 0.0);
+        assert!(stats.mining.triplets > 0);
+        let sum = stats.class_loss + 0.5 * stats.triplet_loss;
+        assert!((stats.loss - sum).abs() < 1e-5, "{} vs {sum}", stats.loss);
+    }
+
+    #[test]
+    fn a_schedule_switches_the_loss_at_its_step() {
+        let model = tiny(1);
+        let phases = vec![
+            arcface(0, 0.0),
+            LossPhase {
+                from_step: 2,
+                ..LossPhase::triplet()
+            },
+        ];
+        let mut state = TrainState::new(&model, with_objective(phases)).unwrap();
+        let (images, labels) = toy_batch();
+        let stats: Vec<StepStats> = (0..4)
+            .map(|_| state.step(&model, &images, &labels, None).unwrap())
+            .collect();
+        for s in &stats[..2] {
+            assert!(s.class_loss > 0.0 && s.triplet_loss == 0.0, "{s:?}");
+        }
+        for s in &stats[2..] {
+            assert!(s.class_loss == 0.0 && s.triplet_loss > 0.0, "{s:?}");
+            assert_eq!(s.loss, s.triplet_loss);
+        }
+        let err = state
+            .step(
+                &model,
+                &images,
+                &Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 7]),
+                None,
+            )
+            .map(|_| ());
+        // Triplet phases only compare labels: any value is fine there.
+        assert!(err.is_ok());
+    }
+
+    #[test]
+    fn labels_outside_the_head_are_refused() {
+        let model = tiny(1);
+        let mut state = TrainState::new(&model, with_objective(vec![arcface(0, 0.0)])).unwrap();
+        let (images, _) = toy_batch();
+        let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 2]);
+        let err = state.step(&model, &images, &labels, None).unwrap_err();
+        assert!(err.to_string().contains("0..2"), "{err}");
+        let one_class = TrainConfig {
+            classes: 1,
+            ..with_objective(vec![arcface(0, 0.0)])
+        };
+        let err = TrainState::new(&model, one_class).err().unwrap();
+        assert!(err.to_string().contains("at least 2 classes"), "{err}");
     }
 
     #[test]

@@ -410,6 +410,7 @@ fn ignorable(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
         || name.starts_with("logits.")
         || name.starts_with(OPTIMIZER_PREFIX)
+        || name.starts_with(crate::loss::objective::CLASS_HEAD_PREFIX)
 }
 
 /// Loads a model from a weights file onto `device`. `expected_arch`, when given, must

@@ -64,7 +64,8 @@ impl MarginLoss {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Refuses margins and scales the loss cannot use.
+    pub fn check(&self) -> Result<()> {
         let finite = |name: &str, v: f64, min: f64| {
             if v.is_finite() && v >= min {
                 Ok(())
