@@ -203,12 +203,26 @@ export interface BindingLoss {
   gradient: Float32Array
 }
 
+export type BindingLossKind = 'triplet' | 'arcface' | 'cosface' | 'softmax-center'
+
 export interface BindingLossOptions {
   margin: number
   reducer: BindingReducer
   normalize: boolean
   distance: BindingDistance
   threads: number
+}
+
+/** One phase of the loss schedule, its fields resolved by the TS layer. */
+export interface BindingLossPhase {
+  fromStep: number
+  /** The classification loss, or `triplet` for none. */
+  loss: BindingLossKind
+  tripletWeight: number
+  margin: number
+  scale: number
+  easyMargin: boolean
+  centerWeight: number
 }
 
 export interface BindingMined {
@@ -288,6 +302,8 @@ export type BindingSchedule = 'constant' | 'step' | 'cosine'
 export interface BindingStepStats {
   step: number
   loss: number
+  tripletLoss: number
+  classLoss: number
   lr: number
   gradNorm: number
   mining: BindingMiningStats
@@ -314,6 +330,10 @@ export interface BindingTrainOptions {
   seed: number
   /** fp32 when absent; bf16 autocasts the forward pass. */
   precision?: BindingPrecision
+  /** The triplet loss alone when absent. */
+  phases?: Array<BindingLossPhase>
+  /** Identities in the data (rows of the class head); labels are class indices then. */
+  classes?: number
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */

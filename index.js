@@ -844,6 +844,7 @@ module.exports.BindingAlignMode = nativeBinding.BindingAlignMode
 module.exports.BindingArch = nativeBinding.BindingArch
 module.exports.BindingDistance = nativeBinding.BindingDistance
 module.exports.BindingFallback = nativeBinding.BindingFallback
+module.exports.BindingLossKind = nativeBinding.BindingLossKind
 module.exports.BindingMiner = nativeBinding.BindingMiner
 module.exports.BindingNegativeChoice = nativeBinding.BindingNegativeChoice
 module.exports.BindingNormalization = nativeBinding.BindingNormalization

@@ -7,6 +7,7 @@ import {
   ARCHS,
   DISTANCES,
   FALLBACKS,
+  LOSSES,
   MINERS,
   NEGATIVE_CHOICES,
   NORMALIZATIONS,
@@ -29,6 +30,7 @@ const PAIRS: [string, readonly string[]][] = [
   ['BindingOptimizer', OPTIMIZERS],
   ['BindingSchedule', SCHEDULES],
   ['BindingAlignMode', ALIGN_MODES],
+  ['BindingLossKind', LOSSES],
 ]
 
 test('every option list of the TS API equals the string enum the binding declares', (t) => {

@@ -14,6 +14,7 @@ export {
   DISTANCES,
   FACE_SELECTIONS,
   FALLBACKS,
+  LOSSES,
   METRICS,
   MINERS,
   MINING_MODES,
@@ -49,6 +50,7 @@ export { mineTriplets, tripletLoss } from './mining'
 export type { MinedTriplets, MineOptions, MiningStats, Triplets, TripletLossOptions, TripletLossResult } from './mining'
 export { Trainer } from './training/trainer'
 export type { EpochResult, FitOptions, FitResult, Schedule, StepResult, TrainerOptions, Validation } from './training/trainer'
+export type { LossOptions, LossPhaseOptions, LossType, MarginLossOptions, ResolvedLossPhase, SoftmaxCenterOptions, TripletObjective } from './training/objective'
 export { latestCheckpoint } from './training/checkpoints'
 export { acquireRunLock } from './run-lock'
 export type { RunLock } from './run-lock'
@@ -86,8 +88,8 @@ export type { PackOptions, PackResult } from './data/pack'
 export { LfwPairs } from './data/lfw-pairs'
 export type { LfwFold, LfwPair, LfwPairsOptions } from './data/lfw-pairs'
 export type { AugmentOptions, Fit, InputSize } from './data/preprocess'
-export { PKSampler, SequentialSampler } from './data/sampler'
-export type { PKSamplerOptions, SampledBatch, SamplerState } from './data/sampler'
+export { PKSampler, SequentialSampler, ShuffleSampler } from './data/sampler'
+export type { PKSamplerOptions, SampledBatch, SamplerState, ShuffleSamplerOptions, ShuffleSamplerState } from './data/sampler'
 export { BatchLoader } from './data/loader'
 export type { Batch, BatchSampler, LoaderOptions } from './data/loader'
 export type { ImageInput, ImageSource, SkippedImage } from './data/source'

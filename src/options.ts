@@ -55,6 +55,13 @@ export type DistanceName = (typeof DISTANCES)[number]
 export const REDUCERS = ['mean', 'mean-active'] as const
 export type Reducer = (typeof REDUCERS)[number]
 
+/**
+ * What training minimizes (the `type` of a {@link LossOptions}): the paper's triplet loss, or a
+ * classification loss over a class-weight matrix (ArcFace, CosFace, softmax + centre loss).
+ */
+export const LOSSES = ['triplet', 'arcface', 'cosface', 'softmax-center'] as const
+export type LossType = (typeof LOSSES)[number]
+
 export const OPTIMIZERS = ['sgd', 'adagrad', 'adam', 'adamw'] as const
 export type OptimizerName = (typeof OPTIMIZERS)[number]
 

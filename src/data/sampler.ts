@@ -125,6 +125,11 @@ export class PKSampler {
     return [this.#order, this.#singleOrder]
   }
 
+  /** Moves to batch `batch` of epoch `epoch`. */
+  seek(epoch: number, batch: number): void {
+    this.restore({ ...this.state(), epoch, batch })
+  }
+
   /** The next batch; after the last batch of an epoch, the next epoch starts. */
   next(): SampledBatch {
     if (this.#batch >= this.batchesPerEpoch) {
@@ -162,6 +167,105 @@ export class PKSampler {
       this.#batch = 0
       this.#order = undefined
       this.#singleOrder = undefined
+    }
+    const epoch = this.#epoch
+    while (this.#batch < this.batchesPerEpoch && this.#epoch === epoch) yield this.next()
+  }
+}
+
+export interface ShuffleSamplerOptions {
+  /** Images per batch. Default `128`. */
+  batchSize?: number
+  /** Default `0`. */
+  seed?: number
+}
+
+/** Everything needed to resume a {@link ShuffleSampler} exactly. */
+export interface ShuffleSamplerState {
+  kind: 'shuffle'
+  seed: number
+  epoch: number
+  batch: number
+  batchSize: number
+  items: number
+}
+
+/**
+ * Plain shuffled batches over every image, single-image identities included: what the
+ * classification losses train on (each image is a sample of its class; no pairs needed).
+ *
+ * An epoch visits every image once in an order shuffled per epoch; the last batch is filled
+ * up to `batchSize` from the start of that order, so every batch has the same size. Every
+ * batch is a pure function of (seed, epoch, batch), so {@link state}/{@link restore} resume
+ * exactly.
+ */
+export class ShuffleSampler {
+  readonly batchSize: number
+  readonly seed: number
+  readonly batchesPerEpoch: number
+  readonly #labels: Int32Array
+  #epoch = 0
+  #batch = 0
+  #order: Int32Array | undefined
+
+  constructor(labels: Int32Array | { labels: Int32Array }, options: ShuffleSamplerOptions = {}) {
+    this.#labels = labels instanceof Int32Array ? labels : labels.labels
+    this.batchSize = checkCount('batchSize', options.batchSize ?? 128, 2)
+    this.seed = checkSeed(options.seed ?? 0)
+    if (this.#labels.length < 2) throw new InvalidArgumentError(`ShuffleSampler needs at least 2 images, got ${this.#labels.length}`)
+    this.batchesPerEpoch = Math.ceil(this.#labels.length / this.batchSize)
+  }
+
+  get epoch(): number {
+    return this.#epoch
+  }
+
+  state(): ShuffleSamplerState {
+    return { kind: 'shuffle', seed: this.seed, epoch: this.#epoch, batch: this.#batch, batchSize: this.batchSize, items: this.#labels.length }
+  }
+
+  /** Continues from a saved {@link state}; throws if it was saved by a differently built sampler. */
+  restore(state: ShuffleSamplerState): void {
+    for (const key of ['seed', 'batchSize', 'items'] as const) {
+      if (state?.[key] !== this.state()[key]) {
+        throw new InvalidArgumentError(`sampler state has ${key} = ${String(state?.[key])}, this sampler has ${this.state()[key]}`)
+      }
+    }
+    checkCount('state.epoch', state.epoch, 0)
+    checkCount('state.batch', state.batch, 0)
+    if (state.batch > this.batchesPerEpoch) throw new InvalidArgumentError(`state.batch ${state.batch} exceeds ${this.batchesPerEpoch} batches per epoch`)
+    this.#epoch = state.epoch
+    this.#batch = state.batch
+    this.#order = undefined
+  }
+
+  /** Moves to batch `batch` of epoch `epoch`. */
+  seek(epoch: number, batch: number): void {
+    this.restore({ ...this.state(), epoch, batch })
+  }
+
+  /** The next batch; after the last batch of an epoch, the next epoch starts. */
+  next(): SampledBatch {
+    if (this.#batch >= this.batchesPerEpoch) {
+      this.#epoch += 1
+      this.#batch = 0
+      this.#order = undefined
+    }
+    this.#order ??= new Rng(this.seed, this.#epoch, 0x5fa11e).shuffle(Int32Array.from(this.#labels.keys()))
+    const order = this.#order
+    const b = this.#batch
+    const size = Math.min(this.batchSize, order.length)
+    const indices = Int32Array.from({ length: size }, (_, j) => order[(b * this.batchSize + j) % order.length]!)
+    this.#batch += 1
+    return { indices, labels: indices.map((i) => this.#labels[i]!), epoch: this.#epoch, batch: b }
+  }
+
+  /** The remaining batches of the current epoch (all of them when it has not started). */
+  *epochBatches(): Generator<SampledBatch> {
+    if (this.#batch >= this.batchesPerEpoch) {
+      this.#epoch += 1
+      this.#batch = 0
+      this.#order = undefined
     }
     const epoch = this.#epoch
     while (this.#batch < this.batchesPerEpoch && this.#epoch === epoch) yield this.next()

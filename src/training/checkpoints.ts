@@ -4,7 +4,7 @@
  */
 import { open, readdir, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import type { PKSampler, SamplerState } from '../data/sampler'
+import type { SamplerState, ShuffleSamplerState } from '../data/sampler'
 import { InvalidArgumentError, WeightsError } from '../errors'
 import { isRunning } from '../run-lock'
 import type { ResolvedOptions } from './options'
@@ -43,7 +43,9 @@ export interface CheckpointState {
   /** Epoch and next batch of the data order, where training continues. */
   epoch: number
   batch: number
-  sampler?: SamplerState
+  sampler?: SamplerState | ShuffleSamplerState
+  /** Identities of the data (the class head's rows), when a loss classifies. */
+  classes?: number
   options: ResolvedOptions
 }
 
@@ -81,7 +83,7 @@ const isCount = (value: unknown): value is number => Number.isSafeInteger(value)
  * A checkpoint's training state, checked: an impossible step, epoch or batch would resume
  * at the wrong place or name checkpoints that retention then sorts wrongly.
  */
-export function checkState(file: string, json: string, headerStep: string | undefined, sampler: PKSampler | undefined): CheckpointState {
+export function checkState(file: string, json: string, headerStep: string | undefined, sampler: { batchesPerEpoch: number } | undefined): CheckpointState {
   const bad = (why: string) => new WeightsError(`${file}: the checkpoint's training state ${why}`)
   let state: CheckpointState
   try {

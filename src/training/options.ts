@@ -7,6 +7,7 @@ import type { OnBadImage } from '../data/source'
 import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import type { CheckedMineOptions } from '../mining'
+import { bindingPhases, classifies, resolveLoss, type LossOptions, type LossPhaseOptions, type ResolvedLossPhase } from './objective'
 import {
   DISTANCES,
   FALLBACKS,
@@ -39,6 +40,19 @@ export type Schedule =
   | { type: 'cosine'; totalSteps?: number; minLr?: number }
 
 export interface TrainerOptions {
+  /**
+   * What training minimizes. Default `{ type: 'triplet' }`, the paper's triplet loss (the
+   * options `margin` to `reducer` below shape it). `'arcface'`, `'cosface'` and
+   * `'softmax-center'` train a class-weight matrix beside the network (one row per identity
+   * of the data; checkpointed with its optimizer state, not part of the exported model), on
+   * shuffled batches of `batchSize` over every image; with a `tripletWeight` they add that
+   * weight × the triplet loss, and then train on P×K batches. An array is a schedule: each
+   * phase from its `fromStep` on (e.g. an ArcFace warm-up, then triplets from step 1000). An
+   * epoch ends early where the schedule switches between the two kinds of batch.
+   */
+  loss?: LossOptions | LossPhaseOptions[]
+  /** Images per batch of the classification losses. Default `128`. */
+  batchSize?: number
   /** Default `'adagrad'`, the paper's optimizer. */
   optimizer?: OptimizerName
   /** Learning rate. Default `0.05` (the paper's AdaGrad rate). */
@@ -121,11 +135,12 @@ export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
   'optimizer', 'lr', 'momentum', 'nesterov', 'weightDecay', 'betas', 'eps', 'schedule', 'warmupSteps', 'maxGradNorm',
   'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
   'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
-  'keepCheckpoints', 'logFile', 'prefetch', 'precision', 'onBadImage',
+  'keepCheckpoints', 'logFile', 'prefetch', 'precision', 'onBadImage', 'loss', 'batchSize',
 ]
 
 /** The options with their defaults filled in, as checkpoints record them. */
-export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage'>> & {
+export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss'>> & {
+  loss: ResolvedLossPhase[]
   schedule: Schedule
   eps: number
   maxGradNorm: number
@@ -141,7 +156,13 @@ export function resolveOptions(options: TrainerOptions): ResolvedOptions {
   if (!Number.isInteger(imagesPerIdentity) || imagesPerIdentity < 2) {
     throw new InvalidArgumentError(`imagesPerIdentity must be an integer ≥ 2 (an anchor and a positive), got ${String(imagesPerIdentity)}`)
   }
+  const loss = resolveLoss(options.loss)
+  if (mining === 'epoch' && classifies(loss)) {
+    throw new InvalidArgumentError(`mining 'epoch' trains with the triplet loss only; the classification losses (loss type '${loss.find((p) => p.type !== 'triplet')!.type}') need mining 'online'`)
+  }
   const resolved: ResolvedOptions = {
+    loss,
+    batchSize: atLeastTwo('batchSize', options.batchSize ?? 128),
     optimizer,
     lr: float32('lr', options.lr ?? 0.05),
     momentum: float32('momentum', options.momentum ?? 0),
@@ -178,6 +199,12 @@ export function resolveOptions(options: TrainerOptions): ResolvedOptions {
   return resolved
 }
 
+/** A batch size: a step needs 2 images or more. */
+function atLeastTwo(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 2) throw new InvalidArgumentError(`${name} must be an integer ≥ 2, got ${String(value)}`)
+  return value
+}
+
 /** The cosine schedule's length defaults to the steps `fit` will run. */
 function scheduleFields(schedule: Schedule, defaultTotal: number) {
   switch (schedule.type) {
@@ -192,8 +219,11 @@ function scheduleFields(schedule: Schedule, defaultTotal: number) {
   }
 }
 
-/** The options as the binding's `configureTraining` takes them; `totalSteps` is the cosine schedule's default length. */
-export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number) {
+/**
+ * The options as the binding's `configureTraining` takes them; `totalSteps` is the cosine
+ * schedule's default length, `classes` the identities of the data (the class head's rows).
+ */
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number) {
   const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
   const optimizer = {
     name: o.optimizer,
@@ -208,5 +238,5 @@ export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: nu
     maxGradNorm: o.maxGradNorm,
     ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
   }
-  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision }
+  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision, phases: bindingPhases(o.loss), classes }
 }

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { type Batch } from '../data/loader'
 import { batchLoader, gatheredTrainStep } from '../data/packed-loader'
-import { PKSampler } from '../data/sampler'
+import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { ImageSource, OnBadImage } from '../data/source'
 import { nonNegative, positiveInteger } from '../check'
 import { BusyError, callBinding, checkKeys, DataError, FaceNetError, InvalidArgumentError, NonFiniteError } from '../errors'
@@ -15,6 +15,7 @@ import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
+import { classIndex, classifies, phaseAt, usesTriplets } from './objective'
 import { bindingTrainOptions, resolveOptions, type ResolvedOptions, type TrainerOptions } from './options'
 
 export type { OptimizerName, Schedule, TrainerOptions } from './options'
@@ -52,7 +53,12 @@ export interface StepResult {
   epoch: number
   /** Batch index within the epoch. */
   batch: number
+  /** The step's loss: the classification loss plus `tripletWeight` × the triplet loss, as its phase says. */
   loss: number
+  /** The triplet loss before weighting; 0 in a phase without it. */
+  tripletLoss: number
+  /** The classification loss (ArcFace, CosFace, softmax + centre); 0 in a phase without it. */
+  classLoss: number
   lr: number
   gradNorm: number
   images: number
@@ -99,6 +105,11 @@ function checkTrainable(data: ImageSource, o: ResolvedOptions): void {
   const counts = new Map<number, number>()
   for (const label of data.labels) counts.set(label, (counts.get(label) ?? 0) + 1)
   const multi = [...counts.values()].filter((n) => n >= 2).length
+  if (classifies(o.loss) && counts.size < 2) {
+    const type = o.loss.find((p) => p.type !== 'triplet')!.type
+    throw new DataError(where, `has ${counts.size} ${counts.size === 1 ? 'identity' : 'identities'}; a classification loss ('${type}') needs at least 2 identities, its classes`)
+  }
+  if (!o.loss.some(usesTriplets)) return
   if (counts.size < 2 || multi === 0) {
     const has = `${counts.size} ${counts.size === 1 ? 'identity' : 'identities'}, ${multi} of them with 2 or more images`
     throw new DataError(where, `has ${has}; triplet training needs at least 2 identities, one of them with 2 or more images`)
@@ -148,8 +159,8 @@ export class Trainer {
     return this.#step
   }
 
-  async #configure(totalSteps: number): Promise<void> {
-    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps)))
+  async #configure(totalSteps: number, classes: number): Promise<void> {
+    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps, classes)))
     this.#configured = true
   }
 
@@ -195,16 +206,21 @@ export class Trainer {
     const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
     const size = this.model.inputSize
 
-    const sampler =
-      o.mining === 'online'
+    // Triplet phases train on P×K batches, classification-only ones on shuffled batches of
+    // every image; both are built once, and each epoch draws from the one its first step needs.
+    const pk =
+      o.mining === 'online' && o.loss.some(usesTriplets)
         ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
         : undefined
-    const stepsPerEpoch = sampler?.batchesPerEpoch ?? 0
+    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed }) : undefined
+    const samplerAt = (step: number): PKSampler | ShuffleSampler | undefined => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
+    const classes = classifies(o.loss) ? classIndex(data.labels) : undefined
+    const stepsPerEpoch = samplerAt(this.#step)?.batchesPerEpoch ?? 0
     let startEpoch = 0
     let startBatch = 0
     let lastCheckpoint: string | undefined
     if (options.resume) {
-      const state = await this.#restore(options.resume, sampler)
+      const state = await this.#restore(options.resume, samplerAt, classes?.size ?? 0)
       this.#step = state.step
       startEpoch = state.epoch
       startBatch = state.batch
@@ -213,7 +229,7 @@ export class Trainer {
       // again, so their old lines go, or the log would hold them twice.
       if (this.#logFile) await trimLog(this.#logFile, state)
     } else if (!this.#configured) {
-      await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch))
+      await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch), classes?.size ?? 0)
     }
     const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
     let lastValidation: VerificationResult | undefined
@@ -221,8 +237,9 @@ export class Trainer {
     let collapsedSteps = 0
     let checkpointedStep = options.resume ? this.#step : -1
     const started = Date.now()
+    let sampler = samplerAt(this.#step)
     const checkpoint = async (position: { epoch: number; batch: number }): Promise<void> => {
-      lastCheckpoint = await this.#checkpoint(position, sampler)
+      lastCheckpoint = await this.#checkpoint(position, sampler, classes?.size)
       checkpointedStep = this.#step
     }
     const stopReason = (): FitResult['stopped'] | undefined => {
@@ -244,10 +261,11 @@ export class Trainer {
         let epochLoss = 0
         let epochSteps = 0
         let triplets: Int32Array[] | undefined
-        let batchSource: PKSampler | TripletListSampler
+        let batchSource: PKSampler | ShuffleSampler | TripletListSampler
         const firstBatch = epoch === startEpoch ? startBatch : 0
+        sampler = samplerAt(this.#step)
         if (sampler) {
-          sampler.restore({ ...sampler.state(), epoch, batch: firstBatch })
+          sampler.seek(epoch, firstBatch)
           batchSource = sampler
         } else {
           const list = await epochTriplets(this.model, data, o, this.#onBadImage, epoch, warn)
@@ -301,6 +319,7 @@ export class Trainer {
           }
           if (next.done) break
           const batch = next.value
+          if (classes) batch.labels = batch.labels.map((label) => classes.get(label)!)
           // Bad images skipped can leave a batch too small for any triplet.
           if (batch.shape[0] < 2) {
             warn(`batch ${batch.batch} of epoch ${epoch} kept ${batch.shape[0]} image(s) after skipping bad ones; it is left out`)
@@ -318,6 +337,8 @@ export class Trainer {
             epoch,
             batch: batch.batch,
             loss: stats.loss,
+            tripletLoss: stats.tripletLoss,
+            classLoss: stats.classLoss,
             lr: stats.lr,
             gradNorm: stats.gradNorm,
             images: batch.shape[0],
@@ -334,7 +355,8 @@ export class Trainer {
           }
           epochLoss += stats.loss
           epochSteps += 1
-          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
+          const tripletPhase = usesTriplets(phaseAt(o.loss, this.#step - 1))
+          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (tripletPhase && stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
           if (collapsedSteps === COLLAPSE_PATIENCE) {
             warn(
               `possible collapse at step ${this.#step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`,
@@ -345,7 +367,8 @@ export class Trainer {
           yield result
           // The epoch's last batch ends the epoch now, whatever stops the run next: its
           // checkpoint is then the epoch's end, written once.
-          const lastOfEpoch = batch.batch + 1 >= epochLength
+          // So does a switch of the loss schedule to the other kind of batch.
+          const lastOfEpoch = batch.batch + 1 >= epochLength || samplerAt(this.#step) !== sampler
           if (lastOfEpoch) break
           if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
         }
@@ -405,7 +428,7 @@ export class Trainer {
     }
   }
 
-  async #checkpoint(position: { epoch: number; batch: number }, sampler: PKSampler | undefined): Promise<string> {
+  async #checkpoint(position: { epoch: number; batch: number }, sampler: PKSampler | ShuffleSampler | undefined, classes: number | undefined): Promise<string> {
     const dir = this.#checkpointDir
     if (!dir) throw new FaceNetError('ERR_INVALID_ARGUMENT', 'no checkpointDir was set')
     await mkdir(dir, { recursive: true })
@@ -416,6 +439,7 @@ export class Trainer {
       epoch: position.epoch,
       batch: position.batch,
       sampler: sampler ? { ...sampler.state(), epoch: position.epoch, batch: position.batch } : undefined,
+      ...(classes === undefined ? {} : { classes }),
       options: this.options,
     }
     const file = join(dir, checkpointName(this.#step))
@@ -424,14 +448,20 @@ export class Trainer {
     return file
   }
 
-  async #restore(path: string, sampler: PKSampler | undefined): Promise<CheckpointState> {
+  async #restore(path: string, samplerAt: (step: number) => { batchesPerEpoch: number } | undefined, classes: number): Promise<CheckpointState> {
     const file = resolve(path)
     // Checked before the weights are loaded, so a refused checkpoint leaves the model as it was.
     const header = await readCheckpointHeader(file)
-    if (header.checkpoint !== undefined) checkState(file, header.checkpoint, header.step, sampler)
-    if (!this.#configured) await this.#configure(1)
+    if (header.checkpoint !== undefined) {
+      const state = checkState(file, header.checkpoint, header.step, samplerAt(Number(header.step ?? 0)))
+      if (classes > 0 && state.classes !== undefined && state.classes !== classes) {
+        throw new InvalidArgumentError(`${file} was trained on ${state.classes} identities (the class head's rows), this data has ${classes}: resume on the data it was trained on`)
+      }
+    }
+    if (!this.#configured) await this.#configure(1, classes)
     const json = await callBinding(() => modelBinding(this.model).loadCheckpoint(file))
-    return checkState(file, json, header.step, sampler)
+    const state = checkState(file, json, header.step, undefined)
+    return checkState(file, json, header.step, samplerAt(state.step))
   }
 }
 

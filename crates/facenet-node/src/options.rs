@@ -245,3 +245,16 @@ pub enum BindingAlignMode {
     #[napi(value = "margin")]
     Margin,
 }
+
+#[napi(string_enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingLossKind {
+    #[napi(value = "triplet")]
+    Triplet,
+    #[napi(value = "arcface")]
+    Arcface,
+    #[napi(value = "cosface")]
+    Cosface,
+    #[napi(value = "softmax-center")]
+    SoftmaxCenter,
+}

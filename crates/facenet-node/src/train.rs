@@ -5,9 +5,13 @@ use crate::error::{coded, to_js};
 use crate::mining::{
     parse_miner, stats_to_js, triplets_from, BindingMineOptions, BindingMiningStats,
 };
-use crate::options::{BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule};
+use crate::options::{
+    BindingLossKind, BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule,
+};
 use crate::worker::Deferred;
 use crate::BindingModel;
+use facenet::loss::margin::MarginLoss;
+use facenet::loss::objective::{LossPhase, LossSchedule};
 use facenet::loss::TripletLoss;
 use facenet::mining::Triplets;
 use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
@@ -47,12 +51,31 @@ pub struct BindingTrainOptions {
     pub seed: i64,
     /// fp32 when absent; bf16 autocasts the forward pass.
     pub precision: Option<BindingPrecision>,
+    /// The triplet loss alone when absent.
+    pub phases: Option<Vec<BindingLossPhase>>,
+    /// Identities in the data (rows of the class head); labels are class indices then.
+    pub classes: Option<i64>,
+}
+
+/// One phase of the loss schedule, its fields resolved by the TS layer.
+#[napi(object)]
+pub struct BindingLossPhase {
+    pub from_step: i64,
+    /// The classification loss, or `triplet` for none.
+    pub loss: BindingLossKind,
+    pub triplet_weight: f64,
+    pub margin: f64,
+    pub scale: f64,
+    pub easy_margin: bool,
+    pub center_weight: f64,
 }
 
 #[napi(object)]
 pub struct BindingStepStats {
     pub step: f64,
     pub loss: f64,
+    pub triplet_loss: f64,
+    pub class_loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
     pub mining: BindingMiningStats,
@@ -101,8 +124,37 @@ fn parse_optimizer(o: &BindingOptimizerOptions) -> Result<OptimizerConfig> {
     Ok(config)
 }
 
+fn parse_phase(p: &BindingLossPhase) -> LossPhase {
+    let class_loss = match p.loss {
+        BindingLossKind::Triplet => None,
+        BindingLossKind::Arcface => Some(MarginLoss::ArcFace {
+            margin: p.margin,
+            scale: p.scale,
+            easy_margin: p.easy_margin,
+        }),
+        BindingLossKind::Cosface => Some(MarginLoss::CosFace {
+            margin: p.margin,
+            scale: p.scale,
+        }),
+        BindingLossKind::SoftmaxCenter => Some(MarginLoss::SoftmaxCenter {
+            center_weight: p.center_weight,
+        }),
+    };
+    LossPhase {
+        from_step: p.from_step,
+        triplet_weight: p.triplet_weight,
+        class_loss,
+    }
+}
+
 fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
     let miner = parse_miner(&o.mining);
+    let objective = match &o.phases {
+        Some(phases) => {
+            LossSchedule::new(phases.iter().map(parse_phase).collect()).map_err(to_js)?
+        }
+        None => LossSchedule::default(),
+    };
     Ok(TrainConfig {
         optimizer: parse_optimizer(&o.optimizer)?,
         loss: TripletLoss {
@@ -112,6 +164,8 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
             distance: o.mining.distance.into(),
         },
         miner,
+        objective,
+        classes: o.classes.unwrap_or(0),
         seed: o.seed as u64,
         precision: o.precision.map_or_else(Default::default, Into::into),
     })
@@ -121,6 +175,8 @@ pub(crate) fn step_to_js(stats: StepStats) -> BindingStepStats {
     BindingStepStats {
         step: stats.step as f64,
         loss: stats.loss,
+        triplet_loss: stats.triplet_loss,
+        class_loss: stats.class_loss,
         lr: stats.lr,
         grad_norm: stats.grad_norm,
         mining: stats_to_js(&stats.mining),
