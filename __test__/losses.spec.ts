@@ -133,3 +133,34 @@ test('bad loss options and data are refused before training starts', async (t) =
   t.regex(error!.message, /1 identity; a classification loss \('cosface'\) needs at least 2 identities/)
   model.dispose()
 })
+
+test('facenet train --loss arcface --margin --scale trains, stores the recipe in config.json, and --resume reuses it', async (t) => {
+  const { startCli } = await import('./helpers')
+  const out = join(tmp('cli'), 'run')
+  const data = tmp('cli-data')
+  const { cpSync } = await import('node:fs')
+  for (const name of LFW_IDENTITIES.slice(0, 3)) cpSync(join(root, name), join(data, name), { recursive: true })
+  const common = ['--data', data, '--arch', 'tiny', '--threads', '1', '--out', out, '--batch-size', '16', '--no-augment']
+  const first = await startCli(['train', ...common, '--loss', 'arcface', '--margin', '0.3', '--scale', '16', '--triplet-from', '3', '--max-steps', '2']).done
+  t.is(first.code, 0, first.stderr)
+  t.regex(first.stderr, /with the arcface loss, triplet alone from step 3/)
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>
+  t.like(config, { loss: 'arcface', margin: 0.3, scale: 16, tripletFrom: 3, batchSize: 16 })
+  const resumed = await startCli(['train', '--out', out, '--resume', '--max-steps', '4', '--json']).done
+  t.is(resumed.code, 0, resumed.stderr)
+  const log = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; step: number; classLoss: number; tripletLoss: number })
+  const steps = log.filter((l) => l.type === 'step')
+  t.deepEqual(steps.map((l) => [l.step, l.classLoss > 0, l.tripletLoss > 0]), [
+    [1, true, false],
+    [2, true, false],
+    [3, true, false],
+    [4, false, true],
+  ])
+
+  const wrong = await startCli(['train', '--data', data, '--out', join(tmp('cli2'), 'x'), '--scale', '30']).done
+  t.is(wrong.code, 2)
+  t.regex(wrong.stderr, /--scale applies to --loss arcface or cosface, not 'triplet'/)
+  const range = await startCli(['train', '--data', data, '--out', join(tmp('cli3'), 'x'), '--loss', 'arcface', '--margin', '1.6']).done
+  t.is(range.code, 2)
+  t.regex(range.stderr, /(^|\s)--margin must be a number in \[0, 1\.5708\), got 1\.6/)
+})

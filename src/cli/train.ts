@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
 import { LfwPairs } from '../data/lfw-pairs'
-import { PKSampler } from '../data/sampler'
+import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet } from '../model'
@@ -12,7 +12,8 @@ import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
 import { META, writeOutput } from './model'
-import { ARCHS, DEFAULT_ARCH, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
+import { ARCHS, DEFAULT_ARCH, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
+import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 
@@ -44,7 +45,16 @@ const recipe = {
   lr: z.number().positive().max(FLOAT32_MAX).default(0.05),
   momentum: z.number().min(0).max(FLOAT32_MAX).optional(),
   weightDecay: z.number().min(0).max(FLOAT32_MAX).optional(),
-  margin: z.number().min(0).max(FLOAT32_MAX).default(0.2),
+  loss: z.enum(LOSSES).default('triplet'),
+  // The margin of --loss: α for the triplet loss (0.2 when unset), m for ArcFace and CosFace.
+  margin: z.number().min(0).max(FLOAT32_MAX).optional(),
+  scale: z.number().positive().max(FLOAT32_MAX).optional(),
+  easyMargin: z.boolean().optional(),
+  centerWeight: z.number().min(0).max(FLOAT32_MAX).optional(),
+  tripletWeight: z.number().min(0).max(FLOAT32_MAX).optional(),
+  tripletMargin: z.number().min(0).max(FLOAT32_MAX).optional(),
+  tripletFrom: positiveInt.optional(),
+  batchSize: z.number().int().min(2).optional(),
   batchIdentities: positiveInt.default(45),
   // An anchor and a positive: one image per identity holds no triplet.
   batchImages: z.number().int().min(2).default(40),
@@ -96,7 +106,15 @@ export const trainSpec: CommandSpec<typeof schema> = {
     lr: { kind: 'number', value: 'X', help: 'learning rate (default 0.05)' },
     momentum: { kind: 'number', value: 'X', help: 'SGD momentum (default 0)' },
     weightDecay: { kind: 'number', value: 'X', help: 'weight decay (default 0)' },
-    margin: { kind: 'number', value: 'X', help: 'triplet margin α (default 0.2)' },
+    loss: { kind: 'string', value: 'NAME', help: `${choicesHelp('loss', LOSSES, 'triplet')}; the others train a class-weight matrix over the identities (kept out of model.safetensors)` },
+    margin: { kind: 'number', value: 'X', help: 'margin of --loss: triplet α (default 0.2), ArcFace m in radians (0.5), CosFace m (0.4)' },
+    scale: { kind: 'number', value: 'S', help: 'ArcFace/CosFace logit scale s (default 64)' },
+    easyMargin: { kind: 'boolean', help: "ArcFace: the margin only where cos θ > 0 (default: insightface's cos θ − m·sin m past π − m)" },
+    centerWeight: { kind: 'number', value: 'X', help: 'softmax-center: weight λ of the centre loss (default 0.01)' },
+    tripletWeight: { kind: 'number', value: 'W', help: 'with a classification --loss: add W × the triplet loss (P×K batches then; default 0)' },
+    tripletMargin: { kind: 'number', value: 'X', help: 'triplet margin α beside a classification --loss (default 0.2)' },
+    tripletFrom: { kind: 'number', value: 'STEP', help: 'with a classification --loss: train with the triplet loss alone from step STEP on (a warm-up, then triplets)' },
+    batchSize: { kind: 'number', value: 'N', help: 'images per batch of a classification --loss without triplets (default 128)' },
     batchIdentities: { kind: 'number', value: 'P', help: 'identities per batch (default 45)' },
     batchImages: { kind: 'number', value: 'K', help: 'images per identity in a batch (default 40)' },
     negatives: { kind: 'number', value: 'N', help: 'single-image identities added per batch as negatives (default K)' },
@@ -209,7 +227,40 @@ const FLAG_OF: Record<string, string> = {
 }
 
 function withFlags(message: string): string {
-  return message.replace(/\b[A-Za-z]+\b/g, (name) => (Object.hasOwn(FLAG_OF, name) ? FLAG_OF[name]! : name))
+  const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+  return message.replace(/\bloss(?:\[\d+\])?\.([A-Za-z]+)|\b[A-Za-z]+\b/g, (word, lossField?: string) =>
+    lossField ? `--${kebab(lossField)}` : Object.hasOwn(FLAG_OF, word) ? FLAG_OF[word]! : word,
+  )
+}
+
+/**
+ * The Trainer's `loss` from the flags, and the triplet margin α. Flags that shape another
+ * loss than the one chosen are refused rather than ignored.
+ */
+function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | LossPhaseOptions[]; tripletMargin: number } {
+  const only = (flag: string, value: unknown, types: readonly string[]) => {
+    if (value !== undefined && !types.includes(o.loss)) throw new UsageError(`${flag} applies to --loss ${types.join(' or ')}, not '${o.loss}'`)
+  }
+  only('--scale', o.scale, ['arcface', 'cosface'])
+  only('--easy-margin', o.easyMargin, ['arcface'])
+  only('--center-weight', o.centerWeight, ['softmax-center'])
+  const classifying = ['arcface', 'cosface', 'softmax-center']
+  only('--triplet-weight', o.tripletWeight, classifying)
+  only('--triplet-margin', o.tripletMargin, classifying)
+  only('--triplet-from', o.tripletFrom, classifying)
+  if (o.loss === 'triplet') return { loss: { type: 'triplet' }, tripletMargin: o.margin ?? 0.2 }
+  if (o.loss === 'softmax-center' && o.margin !== undefined) throw new UsageError("--margin applies to --loss triplet, arcface or cosface, not 'softmax-center'")
+  const tripletWeight = o.tripletWeight ?? 0
+  const first = {
+    type: o.loss,
+    ...(o.margin !== undefined ? { margin: o.margin } : {}),
+    ...(o.scale !== undefined ? { scale: o.scale } : {}),
+    ...(o.easyMargin !== undefined ? { easyMargin: o.easyMargin } : {}),
+    ...(o.centerWeight !== undefined ? { centerWeight: o.centerWeight } : {}),
+    ...(tripletWeight > 0 ? { tripletWeight } : {}),
+  } as LossPhaseOptions
+  const tripletMargin = o.tripletMargin ?? 0.2
+  return { loss: o.tripletFrom !== undefined ? [first, { type: 'triplet', fromStep: o.tripletFrom }] : first, tripletMargin }
 }
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -230,6 +281,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   if (resumePath !== undefined) o.resume = resumePath
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
   if ((o.tinyWidths !== undefined || o.inputSize !== undefined) && o.arch !== 'tiny') throw new UsageError(`--tiny-widths and --input-size shape --arch tiny, not '${o.arch}'`)
+  const { loss, tripletMargin } = lossOptions(o)
   if (o.batchIdentities === 1 && o.negatives === 0) {
     throw new UsageError('--batch-identities 1 with --negatives 0 makes batches of one identity, which hold no triplets; raise either')
   }
@@ -298,7 +350,9 @@ export async function train(rawArgv: string[]): Promise<number> {
   const trainerOptions: TrainerOptions = {
     optimizer: o.optimizer,
     lr: o.lr,
-    margin: o.margin,
+    margin: tripletMargin,
+    loss,
+    ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
     mining: o.mining,
     miner: o.miner,
     reducer: o.reducer,
@@ -322,10 +376,13 @@ export async function train(rawArgv: string[]): Promise<number> {
   let stepsPerEpoch: number | undefined
   try {
     trainer = new Trainer(model, trainerOptions)
+    const first = trainer.options.loss[0]!
     stepsPerEpoch =
-      o.mining === 'online'
-        ? new PKSampler(folder, { P: o.batchIdentities, K: o.batchImages, negatives: trainer.options.negativesPerBatch, seed: o.seed }).batchesPerEpoch
-        : undefined
+      o.mining !== 'online'
+        ? undefined
+        : first.tripletWeight > 0
+          ? new PKSampler(folder, { P: o.batchIdentities, K: o.batchImages, negatives: trainer.options.negativesPerBatch, seed: o.seed }).batchesPerEpoch
+          : new ShuffleSampler(folder, { batchSize: trainer.options.batchSize, seed: o.seed }).batchesPerEpoch
   } catch (error) {
     if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
     throw error
@@ -335,7 +392,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
   ui.progress = progress
   say(
-    `training ${o.arch} on ${folder.length} images of ${folder.identities.length} identities` +
+    `training ${o.arch} with the ${o.loss} loss${o.tripletWeight ? ` + ${o.tripletWeight} × triplet` : ''}${o.tripletFrom !== undefined ? `, triplet alone from step ${o.tripletFrom}` : ''} on ${folder.length} images of ${folder.identities.length} identities` +
       (resume ? `, resuming from ${resume}` : '') +
       ` → ${out}`,
   )
