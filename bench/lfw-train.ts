@@ -9,7 +9,16 @@
  *     [--device auto] [--precision fp32] [--prefetch 2]
  *     [--schedule constant|cosine] [--total-steps N] [--min-lr 0] [--weight-decay 0]
  *     [--crop-scale 0.875] [--rotation 0] [--brightness 0] [--curve-minutes 5]
- *     [--max-steps N] [--data DIR] [--packed DIR]
+ *     [--max-steps N] [--data DIR] [--packed DIR] [--curve-steps N]
+ *     [--loss triplet|arcface|cosface|softmax-center] [--class-margin M] [--scale S]
+ *     [--center-weight X] [--triplet-weight W] [--triplet-from STEP] [--batch-size 128]
+ *     [--tiny-widths 32,64,128,256] [--input-size 64] [--threads N]
+ *
+ * `--loss` picks the objective (issue 18): a classification loss trains on shuffled batches
+ * of `--batch-size` over every training image; `--triplet-weight W` adds W × the triplet
+ * loss (P×K batches then); `--triplet-from STEP` trains with the triplet loss alone from
+ * STEP on (a warm-up). `--curve-steps N` saves the weights every N steps instead of every
+ * `--curve-minutes`, so that the curve of a run at fixed steps repeats on any machine.
  *
  * `--max-steps` stops after a fixed number of optimizer steps (as well as the minutes), for
  * comparisons at equal work. `--data` reads the images from another folder of the LFW
@@ -27,7 +36,7 @@ import { mkdir, mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
-import { evaluateVerification, FaceNet, ImageFolder, LfwPairs, loadPairImages, NpyDataset, packImageFolder, Trainer, type Arch, type Device, type Precision } from '../src'
+import { evaluateVerification, FaceNet, ImageFolder, LfwPairs, loadPairImages, NpyDataset, packImageFolder, Trainer, type Arch, type Device, type LossPhaseOptions, type LossType, type Precision } from '../src'
 
 const { values } = parseArgs({
   options: {
@@ -58,6 +67,17 @@ const { values } = parseArgs({
     'max-steps': { type: 'string' },
     data: { type: 'string' },
     packed: { type: 'string' },
+    'curve-steps': { type: 'string' },
+    loss: { type: 'string', default: 'triplet' },
+    'class-margin': { type: 'string' },
+    scale: { type: 'string' },
+    'center-weight': { type: 'string' },
+    'triplet-weight': { type: 'string' },
+    'triplet-from': { type: 'string' },
+    'batch-size': { type: 'string', default: '128' },
+    'tiny-widths': { type: 'string' },
+    'input-size': { type: 'string' },
+    threads: { type: 'string' },
   },
 })
 
@@ -67,7 +87,8 @@ async function main() {
   const out = resolve(values.out!)
   const lfw = await LfwPairs.parse(join(shipped, 'pairs.txt'), { root })
   const { trainIdentities } = lfw.unrestrictedSplit(9)
-  const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device })
+  const tiny = values['tiny-widths'] || values['input-size'] ? { ...(values['tiny-widths'] ? { widths: values['tiny-widths'].split(',').map(Number) } : {}), ...(values['input-size'] ? { inputSize: Number(values['input-size']) } : {}) } : undefined
+  const model = await FaceNet.create({ arch: values.arch as Arch, seed: Number(values.seed), device: values.device as Device, ...(tiny ? { tiny } : {}), ...(values.threads ? { threads: Number(values.threads) } : {}) })
   const centerCrop = Number(values.crop)
   const folder = values.packed ? await packedTrainSet(resolve(values.packed), root, trainIdentities, model.inputSize.height, centerCrop) : (await ImageFolder.open(root)).subset(trainIdentities)
   const started = Date.now()
@@ -88,7 +109,18 @@ async function main() {
   }
   const untrained = await evaluate(model)
   console.log(`train images ${folder.length}, identities ${folder.identities.length}; untrained fold-10 accuracy ${(100 * untrained.fold10).toFixed(2)}%`)
+  const type = values.loss as LossType
+  const first = {
+    type,
+    ...(values['class-margin'] ? { margin: Number(values['class-margin']) } : {}),
+    ...(values.scale ? { scale: Number(values.scale) } : {}),
+    ...(values['center-weight'] ? { centerWeight: Number(values['center-weight']) } : {}),
+    ...(values['triplet-weight'] ? { tripletWeight: Number(values['triplet-weight']) } : {}),
+  } as LossPhaseOptions
+  const loss: LossPhaseOptions[] = values['triplet-from'] ? [first, { type: 'triplet', fromStep: Number(values['triplet-from']) }] : [first]
   const trainer = new Trainer(model, {
+    loss,
+    batchSize: Number(values['batch-size']),
     optimizer: values.optimizer as 'adagrad',
     lr: Number(values.lr),
     identitiesPerBatch: Number(values.P),
@@ -115,24 +147,25 @@ async function main() {
   await mkdir(join(out, 'curve'), { recursive: true })
   let waited = 0
   let stepped = 0
-  await trainer.fit(folder, {
+  const curveSteps = values['curve-steps'] ? Number(values['curve-steps']) : undefined
+  const snapshot = async () => {
+    const file = join(out, 'curve', `step-${trainer.step}.safetensors`)
+    await model.save(file)
+    snapshots.push({ minutes: (Date.now() - started) / 60000, step: trainer.step, file })
+  }
+  // The iterator pauses the run while a snapshot is written, so it holds that step's weights.
+  for await (const s of trainer.steps(folder, {
     epochs: Number(values.epochs),
     maxSeconds: budget - (Date.now() - started) / 1000,
     ...(values['max-steps'] ? { maxSteps: Number(values['max-steps']) } : {}),
-    onStep: (s) => {
-      waited += s.dataWaitMs
-      stepped += s.stepMs
-    },
-    onEpoch: async (e) => {
+    onEpoch: (e) => {
       console.log(`epoch ${e.epoch} steps ${e.steps} loss ${e.meanLoss.toFixed(4)} ${e.seconds.toFixed(0)}s data-wait ${((100 * waited) / (waited + stepped)).toFixed(1)}%`)
-      const elapsed = Date.now() - started
-      if (elapsed >= (snapshots.length + 1) * curveEvery) {
-        const file = join(out, 'curve', `step-${trainer.step}.safetensors`)
-        await model.save(file)
-        snapshots.push({ minutes: elapsed / 60000, step: trainer.step, file })
-      }
     },
-  })
+  })) {
+    waited += s.dataWaitMs
+    stepped += s.stepMs
+    if (curveSteps !== undefined ? s.step % curveSteps === 0 : Date.now() - started >= (snapshots.length + 1) * curveEvery) await snapshot()
+  }
   const minutes = (Date.now() - started) / 60000
   const final = await evaluate(model)
   await model.save(join(out, 'model.safetensors'))
@@ -151,6 +184,7 @@ async function main() {
       seed: Number(values.seed),
       device: model.device,
       precision: values.precision,
+      loss,
       minutes,
       steps: trainer.step,
       untrainedFold10: untrained.fold10,
