@@ -61,8 +61,9 @@ export declare class BindingModel {
   /** Extra metadata of the file the model was loaded from; empty for a created model. */
   metadata(): Record<string, string>
   /**
-   * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
-   * here, into a tensor; the forward pass runs on the worker.
+   * Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The worker reads the pixels
+   * where JS put them (see `pixels.rs`); their first copy is the network input, made
+   * on the worker in the network's dtype on the model's device.
    */
   embed(pixels: Uint8Array | Float32Array, count: number, height: number, width: number, precision?: BindingPrecision | undefined | null): Promise<Float32Array>
   /**

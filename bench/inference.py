@@ -6,7 +6,8 @@ names, so a safetensors file that facenet-torch writes loads into them (see
 __test__/fixtures/check_safetensors.py). They are written from the paper and the Rust
 code, not copied from any other project.
 
-Usage: python bench/inference.py ARCH BATCH ITERS THREADS [DEVICE] [fp32|bf16]  → one JSON line
+Usage: python bench/inference.py ARCH BATCH ITERS THREADS [DEVICE] [fp32|bf16] [uint8|float32]
+       → one JSON line
        {"arch": ..., "imagesPerSecond": ..., "seconds": [...]}
 """
 
@@ -412,7 +413,7 @@ def autocast(device, precision):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
-def bench(arch, batch, iters, threads, device="cpu", precision="fp32"):
+def bench(arch, batch, iters, threads, device="cpu", precision="fp32", pixel_kind="uint8"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(arch).eval().to(device)
@@ -420,6 +421,8 @@ def bench(arch, batch, iters, threads, device="cpu", precision="fp32"):
     # Pixels start on the CPU as uint8, like the images facenet-torch's embed() takes, and
     # embeddings come back to the CPU, so both sides time the same work.
     pixels = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8)
+    if pixel_kind == "float32":
+        pixels = pixels.float()
 
     def step():
         with autocast(device, precision):
@@ -441,4 +444,5 @@ if __name__ == "__main__":
     arch, batch, iters, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
     precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
-    print(json.dumps(bench(arch, batch, iters, threads, device, precision)))
+    pixel_kind = sys.argv[7] if len(sys.argv) > 7 else "uint8"
+    print(json.dumps(bench(arch, batch, iters, threads, device, precision, pixel_kind)))

@@ -6,6 +6,10 @@
  * return embeddings on the CPU; both use the same number of threads. The figure is the
  * median over the timed iterations, after one warm-up batch.
  *
+ * "JS ms/call" is ours alone: how long `embed()` holds the JS thread before it returns
+ * its promise (the median), which is where a copy of the pixels made there would show.
+ * PIXELS=float32 feeds both sides float32 pixels (0..255) instead of uint8.
+ *
  * Run: npx tsx bench/inference.ts [device=cpu] [arch,arch,...|all] [threads=CPUs] [precision=fp32]
  * ITERS=N overrides the timed iterations of every arch (a GPU wants more than a CPU).
  *
@@ -24,6 +28,7 @@ const device = (process.argv[2] ?? 'cpu') as Device
 const BATCH = 32
 const threads = Number(process.argv[4] ?? availableParallelism())
 const precision = (process.argv[5] ?? 'fp32') as Precision
+const pixelKind = process.env.PIXELS === 'float32' ? 'float32' : 'uint8'
 
 /** Timed iterations per arch: fewer for the big nets, so a CPU run stays in minutes. */
 const ITERATIONS: Record<Arch, number> = {
@@ -47,41 +52,45 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!
 }
 
-async function ours(arch: Arch, iterations: number): Promise<number> {
+async function ours(arch: Arch, iterations: number): Promise<{ imagesPerSecond: number; jsMs: number }> {
   using model = await FaceNet.create({ arch, device, threads })
   const { height, width } = model.inputSize
-  const data = new Uint8Array(BATCH * height * width * 3)
-  for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24
+  const bytes = new Uint8Array(BATCH * height * width * 3)
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24
+  const data = pixelKind === 'float32' ? Float32Array.from(bytes) : bytes
   const batch = { data, shape: [BATCH, height, width, 3] as const }
   await model.embed(batch, { precision })
   const seconds: number[] = []
+  const held: number[] = []
   for (let i = 0; i < iterations; i++) {
     const start = performance.now()
-    await model.embed(batch, { precision })
+    const call = model.embed(batch, { precision })
+    held.push(performance.now() - start)
+    await call
     seconds.push((performance.now() - start) / 1000)
   }
-  return BATCH / median(seconds)
+  return { imagesPerSecond: BATCH / median(seconds), jsMs: median(held) }
 }
 
 function pytorch(arch: Arch, iterations: number): number {
   const torchDevice = device === 'auto' ? 'cpu' : device
   const out = execFileSync(
     python,
-    [join(__dirname, 'inference.py'), arch, String(BATCH), String(iterations), String(threads), torchDevice, precision],
+    [join(__dirname, 'inference.py'), arch, String(BATCH), String(iterations), String(threads), torchDevice, precision, pixelKind],
     { encoding: 'utf8' },
   )
   return (JSON.parse(out.trim().split('\n').pop()!) as { imagesPerSecond: number }).imagesPerSecond
 }
 
 async function main(): Promise<void> {
-  console.log(`inference, batch ${BATCH}, device ${device}, ${precision}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'})`)
-  console.log('arch                  iters   ours img/s   PyTorch img/s   ours/PyTorch')
+  console.log(`inference, batch ${BATCH}, ${pixelKind} pixels, device ${device}, ${precision}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'})`)
+  console.log('arch                  iters   ours img/s   PyTorch img/s   ours/PyTorch   JS ms/call')
   for (const arch of archs) {
     const iterations = process.env.ITERS ? Number(process.env.ITERS) : ITERATIONS[arch]
     const a = await ours(arch, iterations)
     const b = pytorch(arch, iterations)
     console.log(
-      `${arch.padEnd(22)}${String(iterations).padStart(5)}${a.toFixed(1).padStart(13)}${b.toFixed(1).padStart(16)}${(a / b).toFixed(2).padStart(15)}`,
+      `${arch.padEnd(22)}${String(iterations).padStart(5)}${a.imagesPerSecond.toFixed(1).padStart(13)}${b.toFixed(1).padStart(16)}${(a.imagesPerSecond / b).toFixed(2).padStart(15)}${a.jsMs.toFixed(2).padStart(13)}`,
     )
   }
 }

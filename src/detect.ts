@@ -64,7 +64,11 @@ export class FaceDetector implements Disposable {
     return new FaceDetector(native)
   }
 
-  /** Faces per image of the batch, each list sorted by score, highest first. */
+  /**
+   * Faces per image of the batch, each list sorted by score, highest first. As for
+   * `FaceNet.embed`, the detector's thread reads `images.data` in place: leave it
+   * unchanged until the promise settles.
+   */
   async detect(images: ImageBatch, options: DetectOptions = {}): Promise<DetectedFace[][]> {
     if (this.#binding.disposed) throw new DisposedError('the face detector was disposed')
     const [n, h, w] = images.shape

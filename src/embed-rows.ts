@@ -1,7 +1,7 @@
 /**
  * The one loop that embeds images a batch at a time: a loader's decoded batches, or
- * slices of a batch already in memory. A batch crosses into the binding (and is copied
- * there) one slice at a time, so a large set never needs a second full copy.
+ * slices of a batch already in memory. A batch crosses into the binding one slice at a
+ * time, and each slice is read in place, so a large set never needs a second full copy.
  */
 import type { EmbedOptions, FaceNet, ImageBatch } from './model'
 

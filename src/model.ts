@@ -305,6 +305,12 @@ export class FaceNet implements Disposable {
    * images of the model's input size (N is then inferred). Returns N×embeddingDim values,
    * row-major; every row has unit L2 norm. `options.precision: 'bf16'` runs the network
    * under bfloat16 autocast (for CUDA); the embeddings are float32 either way.
+   *
+   * The model's thread reads the pixels where they are, without copying them first, so
+   * leave `images.data` unchanged (no writes, no transfer or resize of its ArrayBuffer)
+   * until the promise settles, as for a buffer given to `fs.write`. A write made
+   * meanwhile may or may not be seen, even partly; once the promise settles the buffer
+   * is yours again, and the result does not depend on it.
    */
   async embed(images: ImageBatch | Uint8Array | Float32Array, options: EmbedOptions = {}): Promise<Float32Array> {
     if (this.disposed) throw new DisposedError()

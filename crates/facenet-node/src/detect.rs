@@ -1,7 +1,7 @@
 //! `BindingDetector`: an MTCNN on its own worker thread (see `worker.rs`).
 
 use crate::error::{self, to_js};
-use crate::pixels_tensor;
+use crate::pixels::Pixels;
 use crate::worker::{Deferred, Worker};
 use facenet::detect::{DetectOptions, Mtcnn};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
@@ -95,20 +95,26 @@ impl BindingDetector {
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<BindingDetections>, Object) = env.create_deferred()?;
         match parse_options(options)
-            .and_then(|o| Ok((o, pixels_tensor(&pixels, count, height, width)?)))
+            .and_then(|o| Ok((o, Pixels::new(pixels, count, height, width)?)))
         {
-            Ok((options, images)) => self.worker.run(
+            Ok((options, pixels)) => self.worker.run(
                 deferred,
                 move |state| {
                     let detector = state.detector.as_ref().ok_or_else(error::disposed)?;
-                    // Float pixels (0..255, checked on the way in) become uint8 once, for the
-                    // whole batch; uint8 pixels go in as they came.
-                    let images = if images.kind() == Kind::Uint8 {
-                        images
-                    } else {
-                        images.f_to_kind(Kind::Uint8).map_err(|e| to_js(e.into()))?
-                    };
-                    let faces = detector.detect_stacked(&images, &options).map_err(to_js)?;
+                    // Detections are plain numbers, never views of the pixels.
+                    let faces = pixels.with_tensor(|images| {
+                        // Float pixels (0..255, checked on the way in) become uint8 once, for
+                        // the whole batch; uint8 pixels go in as they came.
+                        let converted;
+                        let images = if images.kind() == Kind::Uint8 {
+                            images
+                        } else {
+                            converted =
+                                images.f_to_kind(Kind::Uint8).map_err(|e| to_js(e.into()))?;
+                            &converted
+                        };
+                        detector.detect_stacked(images, &options).map_err(to_js)
+                    })?;
                     let mut counts = Vec::new();
                     let mut values = Vec::new();
                     for image in faces {

@@ -12,6 +12,7 @@ mod error;
 mod mining;
 mod options;
 mod packed;
+mod pixels;
 mod train;
 mod worker;
 
@@ -22,9 +23,10 @@ use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use options::{BindingArch, BindingNormalization, BindingPrecision};
+pub(crate) use pixels::pixels_tensor;
+use pixels::Pixels;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tch::Tensor;
 use worker::{Deferred, Worker};
 
 #[napi(object)]
@@ -273,8 +275,9 @@ impl BindingModel {
         self.metadata.clone()
     }
 
-    /// Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The pixels are copied once,
-    /// here, into a tensor; the forward pass runs on the worker.
+    /// Embeds N×H×W×3 pixels (uint8, or float32 in 0..255). The worker reads the pixels
+    /// where JS put them (see `pixels.rs`); their first copy is the network input, made
+    /// on the worker in the network's dtype on the model's device.
     #[napi(ts_return_type = "Promise<Float32Array>")]
     pub fn embed<'env>(
         &self,
@@ -287,12 +290,17 @@ impl BindingModel {
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
         let precision = precision.map_or_else(Default::default, Into::into);
-        match pixels_tensor(&pixels, count, height, width) {
-            Ok(images) => self.worker.run(
+        match Pixels::new(pixels, count, height, width) {
+            Ok(pixels) => self.worker.run(
                 deferred,
                 move |state| {
                     let model = state.model.as_ref().ok_or_else(error::disposed)?;
-                    let embeddings = model.embed_with(&images, precision).map_err(to_js)?;
+                    // The embeddings are computed, never a view of the input, so they may
+                    // outlive the pixels.
+                    let embeddings = pixels
+                        .with_tensor(|images| model.embed_with(images, precision).map_err(to_js))?;
+                    // The Vec becomes the Float32Array's memory as it is (an external
+                    // ArrayBuffer), so this is the result's only copy: N×D floats.
                     Vec::<f32>::try_from(embeddings.flatten(0, -1)).map_err(|e| to_js(e.into()))
                 },
                 |_env, values| Ok(Float32Array::new(values)),
@@ -313,58 +321,6 @@ impl BindingModel {
     pub fn disposed(&self) -> bool {
         self.worker.is_disposed()
     }
-}
-
-/// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) as a CPU tensor: the one copy
-/// a batch makes on its way in.
-pub(crate) fn pixels_tensor(
-    pixels: &Either<Uint8Array, Float32Array>,
-    count: u32,
-    height: u32,
-    width: u32,
-) -> Result<Tensor> {
-    let shape = [i64::from(count), i64::from(height), i64::from(width), 3];
-    let expected = shape.iter().product::<i64>() as usize;
-    let (len, tensor) = match pixels {
-        Either::A(bytes) => (
-            bytes.len(),
-            (bytes.len() == expected).then(|| Tensor::f_from_slice(bytes)),
-        ),
-        Either::B(floats) => (
-            floats.len(),
-            (floats.len() == expected).then(|| Tensor::f_from_slice(floats)),
-        ),
-    };
-    let [n, h, w, c] = shape;
-    // NaN or ±inf pixels would flow through the network into NaN embeddings that look
-    // like results, and values outside 0..255 (e.g. already normalized to 0..1 or −1..1)
-    // into embeddings of the wrong images; refuse them here, where the index can still be
-    // named.
-    if let Either::B(floats) = pixels {
-        if let Some(at) = floats
-            .iter()
-            .position(|v| !(v.is_finite() && (0.0..=255.0).contains(v)))
-        {
-            let per_image = (h * w * c).max(1) as usize;
-            return Err(error::coded(
-                "ERR_INVALID_ARGUMENT",
-                format!(
-                    "pixel {at} (image {}) is {}; float pixels must be finite values in 0..255",
-                    at / per_image,
-                    floats[at]
-                ),
-            ));
-        }
-    }
-    let tensor = tensor.ok_or_else(|| {
-        error::coded(
-            "ERR_SHAPE",
-            format!("pixel data has {len} values but {n}×{h}×{w}×{c} needs {expected}"),
-        )
-    })?;
-    tensor
-        .and_then(|t| t.f_view(shape))
-        .map_err(|e| to_js(e.into()))
 }
 
 #[napi(object)]
