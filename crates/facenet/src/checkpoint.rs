@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn resuming_repeats_the_uninterrupted_run_exactly() {
-        resume_exactly("a", || setup());
+        resume_exactly("a", setup);
     }
 
     #[test]
