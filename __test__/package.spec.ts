@@ -13,7 +13,7 @@ interface Summary {
   hidden: boolean
   buildTorch: string
   info: { libtorch: string; devices: { libtorchPath: string; libtorchSource: string } }
-  train: { steps: number; losses: number[]; dim: number; distance: number; norm: number }
+  train: { steps: number; losses: number[]; classLosses: number[]; dim: number; distance: number; norm: number }
   detect: { file: string; faces: { score: number }[]; drawn: string }[]
   readelf: string
   missing: { code?: string; name?: string; message?: string; searched?: { place: string; result: string }[] }
@@ -49,10 +49,13 @@ test('the consumer finds torch through FACENET_TORCH_HOME, not the path it was b
   t.deepEqual(summary.downloads, [])
 })
 
-test('a TypeScript consumer trains tiny for 3 steps and embeds two images; facenet detect finds a face with the packaged MTCNN weights', (t) => {
+test('a TypeScript consumer trains tiny for 3 steps (and 3 with an ArcFace warm-up, then triplets) and embeds two images; facenet detect finds a face with the packaged MTCNN weights', (t) => {
   t.is(summary.train.steps, 3)
   t.is(summary.train.losses.length, 3)
   t.true(summary.train.losses.every(Number.isFinite))
+  // Two ArcFace steps, then one triplet step (whose classification loss is 0).
+  t.is(summary.train.classLosses.length, 3)
+  t.true(summary.train.classLosses[0]! > 0 && summary.train.classLosses[1]! > 0 && summary.train.classLosses[2] === 0)
   t.is(summary.train.dim, 128)
   t.true(Math.abs(summary.train.norm - 1) < 1e-4)
   t.true(Number.isFinite(summary.train.distance))

@@ -64,7 +64,7 @@ for (const person of people) {
 
 writeFileSync(
   join(app, 'train.ts'),
-  `import { devices, embedFiles, FaceNet, ImageFolder, Trainer, type StepResult } from 'facenet-torch'
+  `import { devices, embedFiles, FaceNet, ImageFolder, Trainer, type LossPhaseOptions, type StepResult } from 'facenet-torch'
 
 async function main(): Promise<void> {
   const data = await ImageFolder.open('faces')
@@ -72,13 +72,19 @@ async function main(): Promise<void> {
   const trainer = new Trainer(model, { optimizer: 'adam', lr: 1e-3, identitiesPerBatch: 4, imagesPerIdentity: 2, centerCrop: 0.7 })
   const losses: number[] = []
   const result = await trainer.fit(data, { epochs: 10, maxSteps: 3, onStep: (s: StepResult) => void losses.push(s.loss) })
+  // The classification losses through the public types: an ArcFace warm-up, then triplets.
+  const loss: LossPhaseOptions[] = [{ type: 'arcface', margin: 0.3, scale: 30 }, { type: 'triplet', fromStep: 2 }]
+  const arc = await FaceNet.create({ arch: 'tiny', seed: 1 })
+  const classLosses: number[] = []
+  await new Trainer(arc, { loss, batchSize: 8, identitiesPerBatch: 4, imagesPerIdentity: 2, centerCrop: 0.7 }).fit(data, { epochs: 10, maxSteps: 3, onStep: (s: StepResult) => void classLosses.push(s.classLoss) })
+  arc.dispose()
   const [a, b] = [data.items[0]!.path, data.items[3]!.path]
   const rows = await embedFiles(model, [a, b], { centerCrop: 0.7 })
   const dim = model.embeddingDim
   let distance = 0
   for (let i = 0; i < dim; i++) distance += (rows[i]! - rows[dim + i]!) ** 2
   const norm = Math.hypot(...rows.subarray(0, dim))
-  console.log(JSON.stringify({ steps: result.steps, stopped: result.stopped, losses, dim, distance, norm, device: devices().libtorchPath }))
+  console.log(JSON.stringify({ steps: result.steps, stopped: result.stopped, losses, classLosses, dim, distance, norm, device: devices().libtorchPath }))
   model.dispose()
 }
 
