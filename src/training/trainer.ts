@@ -29,7 +29,7 @@ export interface Validation {
 }
 
 export interface FitOptions {
-  /** Epochs to train. Default `1`. */
+  /** Epochs to train. Default `1`. An epoch that a `loss` schedule cuts short (where it switches between P×K and shuffled batches) counts as one. */
   epochs?: number
   /** Stop after this many steps in total (counting resumed ones). */
   maxSteps?: number
