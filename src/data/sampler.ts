@@ -43,6 +43,75 @@ function checkCount(name: string, value: number, min: number): number {
 }
 
 /**
+ * Where a sampler is (the epoch, and the next batch in it) for samplers whose every batch is a
+ * pure function of (seed, epoch, batch): the resume checks and the epoch rollover they share.
+ */
+abstract class EpochSampler<State extends { epoch: number; batch: number }> {
+  /** Batches in one epoch. */
+  abstract readonly batchesPerEpoch: number
+  /** The keys of {@link state} that say how the sampler was built; {@link restore} refuses a state that differs in one. */
+  protected abstract readonly builtWith: readonly (keyof State & string)[]
+  #epoch = 0
+  #batch = 0
+
+  get epoch(): number {
+    return this.#epoch
+  }
+
+  /** The position, for {@link state}. */
+  protected get position(): { epoch: number; batch: number } {
+    return { epoch: this.#epoch, batch: this.#batch }
+  }
+
+  abstract state(): State
+
+  /** Batch `batch` of epoch `epoch`. */
+  protected abstract batchAt(epoch: number, batch: number): SampledBatch
+
+  /** Continues from a saved {@link state}; throws if it was saved by a differently built sampler. */
+  restore(state: State): void {
+    const own = this.state()
+    for (const key of this.builtWith) {
+      if (state?.[key] !== own[key]) {
+        throw new InvalidArgumentError(`sampler state has ${key} = ${String(state?.[key])}, this sampler has ${String(own[key])}`)
+      }
+    }
+    checkCount('state.epoch', state.epoch, 0)
+    checkCount('state.batch', state.batch, 0)
+    if (state.batch > this.batchesPerEpoch) throw new InvalidArgumentError(`state.batch ${state.batch} exceeds ${this.batchesPerEpoch} batches per epoch`)
+    this.#epoch = state.epoch
+    this.#batch = state.batch
+  }
+
+  /** Moves to batch `batch` of epoch `epoch`. */
+  seek(epoch: number, batch: number): void {
+    this.restore({ ...this.state(), epoch, batch })
+  }
+
+  #rollOver(): void {
+    if (this.#batch >= this.batchesPerEpoch) {
+      this.#epoch += 1
+      this.#batch = 0
+    }
+  }
+
+  /** The next batch; after the last batch of an epoch, the next epoch starts. */
+  next(): SampledBatch {
+    this.#rollOver()
+    const batch = this.batchAt(this.#epoch, this.#batch)
+    this.#batch += 1
+    return batch
+  }
+
+  /** The remaining batches of the current epoch (all of them when it has not started). */
+  *epochBatches(): Generator<SampledBatch> {
+    this.#rollOver()
+    const epoch = this.#epoch
+    while (this.#batch < this.batchesPerEpoch && this.#epoch === epoch) yield this.next()
+  }
+}
+
+/**
  * P×K batches as in FaceNet: each batch takes P identities that have at least two images
  * and up to K images of each, plus some single-image identities as negatives.
  *
@@ -50,24 +119,23 @@ function checkCount(name: string, value: number, min: number): number {
  * last batch is filled up to P with identities from the start of the epoch's order). Every batch is a pure function of (seed, epoch, batch), so
  * {@link state}/{@link restore} resume exactly.
  */
-export class PKSampler {
+export class PKSampler extends EpochSampler<SamplerState> {
   readonly P: number
   readonly K: number
   readonly negatives: number
   readonly seed: number
-  /** Batches in one epoch. */
   readonly batchesPerEpoch: number
+  protected readonly builtWith = ['seed', 'P', 'K', 'negatives', 'items'] as const
   readonly #labels: Int32Array
   /** Item indices of each identity with ≥ 2 images. */
   readonly #groups: Int32Array[]
   /** Item indices of single-image identities. */
   readonly #singles: Int32Array
-  #epoch = 0
-  #batch = 0
-  #order: Int32Array | undefined
-  #singleOrder: Int32Array | undefined
+  /** The shuffled identity and single-image orders of one epoch. */
+  #orders: { epoch: number; groups: Int32Array; singles: Int32Array } | undefined
 
   constructor(labels: Int32Array | { labels: Int32Array }, options: PKSamplerOptions = {}) {
+    super()
     const all = labels instanceof Int32Array ? labels : labels.labels
     this.P = checkCount('P', options.P ?? 45, 1)
     this.K = checkCount('K', options.K ?? 40, 2)
@@ -92,55 +160,22 @@ export class PKSampler {
     return this.#groups.length
   }
 
-  get epoch(): number {
-    return this.#epoch
-  }
-
   state(): SamplerState {
-    return { seed: this.seed, epoch: this.#epoch, batch: this.#batch, P: this.P, K: this.K, negatives: this.negatives, items: this.#labels.length }
+    const { epoch, batch } = this.position
+    return { seed: this.seed, epoch, batch, P: this.P, K: this.K, negatives: this.negatives, items: this.#labels.length }
   }
 
-  /** Continues from a saved {@link state}; throws if it was saved by a differently built sampler. */
-  restore(state: SamplerState): void {
-    for (const key of ['seed', 'P', 'K', 'negatives', 'items'] as const) {
-      if (state?.[key] !== this.state()[key]) {
-        throw new InvalidArgumentError(`sampler state has ${key} = ${String(state?.[key])}, this sampler has ${this.state()[key]}`)
-      }
+  #epochOrders(epoch: number): [Int32Array, Int32Array] {
+    if (this.#orders?.epoch !== epoch) {
+      const rng = new Rng(this.seed, epoch, 0x5e1ec7)
+      this.#orders = { epoch, groups: rng.shuffle(Int32Array.from(this.#groups.keys())), singles: rng.shuffle(Int32Array.from(this.#singles)) }
     }
-    checkCount('state.epoch', state.epoch, 0)
-    checkCount('state.batch', state.batch, 0)
-    if (state.batch > this.batchesPerEpoch) throw new InvalidArgumentError(`state.batch ${state.batch} exceeds ${this.batchesPerEpoch} batches per epoch`)
-    this.#epoch = state.epoch
-    this.#batch = state.batch
-    this.#order = undefined
-    this.#singleOrder = undefined
+    return [this.#orders.groups, this.#orders.singles]
   }
 
-  #epochOrders(): [Int32Array, Int32Array] {
-    if (!this.#order || !this.#singleOrder) {
-      const rng = new Rng(this.seed, this.#epoch, 0x5e1ec7)
-      this.#order = rng.shuffle(Int32Array.from(this.#groups.keys()))
-      this.#singleOrder = rng.shuffle(Int32Array.from(this.#singles))
-    }
-    return [this.#order, this.#singleOrder]
-  }
-
-  /** Moves to batch `batch` of epoch `epoch`. */
-  seek(epoch: number, batch: number): void {
-    this.restore({ ...this.state(), epoch, batch })
-  }
-
-  /** The next batch; after the last batch of an epoch, the next epoch starts. */
-  next(): SampledBatch {
-    if (this.#batch >= this.batchesPerEpoch) {
-      this.#epoch += 1
-      this.#batch = 0
-      this.#order = undefined
-      this.#singleOrder = undefined
-    }
-    const [order, singles] = this.#epochOrders()
-    const b = this.#batch
-    const rng = new Rng(this.seed, this.#epoch, b + 1)
+  protected batchAt(epoch: number, b: number): SampledBatch {
+    const [order, singles] = this.#epochOrders(epoch)
+    const rng = new Rng(this.seed, epoch, b + 1)
     const indices: number[] = []
     // The last batch of an epoch wraps round to the start of the order, so every batch has
     // P identities: a batch of one identity has no negatives and teaches nothing.
@@ -155,21 +190,8 @@ export class PKSampler {
     for (let j = 0; j < Math.min(this.negatives, singles.length); j++) {
       indices.push(singles[(b * this.negatives + j) % singles.length]!)
     }
-    this.#batch += 1
     const out = Int32Array.from(indices)
-    return { indices: out, labels: out.map((i) => this.#labels[i]!), epoch: this.#epoch, batch: b }
-  }
-
-  /** The remaining batches of the current epoch (all of them when it has not started). */
-  *epochBatches(): Generator<SampledBatch> {
-    if (this.#batch >= this.batchesPerEpoch) {
-      this.#epoch += 1
-      this.#batch = 0
-      this.#order = undefined
-      this.#singleOrder = undefined
-    }
-    const epoch = this.#epoch
-    while (this.#batch < this.batchesPerEpoch && this.#epoch === epoch) yield this.next()
+    return { indices: out, labels: out.map((i) => this.#labels[i]!), epoch, batch: b }
   }
 }
 
@@ -199,16 +221,17 @@ export interface ShuffleSamplerState {
  * batch is a pure function of (seed, epoch, batch), so {@link state}/{@link restore} resume
  * exactly.
  */
-export class ShuffleSampler {
+export class ShuffleSampler extends EpochSampler<ShuffleSamplerState> {
   readonly batchSize: number
   readonly seed: number
   readonly batchesPerEpoch: number
+  protected readonly builtWith = ['seed', 'batchSize', 'items'] as const
   readonly #labels: Int32Array
-  #epoch = 0
-  #batch = 0
-  #order: Int32Array | undefined
+  /** One epoch's shuffled order of every item. */
+  #order: { epoch: number; items: Int32Array } | undefined
 
   constructor(labels: Int32Array | { labels: Int32Array }, options: ShuffleSamplerOptions = {}) {
+    super()
     this.#labels = labels instanceof Int32Array ? labels : labels.labels
     this.batchSize = checkCount('batchSize', options.batchSize ?? 128, 2)
     this.seed = checkSeed(options.seed ?? 0)
@@ -216,59 +239,16 @@ export class ShuffleSampler {
     this.batchesPerEpoch = Math.ceil(this.#labels.length / this.batchSize)
   }
 
-  get epoch(): number {
-    return this.#epoch
-  }
-
   state(): ShuffleSamplerState {
-    return { kind: 'shuffle', seed: this.seed, epoch: this.#epoch, batch: this.#batch, batchSize: this.batchSize, items: this.#labels.length }
+    return { kind: 'shuffle', seed: this.seed, ...this.position, batchSize: this.batchSize, items: this.#labels.length }
   }
 
-  /** Continues from a saved {@link state}; throws if it was saved by a differently built sampler. */
-  restore(state: ShuffleSamplerState): void {
-    for (const key of ['seed', 'batchSize', 'items'] as const) {
-      if (state?.[key] !== this.state()[key]) {
-        throw new InvalidArgumentError(`sampler state has ${key} = ${String(state?.[key])}, this sampler has ${this.state()[key]}`)
-      }
-    }
-    checkCount('state.epoch', state.epoch, 0)
-    checkCount('state.batch', state.batch, 0)
-    if (state.batch > this.batchesPerEpoch) throw new InvalidArgumentError(`state.batch ${state.batch} exceeds ${this.batchesPerEpoch} batches per epoch`)
-    this.#epoch = state.epoch
-    this.#batch = state.batch
-    this.#order = undefined
-  }
-
-  /** Moves to batch `batch` of epoch `epoch`. */
-  seek(epoch: number, batch: number): void {
-    this.restore({ ...this.state(), epoch, batch })
-  }
-
-  /** The next batch; after the last batch of an epoch, the next epoch starts. */
-  next(): SampledBatch {
-    if (this.#batch >= this.batchesPerEpoch) {
-      this.#epoch += 1
-      this.#batch = 0
-      this.#order = undefined
-    }
-    this.#order ??= new Rng(this.seed, this.#epoch, 0x5fa11e).shuffle(Int32Array.from(this.#labels.keys()))
-    const order = this.#order
-    const b = this.#batch
+  protected batchAt(epoch: number, b: number): SampledBatch {
+    if (this.#order?.epoch !== epoch) this.#order = { epoch, items: new Rng(this.seed, epoch, 0x5fa11e).shuffle(Int32Array.from(this.#labels.keys())) }
+    const order = this.#order.items
     const size = Math.min(this.batchSize, order.length)
     const indices = Int32Array.from({ length: size }, (_, j) => order[(b * this.batchSize + j) % order.length]!)
-    this.#batch += 1
-    return { indices, labels: indices.map((i) => this.#labels[i]!), epoch: this.#epoch, batch: b }
-  }
-
-  /** The remaining batches of the current epoch (all of them when it has not started). */
-  *epochBatches(): Generator<SampledBatch> {
-    if (this.#batch >= this.batchesPerEpoch) {
-      this.#epoch += 1
-      this.#batch = 0
-      this.#order = undefined
-    }
-    const epoch = this.#epoch
-    while (this.#batch < this.batchesPerEpoch && this.#epoch === epoch) yield this.next()
+    return { indices, labels: indices.map((i) => this.#labels[i]!), epoch, batch: b }
   }
 }
 
