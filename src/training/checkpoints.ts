@@ -83,7 +83,12 @@ const isCount = (value: unknown): value is number => Number.isSafeInteger(value)
  * A checkpoint's training state, checked: an impossible step, epoch or batch would resume
  * at the wrong place or name checkpoints that retention then sorts wrongly.
  */
-export function checkState(file: string, json: string, headerStep: string | undefined, sampler: { batchesPerEpoch: number } | undefined): CheckpointState {
+export function checkState(
+  file: string,
+  json: string,
+  headerStep: string | undefined,
+  samplerAt: (step: number) => { batchesPerEpoch: number } | undefined,
+): CheckpointState {
   const bad = (why: string) => new WeightsError(`${file}: the checkpoint's training state ${why}`)
   let state: CheckpointState
   try {
@@ -102,6 +107,8 @@ export function checkState(file: string, json: string, headerStep: string | unde
   const named = checkpointStep(file)
   if (named !== undefined && named !== state.step) throw bad(`says step ${state.step}, but the file is named for step ${named}`)
   if (state.step === 0 && (state.epoch > 0 || state.batch > 0)) throw bad(`is at epoch ${state.epoch} batch ${state.batch} after 0 steps`)
+  // The sampler of the phase that the step resumes in: its epochs are the ones counted.
+  const sampler = samplerAt(state.step)
   if (sampler && state.batch > sampler.batchesPerEpoch) {
     throw bad(`is at batch ${state.batch}, but an epoch of this data has ${sampler.batchesPerEpoch} batches`)
   }

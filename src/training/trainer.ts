@@ -453,15 +453,14 @@ export class Trainer {
     // Checked before the weights are loaded, so a refused checkpoint leaves the model as it was.
     const header = await readCheckpointHeader(file)
     if (header.checkpoint !== undefined) {
-      const state = checkState(file, header.checkpoint, header.step, samplerAt(Number(header.step ?? 0)))
+      const state = checkState(file, header.checkpoint, header.step, samplerAt)
       if (classes > 0 && state.classes !== undefined && state.classes !== classes) {
         throw new InvalidArgumentError(`${file} was trained on ${state.classes} identities (the class head's rows), this data has ${classes}: resume on the data it was trained on`)
       }
     }
     if (!this.#configured) await this.#configure(1, classes)
     const json = await callBinding(() => modelBinding(this.model).loadCheckpoint(file))
-    const state = checkState(file, json, header.step, undefined)
-    return checkState(file, json, header.step, samplerAt(state.step))
+    return checkState(file, json, header.step, samplerAt)
   }
 }
 
