@@ -7,7 +7,7 @@
 use crate::distance::row_distance;
 use crate::error::{Error, Result};
 use crate::foreach;
-use crate::loss::margin::margin_loss;
+use crate::loss::margin::{check_labels, margin_loss_in_range};
 use crate::loss::objective::{ClassHead, LossSchedule};
 use crate::loss::{triplet_loss_with_count, TripletLoss};
 use crate::mining::{mine, Miner, MiningStats, SplitMix64, Triplets};
@@ -156,6 +156,10 @@ impl TrainState {
         // Dropout draws from libtorch's global generator.
         tch::manual_seed((step_seed >> 1) as i64);
 
+        if let (Some(_), Some(head)) = (&phase.class_loss, &self.head) {
+            // On the CPU labels, so the device never syncs for it.
+            check_labels(labels, head.classes())?;
+        }
         let device = model.device();
         let input = to_network_input(images, device, model.config().normalization)?;
         let labels = labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
@@ -208,7 +212,7 @@ impl TrainState {
             Some(triplet_loss_with_count(&embeddings, &triplets, &self.config.loss)?.loss)
         };
         let class_part = match (&phase.class_loss, &self.head) {
-            (Some(class_loss), Some(head)) => Some(margin_loss(
+            (Some(class_loss), Some(head)) => Some(margin_loss_in_range(
                 class_loss,
                 &embeddings,
                 &labels,
@@ -222,20 +226,31 @@ impl TrainState {
             }
             (None, _) => None,
         };
-        let value = |part: &Option<Tensor>| -> Result<f64> {
-            part.as_ref()
-                .map_or(Ok(0.0), |t| Ok(t.f_double_value(&[])?))
-        };
-        let (triplet_value, class_value) = (value(&triplet_part)?, value(&class_part)?);
-        let loss = match (triplet_part, class_part) {
+        let read = |t: &Tensor| -> Result<f64> { Ok(t.f_double_value(&[])?) };
+        let weight = phase.triplet_weight;
+        // Each host read is a device sync: a loss that is one part alone is read once.
+        let (loss, loss_value, triplet_value, class_value) = match (triplet_part, class_part) {
             // The weight 1 of the paper's objective is skipped so that its runs stay bit-identical.
-            (Some(t), None) if phase.triplet_weight == 1.0 => t,
-            (Some(t), None) => t.f_mul_scalar(phase.triplet_weight)?,
-            (None, Some(c)) => c,
-            (Some(t), Some(c)) => c.f_add(&t.f_mul_scalar(phase.triplet_weight)?)?,
+            (Some(t), None) if weight == 1.0 => {
+                let v = read(&t)?;
+                (t, v, v, 0.0)
+            }
+            (Some(t), None) => {
+                let loss = t.f_mul_scalar(weight)?;
+                let (l, tv) = (read(&loss)?, read(&t)?);
+                (loss, l, tv, 0.0)
+            }
+            (None, Some(c)) => {
+                let v = read(&c)?;
+                (c, v, 0.0, v)
+            }
+            (Some(t), Some(c)) => {
+                let loss = c.f_add(&t.f_mul_scalar(weight)?)?;
+                let (l, tv, cv) = (read(&loss)?, read(&t)?, read(&c)?);
+                (loss, l, tv, cv)
+            }
             (None, None) => unreachable!("checked above"),
         };
-        let loss_value = loss.f_double_value(&[])?;
         if !loss_value.is_finite() {
             return Err(Error::NonFinite(format!(
                 "the loss is {loss_value} at step {step}; the weights were not updated"

@@ -114,7 +114,31 @@ pub fn margin_loss(
     weights: &Tensor,
     centers: Option<&Tensor>,
 ) -> Result<Tensor> {
-    loss.check()?;
+    check_shapes(embeddings, labels, weights)?;
+    check_labels(labels, weights.size()[0])?;
+    margin_loss_in_range(loss, embeddings, labels, weights, centers)
+}
+
+/// Refuses labels outside 0..classes. It reads the labels' range on the host, so a training
+/// step checks its CPU labels once, before they move to the device, and then calls
+/// [`margin_loss_in_range`] without a device sync.
+pub fn check_labels(labels: &Tensor, classes: i64) -> Result<()> {
+    if labels.numel() == 0 {
+        return Ok(());
+    }
+    let (lo, hi) = (
+        labels.f_min()?.f_int64_value(&[])?,
+        labels.f_max()?.f_int64_value(&[])?,
+    );
+    if lo < 0 || hi >= classes {
+        return Err(Error::invalid(format!(
+            "labels must lie in 0..{classes} (the class-weight rows), got {lo}..={hi}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_shapes(embeddings: &Tensor, labels: &Tensor, weights: &Tensor) -> Result<()> {
     let e = embeddings.size();
     let w = weights.size();
     if e.len() != 2 || w.len() != 2 || e[1] != w[1] || e[0] == 0 {
@@ -129,17 +153,22 @@ pub fn margin_loss(
             labels.size()
         )));
     }
+    Ok(())
+}
+
+/// [`margin_loss`] for labels already checked with [`check_labels`].
+pub fn margin_loss_in_range(
+    loss: &MarginLoss,
+    embeddings: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+    centers: Option<&Tensor>,
+) -> Result<Tensor> {
+    loss.check()?;
+    check_shapes(embeddings, labels, weights)?;
+    let w = weights.size();
     let classes = w[0];
     let labels = labels.f_to_kind(Kind::Int64)?;
-    let (lo, hi) = (
-        labels.f_min()?.int64_value(&[]),
-        labels.f_max()?.int64_value(&[]),
-    );
-    if lo < 0 || hi >= classes {
-        return Err(Error::invalid(format!(
-            "labels must lie in 0..{classes} (the class-weight rows), got {lo}..={hi}"
-        )));
-    }
     let one_hot = labels.f_one_hot(classes)?.f_to_kind(embeddings.kind())?;
     let logits = match *loss {
         MarginLoss::ArcFace {
