@@ -23,7 +23,6 @@ use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use options::{BindingArch, BindingNormalization, BindingPrecision};
-pub(crate) use pixels::pixels_tensor;
 use pixels::Pixels;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -76,32 +76,6 @@ impl Pixels {
     }
 }
 
-/// N×H×W×3 pixels from JS (uint8, or float32 in 0..255) copied into a CPU tensor that owns
-/// its memory, on the calling (JS) thread. For the calls that keep the batch past the call
-/// or have not moved to [`Pixels`] yet (trainStep).
-pub(crate) fn pixels_tensor(
-    pixels: &Either<Uint8Array, Float32Array>,
-    count: u32,
-    height: u32,
-    width: u32,
-) -> Result<Tensor> {
-    let shape = batch_shape(count, height, width);
-    if let Either::B(floats) = pixels {
-        check_float_range(floats, shape)?;
-    }
-    let len = match pixels {
-        Either::A(bytes) => bytes.len(),
-        Either::B(floats) => floats.len(),
-    };
-    check_length(len, shape)?;
-    match pixels {
-        Either::A(bytes) => Tensor::f_from_slice(bytes),
-        Either::B(floats) => Tensor::f_from_slice(floats),
-    }
-    .and_then(|t| t.f_view(shape))
-    .map_err(|e| to_js(e.into()))
-}
-
 fn batch_shape(count: u32, height: u32, width: u32) -> [i64; 4] {
     [i64::from(count), i64::from(height), i64::from(width), 3]
 }

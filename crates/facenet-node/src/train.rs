@@ -8,6 +8,7 @@ use crate::mining::{
 use crate::options::{
     BindingLossKind, BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule,
 };
+use crate::pixels::Pixels;
 use crate::worker::Deferred;
 use crate::BindingModel;
 use facenet::loss::margin::MarginLoss;
@@ -223,8 +224,8 @@ impl BindingModel {
         triplets: Option<Int32Array>,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
-        let prepared = (|| -> Result<(Tensor, Tensor, Option<Triplets>)> {
-            let images = crate::pixels_tensor(&pixels, count, height, width)?;
+        let prepared = (|| -> Result<(Pixels, Tensor, Option<Triplets>)> {
+            let images = Pixels::new(pixels, count, height, width)?;
             if labels.len() != count as usize {
                 return Err(coded(
                     "ERR_SHAPE",
@@ -239,12 +240,16 @@ impl BindingModel {
             Ok((images, labels, triplets)) => self.worker.run(
                 deferred,
                 move |state| {
-                    let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
-                    let training = state.training.as_mut().ok_or_else(not_configured)?;
-                    training
-                        .step(model, &images, &labels, triplets)
-                        .map(step_to_js)
-                        .map_err(to_js)
+                    // The step's first copy of the pixels is the network input; nothing it
+                    // returns views them.
+                    images.with_tensor(|images| {
+                        let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
+                        let training = state.training.as_mut().ok_or_else(not_configured)?;
+                        training
+                            .step(model, images, &labels, triplets)
+                            .map(step_to_js)
+                            .map_err(to_js)
+                    })
                 },
                 |_env, stats| Ok(stats),
             ),
