@@ -76,6 +76,28 @@ test('a schedule switches from a softmax-centre warm-up to triplets at its step,
   model.dispose()
 })
 
+test("cosine's default length is the steps fit runs, epochs cut at a schedule switch counted as run", async (t) => {
+  const { data } = await lfw()
+  const loss: TrainerOptions['loss'] = [{ type: 'softmax-center' }, { type: 'triplet', fromStep: 3 }]
+  const model = await FaceNet.create({ arch: 'tiny', seed: 1, threads: 1 })
+  const trainer = new Trainer(model, { ...base, loss, schedule: { type: 'cosine' } })
+  const results: StepResult[] = []
+  await trainer.fit(data, { epochs: 2, onStep: (s) => results.push(s) })
+  const pk = new (await import('../src')).PKSampler(data, { P: 3, K: 3, negatives: 2, seed: 5 })
+  // Epoch 0 is cut at step 3, where the batches switch; epoch 1 is a whole P×K epoch.
+  const total = 3 + pk.batchesPerEpoch
+  t.is(results.length, total)
+  // Each step's rate is the cosine at its 0-based index over `total` steps, down to 0.
+  results.forEach((s, i) => t.true(Math.abs(s.lr - 0.005 * (1 + Math.cos((Math.PI * i) / total))) < 1e-9, `step ${s.step}: lr ${s.lr}`))
+  model.dispose()
+  const epochMined = await FaceNet.create({ arch: 'tiny', seed: 1, threads: 1 })
+  await t.throwsAsync(new Trainer(epochMined, { ...base, mining: 'epoch', schedule: { type: 'cosine' } }).fit(data, { epochs: 1 }), {
+    instanceOf: InvalidArgumentError,
+    message: /mining 'epoch' needs schedule\.totalSteps or fit's maxSteps/,
+  })
+  epochMined.dispose()
+})
+
 test('resuming a classification run repeats the uninterrupted one exactly, the class head included', async (t) => {
   const loss: TrainerOptions['loss'] = [{ type: 'arcface', scale: 16, tripletWeight: 0.2 }, { type: 'triplet', fromStep: 5 }]
   const straightDir = tmp('straight')

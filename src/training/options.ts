@@ -36,7 +36,11 @@ export type Schedule =
   | { type: 'constant' }
   /** Multiply the rate by `gamma` every `every` steps. */
   | { type: 'step'; every: number; gamma?: number }
-  /** Cosine decay to `minLr` over `totalSteps` (default: the steps of the `fit` call). */
+  /**
+   * Cosine decay to `minLr` over `totalSteps`. Default: the steps of the `fit` call, its
+   * `maxSteps` or else its `epochs` (epochs cut short at a loss-schedule switch counted as
+   * run); with `mining: 'epoch'` give `totalSteps` or `maxSteps`.
+   */
   | { type: 'cosine'; totalSteps?: number; minLr?: number }
 
 export interface TrainerOptions {

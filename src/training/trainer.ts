@@ -126,6 +126,28 @@ const COLLAPSE_DISTANCE = 1e-3
 const COLLAPSE_PATIENCE = 20
 
 /**
+ * The steps a fresh `fit` of `epochs` epochs runs, the cosine schedule's default length.
+ * An epoch is its sampler's batches, cut short where the loss schedule switches to the other
+ * kind of batch, as the run cuts it.
+ */
+function plannedSteps(epochs: number, o: ResolvedOptions, samplerAt: (step: number) => PKSampler | ShuffleSampler | undefined): number {
+  if (samplerAt(0) === undefined) {
+    // Epoch mining's batch count is only known once the epoch's triplets are mined.
+    if (o.schedule.type === 'cosine' && o.schedule.totalSteps === undefined) {
+      throw new InvalidArgumentError("schedule 'cosine' with mining 'epoch' needs schedule.totalSteps or fit's maxSteps: an epoch's length is known only once its triplets are mined")
+    }
+    return epochs
+  }
+  let step = 0
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const sampler = samplerAt(step)!
+    const switches = o.loss.map((p) => p.fromStep).filter((from) => from > step && samplerAt(from) !== sampler)
+    step += Math.min(sampler.batchesPerEpoch, ...switches.map((from) => from - step))
+  }
+  return step
+}
+
+/**
  * Trains a {@link FaceNet} with the triplet loss. Steps run on the model's own thread, so
  * the event loop stays free; data is decoded in parallel ahead of the step that needs it.
  *
@@ -215,7 +237,6 @@ export class Trainer {
     const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed }) : undefined
     const samplerAt = (step: number): PKSampler | ShuffleSampler | undefined => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
     const classes = classifies(o.loss) ? classIndex(data.labels) : undefined
-    const stepsPerEpoch = samplerAt(this.#step)?.batchesPerEpoch ?? 0
     let startEpoch = 0
     let startBatch = 0
     let lastCheckpoint: string | undefined
@@ -229,7 +250,7 @@ export class Trainer {
       // again, so their old lines go, or the log would hold them twice.
       if (this.#logFile) await trimLog(this.#logFile, state)
     } else if (!this.#configured) {
-      await this.#configure(options.maxSteps ?? epochs * Math.max(1, stepsPerEpoch), classes?.size ?? 0)
+      await this.#configure(options.maxSteps ?? plannedSteps(epochs, o, samplerAt), classes?.size ?? 0)
     }
     const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
     let lastValidation: VerificationResult | undefined
