@@ -131,7 +131,7 @@ const COLLAPSE_PATIENCE = 20
  * kind of batch, as the run cuts it.
  */
 function plannedSteps(epochs: number, o: ResolvedOptions, samplerAt: (step: number) => PKSampler | ShuffleSampler | undefined): number {
-  if (samplerAt(0) === undefined) {
+  if (o.mining === 'epoch') {
     // Epoch mining's batch count is only known once the epoch's triplets are mined.
     if (o.schedule.type === 'cosine' && o.schedule.totalSteps === undefined) {
       throw new InvalidArgumentError("schedule 'cosine' with mining 'epoch' needs schedule.totalSteps or fit's maxSteps: an epoch's length is known only once its triplets are mined")
