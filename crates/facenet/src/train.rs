@@ -226,27 +226,25 @@ impl TrainState {
             }
             (None, _) => None,
         };
-        let read = |t: &Tensor| -> Result<f64> { Ok(t.f_double_value(&[])?) };
         let weight = phase.triplet_weight;
-        // Each host read is a device sync: a loss that is one part alone is read once.
         let (loss, loss_value, triplet_value, class_value) = match (triplet_part, class_part) {
             // The weight 1 of the paper's objective is skipped so that its runs stay bit-identical.
             (Some(t), None) if weight == 1.0 => {
-                let v = read(&t)?;
+                let [v] = read_scalars([&t])?;
                 (t, v, v, 0.0)
             }
             (Some(t), None) => {
                 let loss = t.f_mul_scalar(weight)?;
-                let (l, tv) = (read(&loss)?, read(&t)?);
+                let [l, tv] = read_scalars([&loss, &t])?;
                 (loss, l, tv, 0.0)
             }
             (None, Some(c)) => {
-                let v = read(&c)?;
+                let [v] = read_scalars([&c])?;
                 (c, v, 0.0, v)
             }
             (Some(t), Some(c)) => {
                 let loss = c.f_add(&t.f_mul_scalar(weight)?)?;
-                let (l, tv, cv) = (read(&loss)?, read(&t)?, read(&c)?);
+                let [l, tv, cv] = read_scalars([&loss, &t, &c])?;
                 (loss, l, tv, cv)
             }
             (None, None) => unreachable!("checked above"),
@@ -388,6 +386,22 @@ fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Reads scalar tensors to the host in one transfer: each separate read is a device sync.
+fn read_scalars<const N: usize>(parts: [&Tensor; N]) -> Result<[f64; N]> {
+    if N == 1 {
+        let mut out = [0.0; N];
+        out[0] = parts[0].f_double_value(&[])?;
+        return Ok(out);
+    }
+    let doubles = parts
+        .iter()
+        .map(|t| t.f_to_kind(Kind::Double))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let values = Vec::<f64>::try_from(Tensor::f_stack(&doubles, 0)?)?;
+    let mut out = [0.0; N];
+    out.copy_from_slice(&values);
+    Ok(out)
+}
 #[cfg(test)]
 mod tests {
     use super::*;
