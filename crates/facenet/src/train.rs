@@ -388,20 +388,12 @@ fn first_non_finite_weight(model: &FaceNet) -> Result<Option<String>> {
 
 /// Reads scalar tensors to the host in one transfer: each separate read is a device sync.
 fn read_scalars<const N: usize>(parts: [&Tensor; N]) -> Result<[f64; N]> {
-    if N == 1 {
-        let mut out = [0.0; N];
-        out[0] = parts[0].f_double_value(&[])?;
-        return Ok(out);
-    }
-    let doubles = parts
-        .iter()
-        .map(|t| t.f_to_kind(Kind::Double))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let values = Vec::<f64>::try_from(Tensor::f_stack(&doubles, 0)?)?;
+    let values = Vec::<f64>::try_from(Tensor::f_stack(&parts, 0)?.f_to_kind(Kind::Double)?)?;
     let mut out = [0.0; N];
     out.copy_from_slice(&values);
     Ok(out)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
