@@ -112,7 +112,7 @@ export interface BindingAlignOptions {
   threads: number
 }
 
-export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1' | 'iresnet18' | 'iresnet34' | 'iresnet50'
+export type BindingArch = 'tiny' | 'nn1' | 'nn1-paper' | 'nn2' | 'nn3' | 'nn4' | 'nns1' | 'nns2' | 'inception-resnet-v1' | 'iresnet18' | 'iresnet34' | 'iresnet50' | 'dlib-resnet-v1'
 
 export interface BindingAugmentOptions {
   cropScale: number
@@ -271,7 +271,7 @@ export interface BindingModelInfo {
 
 export type BindingNegativeChoice = 'random' | 'hardest'
 
-export type BindingNormalization = 'fixed' | 'prewhiten'
+export type BindingNormalization = 'fixed' | 'prewhiten' | 'dlib'
 
 export type BindingOptimizer = 'sgd' | 'adagrad' | 'adam' | 'adamw'
 

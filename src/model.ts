@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os'
+import { join } from 'node:path'
 import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
 import { integerIn } from './check'
@@ -21,7 +22,8 @@ export interface CreateOptions {
   seed?: number
   /**
    * `'fixed'` (default): (x − 127.5) / 128. `'prewhiten'`: per image, subtract the mean
-   * and divide by the standard deviation.
+   * and divide by the standard deviation. `'dlib'` (the default of `'dlib-resnet-v1'`):
+   * (x − channel mean) / 256 with dlib's means (122.782, 117.001, 104.298).
    */
   normalization?: Normalization
   /** libtorch threads for this model's work. Default: the number of CPUs. */
@@ -151,6 +153,20 @@ function tinyShape(arch: Arch, tiny: TinyOptions | undefined): { tinyWidths?: nu
   return out
 }
 
+/** The input scaling an arch is built with when none is given. */
+function defaultNormalization(arch: Arch): Normalization {
+  return arch === 'dlib-resnet-v1' ? 'dlib' : 'fixed'
+}
+
+/** The pretrained models shipped in the package, by name (see {@link FaceNet.pretrained}). */
+export const PRETRAINED_MODELS = ['dlib-resnet-v1'] as const
+export type PretrainedModel = (typeof PRETRAINED_MODELS)[number]
+
+/** Where the package keeps a pretrained model's weights (safetensors, with its licence beside it). */
+export function pretrainedWeights(name: PretrainedModel): string {
+  return join(__dirname, '..', 'weights', name, 'model.safetensors')
+}
+
 export class FaceNet implements Disposable {
   readonly #binding: BindingModel
   readonly #info: ModelInfo
@@ -183,7 +199,7 @@ export class FaceNet implements Disposable {
       if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key} must be a string, got ${String(options[key])}`)
     }
     const arch = oneOf('arch', options.arch ?? DEFAULT_ARCH, ARCHS, UnknownArchError)
-    const normalization = oneOf('normalization', options.normalization ?? 'fixed', NORMALIZATIONS)
+    const normalization = oneOf('normalization', options.normalization ?? defaultNormalization(arch), NORMALIZATIONS)
     const tiny = tinyShape(arch, options.tiny)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>
@@ -226,6 +242,19 @@ export class FaceNet implements Disposable {
       ),
     )
     return new FaceNet(native)
+  }
+
+  /**
+   * Loads a pretrained model shipped in the package, with no download. `'dlib-resnet-v1'`
+   * (the default) is dlib's face-recognition ResNet (public domain; 99.38% on LFW as dlib
+   * reports it): 150×150 face chips aligned as dlib aligns them (`alignFaces(..., { mode:
+   * 'dlib' })`, or {@link findFaces}), 128-d raw dlib descriptors, and its threshold (dlib's
+   * Euclidean 0.6, stored as the squared distance 0.36) in {@link metadata}.
+   */
+  static async pretrained(name: PretrainedModel = 'dlib-resnet-v1', options: Omit<LoadOptions, 'arch'> = {}): Promise<FaceNet> {
+    const known = oneOf('pretrained model', name, PRETRAINED_MODELS)
+    checkKeys('FaceNet.pretrained', options, ['device', 'threads'])
+    return FaceNet.load(pretrainedWeights(known), options)
   }
 
   /**
@@ -303,7 +332,8 @@ export class FaceNet implements Disposable {
   /**
    * Embeds a batch of images. Pass an {@link ImageBatch}, or a bare array holding whole
    * images of the model's input size (N is then inferred). Returns N×embeddingDim values,
-   * row-major; every row has unit L2 norm. `options.precision: 'bf16'` runs the network
+   * row-major; every row has unit L2 norm, except for `'dlib-resnet-v1'`, which returns
+   * dlib's raw descriptors (norms near 1.4–1.5) so that they equal dlib's own. `options.precision: 'bf16'` runs the network
    * under bfloat16 autocast (for CUDA); the embeddings are float32 either way.
    *
    * The model's thread reads the pixels where they are, without copying them first, so

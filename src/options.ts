@@ -17,14 +17,17 @@ import { InvalidArgumentError } from './errors'
  * - `'inception-resnet-v1'`: facenet-pytorch's network and tensor names (160×160).
  * - `'iresnet18'`, `'iresnet34'`, `'iresnet50'`: insightface's ArcFace backbones IR-18/34/50 with
  *   its tensor names; 24.0M, 34.1M, 43.6M parameters at 512-d (112×112).
+ * - `'dlib-resnet-v1'`: dlib's face-recognition ResNet (150×150, 5.6M parameters), whose
+ *   embeddings are dlib's raw descriptors (not unit length); `FaceNet.pretrained()` loads the
+ *   shipped weights.
  */
-export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1', 'iresnet18', 'iresnet34', 'iresnet50'] as const
+export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1', 'iresnet18', 'iresnet34', 'iresnet50', 'dlib-resnet-v1'] as const
 export type Arch = (typeof ARCHS)[number]
 /** The architecture `FaceNet.create` and `facenet train` build when none is named: the notebook's NN1. */
 export const DEFAULT_ARCH: Arch = 'nn1'
 
 /** How pixel values are scaled before the network; saved with the model. */
-export const NORMALIZATIONS = ['fixed', 'prewhiten'] as const
+export const NORMALIZATIONS = ['fixed', 'prewhiten', 'dlib'] as const
 export type Normalization = (typeof NORMALIZATIONS)[number]
 
 /** Arithmetic of the forward pass: float32, or bfloat16 autocast. */

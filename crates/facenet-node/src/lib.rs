@@ -93,6 +93,7 @@ fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)>
         device: facenet::parse_device(&options.device).map_err(to_js)?,
         normalization: options.normalization.into(),
         tiny: tiny_config(options),
+        dlib: Default::default(),
     };
     Ok((config, options.threads as usize))
 }

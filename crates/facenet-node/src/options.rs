@@ -36,6 +36,8 @@ pub enum BindingArch {
     Iresnet34,
     #[napi(value = "iresnet50")]
     Iresnet50,
+    #[napi(value = "dlib-resnet-v1")]
+    DlibResnetV1,
 }
 
 impl From<BindingArch> for Arch {
@@ -53,6 +55,7 @@ impl From<BindingArch> for Arch {
             BindingArch::Iresnet18 => Arch::Iresnet18,
             BindingArch::Iresnet34 => Arch::Iresnet34,
             BindingArch::Iresnet50 => Arch::Iresnet50,
+            BindingArch::DlibResnetV1 => Arch::DlibResnetV1,
         }
     }
 }
@@ -72,6 +75,7 @@ impl From<Arch> for BindingArch {
             Arch::Iresnet18 => BindingArch::Iresnet18,
             Arch::Iresnet34 => BindingArch::Iresnet34,
             Arch::Iresnet50 => BindingArch::Iresnet50,
+            Arch::DlibResnetV1 => BindingArch::DlibResnetV1,
         }
     }
 }
@@ -83,6 +87,8 @@ pub enum BindingNormalization {
     Fixed,
     #[napi(value = "prewhiten")]
     Prewhiten,
+    #[napi(value = "dlib")]
+    Dlib,
 }
 
 impl From<BindingNormalization> for Normalization {
@@ -90,6 +96,7 @@ impl From<BindingNormalization> for Normalization {
         match normalization {
             BindingNormalization::Fixed => Normalization::Fixed,
             BindingNormalization::Prewhiten => Normalization::Prewhiten,
+            BindingNormalization::Dlib => Normalization::Dlib,
         }
     }
 }
@@ -99,6 +106,7 @@ impl From<Normalization> for BindingNormalization {
         match normalization {
             Normalization::Fixed => BindingNormalization::Fixed,
             Normalization::Prewhiten => BindingNormalization::Prewhiten,
+            Normalization::Dlib => BindingNormalization::Dlib,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! module only converts layout and scales values, on the model's device.
 
 use crate::error::{Error, Result};
+use crate::model::DLIB_MEANS;
 use tch::{Device, Kind, Tensor};
 
 /// How pixel values (0..255) are scaled before the network sees them. Saved with a model,
@@ -13,6 +14,9 @@ pub enum Normalization {
     Fixed,
     /// Per image: (x − mean) / max(std, 1/√n), as in the FaceNet reference implementations.
     Prewhiten,
+    /// dlib's `input_rgb_image`: (x − channel mean) / 256 with the means (122.782,
+    /// 117.001, 104.298) of R, G and B.
+    Dlib,
 }
 
 impl Normalization {
@@ -20,6 +24,7 @@ impl Normalization {
         match self {
             Normalization::Fixed => "fixed",
             Normalization::Prewhiten => "prewhiten",
+            Normalization::Dlib => "dlib",
         }
     }
 
@@ -27,8 +32,9 @@ impl Normalization {
         match name {
             "fixed" => Ok(Normalization::Fixed),
             "prewhiten" => Ok(Normalization::Prewhiten),
+            "dlib" => Ok(Normalization::Dlib),
             other => Err(Error::invalid(format!(
-                "unknown normalization '{other}'; expected 'fixed' or 'prewhiten'"
+                "unknown normalization '{other}'; expected 'fixed', 'prewhiten' or 'dlib'"
             ))),
         }
     }
@@ -58,6 +64,13 @@ pub fn to_network_input(
                 .f_std_correction([1i64].as_slice(), 0, true)?
                 .f_clamp_min(1.0 / count.sqrt())?;
             per_image.f_sub(&mean)?.f_div(&std)?.f_view_as(&pixels)?
+        }
+        Normalization::Dlib => {
+            // dlib computes (x − mean) / 256 in float32; so does this, channel by channel.
+            let means = Tensor::f_from_slice(&DLIB_MEANS.map(|m| m as f32))?
+                .f_to_device(device)?
+                .f_view([1, 3, 1, 1])?;
+            pixels.f_sub(&means)?.f_div_scalar(256.0)?
         }
     };
     Ok(normalized)

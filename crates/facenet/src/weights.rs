@@ -8,7 +8,7 @@
 //! half-written file under the real name.
 
 use crate::error::{Error, Result};
-use crate::model::{Arch, FaceNet, InputSize, ModelConfig, TinyConfig};
+use crate::model::{Arch, DlibLayout, FaceNet, InputSize, ModelConfig, TinyConfig};
 use crate::preprocess::Normalization;
 use safetensors::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -33,6 +33,8 @@ pub struct WeightsInfo {
     pub normalization: Normalization,
     /// `tiny`'s widths and input size (the default for other archs).
     pub tiny: TinyConfig,
+    /// `dlib-resnet-v1`'s units and input size (the default for other archs).
+    pub dlib: DlibLayout,
     /// The library version that wrote the file.
     pub version: String,
 }
@@ -102,6 +104,9 @@ pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
     if config.arch == Arch::Tiny {
         let widths: Vec<String> = config.tiny.widths.iter().map(i64::to_string).collect();
         meta.insert("tinyWidths".to_owned(), widths.join(","));
+    }
+    if config.arch == Arch::DlibResnetV1 {
+        meta.insert("dlibLayout".to_owned(), config.dlib.to_text());
     }
     meta
 }
@@ -218,7 +223,15 @@ fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Wei
         }
         tiny.input = input;
         tiny.check().map_err(|e| err(path, e))?;
-    } else if input != arch.input_size() {
+    }
+    let mut dlib = DlibLayout::default();
+    if arch == Arch::DlibResnetV1 {
+        dlib = match meta.get("dlibLayout") {
+            Some(text) => DlibLayout::from_text(text, input).map_err(|e| err(path, e))?,
+            None => DlibLayout { input, ..dlib },
+        };
+        dlib.check().map_err(|e| err(path, e))?;
+    } else if arch != Arch::Tiny && input != arch.input_size() {
         return Err(err(
             path,
             format!(
@@ -238,6 +251,7 @@ fn info_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Wei
         input,
         normalization,
         tiny,
+        dlib,
         version: meta.get("version").cloned().unwrap_or_default(),
     })
 }
@@ -260,6 +274,16 @@ pub fn load_into(model: &FaceNet, path: &Path, bytes: &[u8]) -> Result<HashMap<S
                 config.tiny.widths,
                 config.tiny.input.height,
                 config.tiny.input.width
+            ),
+        ));
+    }
+    if info.arch == Arch::DlibResnetV1 && info.dlib != config.dlib {
+        return Err(err(
+            path,
+            format!(
+                "the file holds a dlib ResNet '{}', this model is '{}'",
+                info.dlib.to_text(),
+                config.dlib.to_text()
             ),
         ));
     }
@@ -366,6 +390,7 @@ fn embedding_tensor(arch: Arch) -> &'static str {
         Arch::Nn1 | Arch::Nns1 | Arch::Nns2 => "fc2.weight",
         Arch::Nn1Paper => "fc7128.weight",
         Arch::InceptionResnetV1 => "last_linear.weight",
+        Arch::DlibResnetV1 => "fc.weight",
     }
 }
 
@@ -392,7 +417,7 @@ fn plain_state_dict_info(
     })?;
     let normalization = match meta.and_then(|m| m.get("normalization")) {
         Some(name) => Normalization::from_name(name)?,
-        None => Normalization::Fixed,
+        None => arch.default_normalization(),
     };
     Ok(WeightsInfo {
         arch,
@@ -400,6 +425,7 @@ fn plain_state_dict_info(
         input: arch.input_size(),
         normalization,
         tiny: TinyConfig::default(),
+        dlib: DlibLayout::default(),
         version: String::new(),
     })
 }
@@ -428,6 +454,9 @@ pub fn load_with_metadata(
     expected_arch: Option<Arch>,
 ) -> Result<(FaceNet, HashMap<String, String>)> {
     let bytes = read_file(path)?;
+    if crate::dlib::looks_like_dlib(&bytes) {
+        return load_dlib(path, &bytes, device, expected_arch);
+    }
     let tensors = parse(path, &bytes)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
@@ -461,6 +490,7 @@ pub fn load_with_metadata(
         device,
         normalization: info.normalization,
         tiny: info.tiny.clone(),
+        dlib: info.dlib.clone(),
     })?;
     copy_into(&model, &tensors, path, &info)?;
     let own = metadata(&model);
@@ -472,6 +502,93 @@ pub fn load_with_metadata(
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     Ok((model, extra))
+}
+
+/// Metadata keys (the CLI's) of the verification threshold a model carries: a squared-L2
+/// distance, how it was chosen and from what.
+pub const THRESHOLD_KEY: &str = "threshold";
+pub const THRESHOLD_METRIC_KEY: &str = "thresholdMetric";
+pub const THRESHOLD_FROM_KEY: &str = "thresholdFrom";
+
+/// A dlib metric network (`.dat`) as a `dlib-resnet-v1` model. Its tensors are copied bit
+/// for bit; its loss's distance threshold becomes the model's (squared, as every threshold
+/// here is a squared-L2 distance).
+fn load_dlib(
+    path: &Path,
+    bytes: &[u8],
+    device: Device,
+    expected_arch: Option<Arch>,
+) -> Result<(FaceNet, HashMap<String, String>)> {
+    if let Some(arch) = expected_arch.filter(|&a| a != Arch::DlibResnetV1) {
+        return Err(err(
+            path,
+            format!(
+                "the file is a dlib network ('dlib-resnet-v1'), not '{}'",
+                arch.name()
+            ),
+        ));
+    }
+    let net = crate::dlib::read(path, bytes)?;
+    let model = FaceNet::new(ModelConfig {
+        embedding_dim: net.embedding_dim,
+        device,
+        dlib: net.layout.clone(),
+        ..ModelConfig::new(Arch::DlibResnetV1)
+    })?;
+    let variables = model.var_store().variables();
+    let _no_grad = tch::no_grad_guard();
+    if variables.len() != net.tensors.len() {
+        return Err(err(
+            path,
+            format!(
+                "the file holds {} tensors, the network it describes has {}",
+                net.tensors.len(),
+                variables.len()
+            ),
+        ));
+    }
+    for tensor in &net.tensors {
+        let target = variables
+            .get(&tensor.name)
+            .filter(|t| t.size() == tensor.shape);
+        let Some(target) = target else {
+            return Err(err(
+                path,
+                format!(
+                    "tensor '{}' {:?} has no place in the network",
+                    tensor.name, tensor.shape
+                ),
+            ));
+        };
+        if let Some(at) = tensor.values.iter().position(|v| !v.is_finite()) {
+            return Err(err(
+                path,
+                format!(
+                    "tensor '{}' holds {} at element {at}; weights must be finite",
+                    tensor.name, tensor.values[at]
+                ),
+            ));
+        }
+        let source = Tensor::f_from_slice(&tensor.values)?.f_view(tensor.shape.as_slice())?;
+        target.shallow_clone().f_copy_(&source)?;
+    }
+    let threshold = net.distance_threshold;
+    let metadata = HashMap::from([
+        (THRESHOLD_KEY.to_owned(), squared_text(threshold)),
+        (THRESHOLD_METRIC_KEY.to_owned(), "dlib".to_owned()),
+        (
+            THRESHOLD_FROM_KEY.to_owned(),
+            format!("the dlib file's loss_metric distance threshold {threshold} (Euclidean)"),
+        ),
+    ]);
+    Ok((model, metadata))
+}
+
+/// d² to six decimals without trailing zeros: dlib's 0.6f is 0.6000000238…, whose square
+/// should read 0.36.
+fn squared_text(d: f64) -> String {
+    let text = format!("{:.6}", d * d);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Copies every variable of `model` from `tensors`, refusing missing, foreign (except

@@ -1,5 +1,6 @@
 //! The model zoo and the [`FaceNet`] wrapper that owns a network's weights.
 
+mod dlib_resnet;
 mod inception;
 mod inception_resnet_v1;
 mod init;
@@ -15,6 +16,7 @@ use crate::preprocess::{to_network_input, Normalization};
 use std::sync::Mutex;
 use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
 
+pub use dlib_resnet::{padded_add, DlibLayout, DlibUnit, DLIB_MEANS};
 pub use layers::{l2_normalize, LayerRow};
 pub use tiny::TinyConfig;
 
@@ -56,10 +58,13 @@ pub enum Arch {
     Iresnet34,
     /// insightface's IR-50 (iresnet50), 112×112.
     Iresnet50,
+    /// dlib's face-recognition ResNet (`dlib_face_recognition_resnet_model_v1`), 150×150;
+    /// raw, not normalized, descriptors.
+    DlibResnetV1,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 12] = [
+    pub const ALL: [Arch; 13] = [
         Arch::Tiny,
         Arch::Nn1,
         Arch::Nn1Paper,
@@ -72,6 +77,7 @@ impl Arch {
         Arch::Iresnet18,
         Arch::Iresnet34,
         Arch::Iresnet50,
+        Arch::DlibResnetV1,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +94,7 @@ impl Arch {
             Arch::Iresnet18 => "iresnet18",
             Arch::Iresnet34 => "iresnet34",
             Arch::Iresnet50 => "iresnet50",
+            Arch::DlibResnetV1 => "dlib-resnet-v1",
         }
     }
 
@@ -113,23 +120,30 @@ impl Arch {
             Arch::Nns2 => size(140, 116),
             Arch::InceptionResnetV1 => inception_resnet_v1::INPUT,
             Arch::Iresnet18 | Arch::Iresnet34 | Arch::Iresnet50 => iresnet::INPUT,
+            Arch::DlibResnetV1 => DlibLayout::default().input,
+        }
+    }
+
+    /// Whether the network's embeddings are L2-normalized (all but dlib's, whose raw
+    /// descriptors are what dlib's threshold and stored galleries assume).
+    pub fn normalizes(self) -> bool {
+        self != Arch::DlibResnetV1
+    }
+
+    /// The input scaling the arch is built for when none is asked for.
+    pub fn default_normalization(self) -> Normalization {
+        match self {
+            Arch::DlibResnetV1 => Normalization::Dlib,
+            _ => Normalization::Fixed,
         }
     }
 
     /// Builds the network's variables under `root` and its layer table.
-    fn build(
-        self,
-        root: &nn::Path,
-        embedding_dim: i64,
-        tiny: &TinyConfig,
-    ) -> (Box<dyn ModuleT>, Vec<LayerRow>) {
+    fn build(self, root: &nn::Path, config: &ModelConfig) -> (Box<dyn ModuleT>, Vec<LayerRow>) {
+        let (embedding_dim, tiny) = (config.embedding_dim, &config.tiny);
         let mut table = Vec::new();
         let t = &mut table;
-        let input = if self == Arch::Tiny {
-            tiny.input
-        } else {
-            self.input_size()
-        };
+        let input = config.input_size();
         let net: Box<dyn ModuleT> = match self {
             Arch::Tiny => Box::new(tiny::Tiny::new(root, t, tiny, embedding_dim)),
             Arch::Nn1 => Box::new(nn1::Nn1::new(root, t, embedding_dim)),
@@ -164,6 +178,12 @@ impl Arch {
             Arch::Iresnet50 => {
                 Box::new(iresnet::IResNet::new(root, t, [3, 4, 14, 3], embedding_dim))
             }
+            Arch::DlibResnetV1 => Box::new(dlib_resnet::DlibResNet::new(
+                root,
+                t,
+                &config.dlib,
+                embedding_dim,
+            )),
         };
         (net, table)
     }
@@ -192,6 +212,8 @@ pub struct ModelConfig {
     pub normalization: Normalization,
     /// Widths and input size of `tiny`; the other archs ignore it.
     pub tiny: TinyConfig,
+    /// Units and input size of `dlib-resnet-v1`; the other archs ignore it.
+    pub dlib: DlibLayout,
 }
 
 impl ModelConfig {
@@ -201,8 +223,18 @@ impl ModelConfig {
             embedding_dim: 128,
             seed: 0,
             device: Device::Cpu,
-            normalization: Normalization::Fixed,
+            normalization: arch.default_normalization(),
             tiny: TinyConfig::default(),
+            dlib: DlibLayout::default(),
+        }
+    }
+
+    /// The input the configured network takes (`tiny` and dlib layouts carry their own).
+    pub fn input_size(&self) -> InputSize {
+        match self.arch {
+            Arch::Tiny => self.tiny.input,
+            Arch::DlibResnetV1 => self.dlib.input,
+            arch => arch.input_size(),
         }
     }
 }
@@ -239,8 +271,10 @@ impl FaceNet {
                 config.embedding_dim
             )));
         }
-        if config.arch == Arch::Tiny {
-            config.tiny.check()?;
+        match config.arch {
+            Arch::Tiny => config.tiny.check()?,
+            Arch::DlibResnetV1 => config.dlib.check()?,
+            _ => {}
         }
         let _guard = INIT_LOCK
             .lock()
@@ -251,7 +285,7 @@ impl FaceNet {
         // the same seed should give the same model on either device.
         let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
-        let (net, layers) = config.arch.build(&root, config.embedding_dim, &config.tiny);
+        let (net, layers) = config.arch.build(&root, &config);
         vs.set_device(config.device);
         Ok(Self {
             config,
@@ -266,10 +300,7 @@ impl FaceNet {
     }
 
     pub fn input_size(&self) -> InputSize {
-        match self.config.arch {
-            Arch::Tiny => self.config.tiny.input,
-            arch => arch.input_size(),
-        }
+        self.config.input_size()
     }
 
     pub fn device(&self) -> Device {
@@ -571,7 +602,7 @@ mod tests {
                 let input = to_network_input(
                     &random_images(2, arch.input_size(), 3),
                     Device::Cpu,
-                    Normalization::Fixed,
+                    arch.default_normalization(),
                 )
                 .unwrap();
                 for train in [false, true] {
@@ -580,7 +611,15 @@ mod tests {
                     let norms =
                         Vec::<f32>::try_from(out.norm_scalaropt_dim(2, [1], false)).unwrap();
                     for norm in norms {
-                        assert!((norm - 1.0).abs() < 1e-4, "{} norm {norm}", arch.name());
+                        if arch.normalizes() {
+                            assert!((norm - 1.0).abs() < 1e-4, "{} norm {norm}", arch.name());
+                        } else {
+                            assert!(
+                                norm.is_finite() && norm > 0.0,
+                                "{} norm {norm}",
+                                arch.name()
+                            );
+                        }
                     }
                 }
             }
