@@ -100,7 +100,7 @@ export declare class BindingNpyImages {
  */
 export declare function alignCrops(pixels: Uint8Array, shapes: Uint32Array, faces: Float32Array, faceImages: Uint32Array, options: BindingAlignOptions): Promise<Uint8Array>
 
-export type BindingAlignMode = 'template' | 'margin'
+export type BindingAlignMode = 'template' | 'margin' | 'dlib'
 
 export interface BindingAlignOptions {
   /** Side of the square crops. */

@@ -43,6 +43,7 @@ const ITERATIONS: Record<Arch, number> = {
   'inception-resnet-v1': 3,
   iresnet18: 3,
   iresnet34: 3,
+  'dlib-resnet-v1': 5,
   iresnet50: 3,
 }
 const archs = (process.argv[3] && process.argv[3] !== 'all' ? process.argv[3].split(',') : Object.keys(ITERATIONS)) as Arch[]

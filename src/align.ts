@@ -40,7 +40,7 @@ export interface FaceFinder {
 export const ALIGN_MAX_PIXELS = 4096 * 4096
 
 export interface AlignOptions {
-  /** Side of the square crops in pixels. Default `160` (facenet-pytorch's `image_size`). */
+  /** Side of the square crops in pixels. Default `160` (facenet-pytorch's `image_size`); `150` in `'dlib'` mode. */
   size?: number
   /**
    * `'template'` (default): the least-squares similarity (rotation, uniform scale,
@@ -48,6 +48,11 @@ export interface AlignOptions {
    * five-point template, scaled to `size`; bilinear, black outside the photo.
    * `'margin'`: facenet-pytorch's `extract_face`: the box grown by `margin`, clipped to the
    * photo, resized by area averaging.
+   * `'dlib'`: the chip dlib's face-recognition ResNet (`'dlib-resnet-v1'`) was trained on,
+   * `get_face_chip_details(shape, 150, 0.25)`, made from MTCNN's landmarks: the similarity
+   * onto a five-point template fitted to dlib's chips on LFW (mean pixel difference from
+   * dlib's own chips in bench/RESULTS.md); a face larger than twice the chip is first
+   * downscaled by halves, as dlib does.
    */
   mode?: AlignMode
   /**
@@ -109,7 +114,7 @@ export interface ResolvedAlign {
 }
 
 export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 'all'): ResolvedAlign {
-  const o = { size: 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: availableParallelism(), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
+  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: availableParallelism(), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
   if (!Number.isInteger(o.size) || o.size < 1 || o.size > 4096) throw new InvalidArgumentError(`align size must be an integer 1..4096, got ${String(o.size)}`)
   if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be ${quotedList(ALIGN_MODES)}, got ${String(o.mode)}`)
   if (!(typeof o.margin === 'number' && o.margin >= 0 && o.margin < o.size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${o.size}, got ${String(o.margin)}`)

@@ -5,8 +5,11 @@
  * The public API, listed name by name: helpers of the modules below stay theirs. The
  * README's API table lists the same names (`__test__/exports.spec.ts` holds them equal).
  */
-export { FaceNet } from './model'
-export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, SaveOptions, TinyOptions } from './model'
+export { FaceNet, PRETRAINED_MODELS } from './model'
+export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, PretrainedModel, SaveOptions, TinyOptions } from './model'
+export { FaceGallery, findFaces } from './recognize'
+export type { FindFacesOptions, GalleryOptions, Identification, IdentifyOptions, RecognizedFace } from './recognize'
+export { THRESHOLD_KEY } from './threshold'
 export {
   ALIGN_MODES,
   ARCHS,
@@ -54,7 +57,7 @@ export type { LossOptions, LossPhaseOptions, LossType, MarginLossOptions, Resolv
 export { latestCheckpoint } from './training/checkpoints'
 export { acquireRunLock } from './run-lock'
 export type { RunLock } from './run-lock'
-export { CENTER_CROP_KEY, embedFiles } from './inference'
+export { ALIGNMENT_KEY, CENTER_CROP_KEY, embedFiles } from './inference'
 export type { AlignedEmbeddings, EmbedAlignOptions, EmbedFilesOptions } from './inference'
 export { decodeImages } from './data/decode'
 export type { DecodeOptions } from './data/decode'

@@ -1,4 +1,5 @@
 import { alignBatches, defaultDetector, resolveAlign, type AlignOptions, type FaceGeometry } from './align'
+import { ALIGN_MODES, type AlignMode } from './options'
 import { decodedBatches, type DecodeOptions } from './data/decode'
 import { checkCenterCrop, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop } from './data/preprocess'
 import { embedRows } from './embed-rows'
@@ -9,6 +10,19 @@ export type { DecodeOptions } from './data/decode'
 
 /** Metadata key under which a model file records the center crop it was trained with. */
 export const CENTER_CROP_KEY = 'centerCrop'
+
+/**
+ * Metadata key under which a model file records the alignment it expects
+ * ({@link AlignMode}): `findFaces`, `FaceGallery` and `embedFiles(…, { align: true })` then
+ * cut faces that way at the model's input size. The pretrained `'dlib-resnet-v1'` stores `'dlib'`.
+ */
+export const ALIGNMENT_KEY = 'alignment'
+
+/** The alignment stored with a model (see {@link ALIGNMENT_KEY}), if it names a known one. */
+export function storedAlignment(model: FaceNet): AlignMode | undefined {
+  const stored = model.metadata[ALIGNMENT_KEY]
+  return (ALIGN_MODES as readonly string[]).includes(stored ?? '') ? (stored as AlignMode) : undefined
+}
 
 /** The center crop stored with a model (see {@link CENTER_CROP_KEY}), else `1`. */
 export function storedCenterCrop(model: FaceNet): number {
@@ -26,7 +40,8 @@ export interface EmbedFilesOptions extends DecodeOptions {
   /**
    * `true` or alignment options: detect the faces of each photo and embed aligned crops
    * (then `centerCrop` applies to the aligned crop). Default `false`: the files are
-   * already face crops.
+   * already face crops. Without a `mode`, the model's stored alignment ({@link ALIGNMENT_KEY})
+   * is used, at the model's input size.
    */
   align?: boolean | EmbedAlignOptions
 }
@@ -61,9 +76,17 @@ export async function embedFiles(model: FaceNet, paths: readonly string[], optio
 export async function embedFiles(model: FaceNet, paths: readonly string[], options?: EmbedFilesOptions): Promise<Float32Array | AlignedEmbeddings>
 export async function embedFiles(model: FaceNet, paths: readonly string[], options: EmbedFilesOptions = {}): Promise<Float32Array | AlignedEmbeddings> {
   checkKeys('embedFiles', options, ['centerCrop', 'batchSize', 'align'])
-  if (options.align) return embedAligned(model, paths, options.align === true ? {} : options.align, options)
+  if (options.align) return embedAligned(model, paths, withStoredAlignment(model, options.align === true ? {} : options.align), options)
   const centerCrop = options.centerCrop ?? storedCenterCrop(model)
   return (await embedRows(model, decodedBatches(paths, model.inputSize, { ...options, centerCrop }), paths.length)).embeddings
+}
+
+/** `align` with the model's stored alignment mode and input size where it names none. */
+function withStoredAlignment(model: FaceNet, align: EmbedAlignOptions): EmbedAlignOptions {
+  const mode = storedAlignment(model)
+  if (mode === undefined || align.mode !== undefined) return align
+  const { height, width } = model.inputSize
+  return { mode, ...(height === width ? { size: height } : {}), ...align }
 }
 
 async function embedAligned(model: FaceNet, paths: readonly string[], align: EmbedAlignOptions, options: DecodeOptions): Promise<AlignedEmbeddings> {

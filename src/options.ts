@@ -76,8 +76,8 @@ export type ScheduleType = (typeof SCHEDULES)[number]
 export const ON_BAD_IMAGE = ['error', 'skip'] as const
 export type OnBadImage = (typeof ON_BAD_IMAGE)[number]
 
-/** How a face crop is placed: the 5-point similarity warp, or a box with a margin. */
-export const ALIGN_MODES = ['template', 'margin'] as const
+/** How a face crop is placed: the 5-point similarity warp, a box with a margin, or dlib's face chip. */
+export const ALIGN_MODES = ['template', 'margin', 'dlib'] as const
 export type AlignMode = (typeof ALIGN_MODES)[number]
 
 /** Which faces of a photo alignment keeps. */

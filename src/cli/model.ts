@@ -4,6 +4,7 @@ import { OutputError } from '../errors'
 import { FaceNet, type Arch } from '../model'
 import type { Device } from '../device'
 import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
+import { storedThreshold, THRESHOLD_KEY } from '../threshold'
 
 /**
  * Keys of a model file's metadata the CLI reads and writes (strings in the safetensors
@@ -13,7 +14,7 @@ import { CENTER_CROP_KEY, storedCenterCrop } from '../inference'
  */
 export const META = {
   centerCrop: CENTER_CROP_KEY,
-  threshold: 'threshold',
+  threshold: THRESHOLD_KEY,
   thresholdMetric: 'thresholdMetric',
   thresholdFrom: 'thresholdFrom',
 } as const
@@ -42,9 +43,7 @@ export function centerCropOf(model: FaceNet, args: { centerCrop?: number }): num
 
 /** The `--threshold` flag, else the threshold `facenet eval` stored with the model. */
 export function thresholdOf(model: FaceNet, flag: number | undefined): number | undefined {
-  if (flag !== undefined) return flag
-  const stored = model.metadata[META.threshold]
-  return stored !== undefined && Number.isFinite(Number(stored)) ? Number(stored) : undefined
+  return flag ?? storedThreshold(model)
 }
 
 export { listImages } from '../data/list-images'

@@ -31,6 +31,7 @@ fn parse_mode(options: &BindingAlignOptions) -> AlignMode {
         BindingAlignMode::Margin => AlignMode::Margin {
             margin: options.margin,
         },
+        BindingAlignMode::Dlib => AlignMode::Dlib,
     }
 }
 

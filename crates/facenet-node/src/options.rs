@@ -252,6 +252,8 @@ pub enum BindingAlignMode {
     Template,
     #[napi(value = "margin")]
     Margin,
+    #[napi(value = "dlib")]
+    Dlib,
 }
 
 #[napi(string_enum)]

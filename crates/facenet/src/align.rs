@@ -28,6 +28,28 @@ pub fn template(size: i64) -> [[f64; 2]; 5] {
     TEMPLATE.map(|[x, y]| [x * k, y * k])
 }
 
+/// Side of the chip [`DLIB_TEMPLATE`] is drawn in: dlib's face chips are 150×150.
+pub const DLIB_CHIP_SIZE: f64 = 150.0;
+
+/// Where MTCNN's five landmarks (left eye, right eye, nose tip, mouth corners) fall in the
+/// 150×150 chip that dlib's `get_face_chip_details(shape, 150, 0.25)` cuts from its own
+/// 5-point shape predictor (eye corners and nose base): the mean, over the LFW photos of
+/// folds 1–9, of this library's MTCNN landmarks mapped into dlib's chip of the same photo
+/// (`bench/dlib_template.py`). A similarity onto it reproduces dlib's chip from MTCNN.
+pub const DLIB_TEMPLATE: [[f64; 2]; 5] = [
+    [51.0, 60.0],
+    [99.0, 60.0],
+    [75.0, 87.0],
+    [55.0, 110.0],
+    [95.0, 110.0],
+];
+
+/// [`DLIB_TEMPLATE`] for a `size`×`size` chip.
+pub fn dlib_template(size: i64) -> [[f64; 2]; 5] {
+    let k = size as f64 / DLIB_CHIP_SIZE;
+    DLIB_TEMPLATE.map(|[x, y]| [x * k, y * k])
+}
+
 /// A similarity transform (rotation, uniform scale, translation; never a reflection):
 /// p ↦ [[a, −b], [b, a]]·p + t, i.e. scale √(a²+b²), angle atan2(b, a).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,6 +161,10 @@ pub enum AlignMode {
     /// resized to the crop size by area averaging (its tensor path), truncated to uint8.
     /// facenet-pytorch's default is `margin = 0` at size 160.
     Margin { margin: f64 },
+    /// The chip dlib's face-recognition ResNet expects: the similarity onto
+    /// [`DLIB_TEMPLATE`], and, as dlib's `extract_image_chips` does, the photo first halved
+    /// (2×2 means, for dlib's Gaussian pyramid) while the face would shrink below half its size.
+    Dlib,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -205,7 +231,8 @@ pub fn align(
         )?);
     }
     match options.mode {
-        AlignMode::Template => warp_template(images, faces, size, device),
+        AlignMode::Template => warp_template(images, faces, size, device, false),
+        AlignMode::Dlib => warp_template(images, faces, size, device, true),
         AlignMode::Margin { margin } => {
             if !(margin.is_finite() && margin >= 0.0 && margin < size as f64) {
                 return Err(Error::invalid(format!(
@@ -263,40 +290,104 @@ pub fn template_transform(landmarks: &[[f32; 2]; 5], size: i64) -> Result<Simila
     Similarity::estimate(&src, &template(size))
 }
 
+/// The similarity from a face's landmarks onto [`DLIB_TEMPLATE`] of an `size` chip.
+pub fn dlib_transform(landmarks: &[[f32; 2]; 5], size: i64) -> Result<Similarity> {
+    let src = landmarks.map(|[x, y]| [f64::from(x), f64::from(y)]);
+    Similarity::estimate(&src, &dlib_template(size))
+}
+
+/// How many times dlib's `extract_image_chips` halves a photo before sampling a chip whose
+/// transform shrinks it by `scale` (chip pixels per photo pixel): while the face's
+/// rectangle, halved once more, would still cover more pixels than the chip.
+pub fn pyramid_levels(scale: f64) -> u32 {
+    let mut levels = 0;
+    while levels < 16 && scale * f64::from(1u32 << (levels + 1)) < 1.0 {
+        levels += 1;
+    }
+    levels
+}
+
+/// `m` applied to a photo halved `levels` times by 2×2 means: a pixel q of the halved photo
+/// is centred on 2q + ½ of the photo before.
+fn through_pyramid(m: Similarity, levels: u32) -> Similarity {
+    (0..levels).fold(m, |m, _| Similarity {
+        a: 2.0 * m.a,
+        b: 2.0 * m.b,
+        tx: m.tx + 0.5 * (m.a - m.b),
+        ty: m.ty + 0.5 * (m.b + m.a),
+    })
+}
+
 fn warp_template(
     images: &[Tensor],
     faces: &[FaceRef],
     size: i64,
     device: Device,
+    dlib: bool,
 ) -> Result<Tensor> {
-    // Faces grouped by their photo's size: one warp per group, on a stack of its photos.
-    let mut groups: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+    // Each face's transform onto the chip and the pyramid level of the photo it samples.
+    let mut transforms = Vec::with_capacity(faces.len());
     for (i, face) in faces.iter().enumerate() {
-        let shape = images[face.image].size();
+        let fit = if dlib {
+            dlib_transform(&face.landmarks, size)
+        } else {
+            template_transform(&face.landmarks, size)
+        };
+        let m = fit.map_err(|e| Error::invalid(format!("face {i}: {e}")))?;
+        let levels = if dlib { pyramid_levels(m.scale()) } else { 0 };
+        transforms.push((through_pyramid(m, levels), levels));
+    }
+    // The photos at the levels the faces need, each made once.
+    let mut levels_of: BTreeMap<(usize, u32), Tensor> = BTreeMap::new();
+    for (face, &(_, levels)) in faces.iter().zip(&transforms) {
+        if levels > 0 && !levels_of.contains_key(&(face.image, levels)) {
+            let mut photo = images[face.image]
+                .f_to_device(device)?
+                .f_permute([2, 0, 1])?
+                .f_to_kind(Kind::Float)?;
+            for _ in 0..levels {
+                photo = photo.f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?;
+            }
+            let halved = photo
+                .f_round()?
+                .f_to_kind(Kind::Uint8)?
+                .f_permute([1, 2, 0])?
+                .f_contiguous()?;
+            levels_of.insert((face.image, levels), halved);
+        }
+    }
+    let photo_of = |i: usize| -> &Tensor {
+        let (image, levels) = (faces[i].image, transforms[i].1);
+        levels_of.get(&(image, levels)).unwrap_or(&images[image])
+    };
+    // Faces grouped by the size of the photo they sample: one warp per group, on a stack of
+    // its photos.
+    let mut groups: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+    for i in 0..faces.len() {
+        let shape = photo_of(i).size();
         groups.entry((shape[0], shape[1])).or_default().push(i);
     }
     let mut rows: Vec<Option<Tensor>> = (0..faces.len()).map(|_| None).collect();
     for ((height, width), members) in groups {
-        let mut photo_slot: BTreeMap<usize, i64> = BTreeMap::new();
+        let mut photo_slot: BTreeMap<(usize, u32), i64> = BTreeMap::new();
         let mut photos = Vec::new();
         let mut slots = Vec::with_capacity(members.len());
         let mut thetas = Vec::with_capacity(members.len() * 6);
         for &i in &members {
-            let face = &faces[i];
-            let slot = *photo_slot.entry(face.image).or_insert_with(|| {
-                photos.push(&images[face.image]);
-                photos.len() as i64 - 1
-            });
-            slots.push(slot);
-            let inverse = template_transform(&face.landmarks, size)
-                .map_err(|e| Error::invalid(format!("face {i}: {e}")))?
+            let key = (faces[i].image, transforms[i].1);
+            if !photo_slot.contains_key(&key) {
+                photos.push(photo_of(i).f_to_device(device)?);
+                photo_slot.insert(key, photos.len() as i64 - 1);
+            }
+            slots.push(photo_slot[&key]);
+            let inverse = transforms[i]
+                .0
                 .inverse()
                 .ok_or_else(|| Error::invalid(format!("face {i}: its landmarks have no extent")))?;
             thetas.extend(grid_theta(&inverse, size, height, width).map(|v| v as f32));
         }
         let n = members.len() as i64;
         let stack = Tensor::f_stack(&photos, 0)?
-            .f_to_device(device)?
             .f_permute([0, 3, 1, 2])?
             .f_to_kind(Kind::Float)?;
         let per_face =

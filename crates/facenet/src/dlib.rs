@@ -646,6 +646,13 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<DlibNet> {
         let at = r.pos;
         let version = r.int("a layer's version")?;
         if !(1..=3).contains(&version) {
+            // A name's length whose name the file is too short to hold: a cut, not a lie.
+            if version > (r.bytes.len() - r.pos) as i64 {
+                return Err(r.fail(
+                    at,
+                    format!("the file ends inside a name of {version} bytes (truncated?)"),
+                ));
+            }
             return Err(r.fail(
                 at,
                 format!("expected a layer's version (1 to 3), found {version}"),

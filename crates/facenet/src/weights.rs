@@ -136,7 +136,30 @@ pub fn save_with(
     meta.extend(extra_metadata);
     let bytes = safetensors::serialize(data, &Some(meta))
         .map_err(|e| err(path, format!("could not serialize the weights: {e}")))?;
+    let bytes = sorted_header(&bytes).map_err(|e| err(path, e))?;
     write_atomically(path, &bytes)
+}
+
+/// `bytes` (a serialized safetensors file) with its JSON header's keys sorted. The
+/// serializer writes metadata in a hash map's order, which differs from run to run; a
+/// shipped or checksummed file must not. The header stays padded to 8 bytes with spaces,
+/// as the format's writers pad it.
+fn sorted_header(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+        .filter(|&n| n <= bytes.len() - 8)
+        .ok_or("the serializer wrote no header")?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len])
+        .map_err(|e| format!("the serializer wrote a header that is not JSON: {e}"))?;
+    // serde_json's maps are BTreeMaps (no preserve_order feature): keys come out sorted.
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 fn temp_path(path: &Path) -> Result<PathBuf> {
@@ -578,7 +601,10 @@ fn load_dlib(
         (THRESHOLD_METRIC_KEY.to_owned(), "dlib".to_owned()),
         (
             THRESHOLD_FROM_KEY.to_owned(),
-            format!("the dlib file's loss_metric distance threshold {threshold} (Euclidean)"),
+            format!(
+                "dlib's loss_metric distance threshold {} (Euclidean), squared",
+                threshold as f32
+            ),
         ),
     ]);
     Ok((model, metadata))
