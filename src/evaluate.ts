@@ -11,7 +11,8 @@ import { InvalidArgumentError, ShapeError } from './errors'
 import { FirstSeen } from './first-seen'
 import { l2NormalizeRows } from './eval/embeddings'
 import { evaluateVerification, type IndexPair, type Pairs, type VerificationOptions, type VerificationResult } from './eval/verification'
-import type { FaceNet, ImageBatch } from './model'
+import { normalizesEmbeddings, type FaceNet, type ImageBatch } from './model'
+import { alignFaces, type AlignOptions } from './align'
 import type { LossPoint, PlotOptions } from './report/plots'
 import { writeReport, type ReportFiles, type ReportRow } from './report/report'
 
@@ -74,7 +75,8 @@ export async function evaluate(model: FaceNet, images: ImageBatch, pairs: Pairs,
   if (flipped) {
     used = new Float32Array(embeddings.length)
     for (let i = 0; i < used.length; i++) used[i] = (embeddings[i]! + flipped[i]!) / 2
-    l2NormalizeRows(used, model.embeddingDim)
+    // A raw-descriptor model's threshold is on its own scale: averaging keeps it, normalizing would not.
+    if (normalizesEmbeddings(model.arch)) l2NormalizeRows(used, model.embeddingDim)
   }
   const result: EvaluateResult = { verification, embeddings: used }
   if (options.report) {
@@ -97,6 +99,12 @@ export interface PairImagesOptions {
   centerCrop?: number
   /** Only these folds (0-based). Default: all. */
   folds?: readonly number[]
+  /**
+   * Detect and align the largest face of each image first (see `alignFaces`), at `size`; an
+   * image without a face is used whole and listed in {@link PairImages.noFace}. The center
+   * crop then does not apply. Default: no alignment (the images are face crops).
+   */
+  align?: Omit<AlignOptions, 'faces' | 'size' | 'detections'>
 }
 
 /** The decoded images of a pairs file and its pairs as indices into them, fold by fold. */
@@ -106,6 +114,8 @@ export interface PairImages {
   paths: string[]
   /** One array of pairs per fold, indexing `images`. */
   pairs: IndexPair[][]
+  /** With `align`: the images in which no face was found (used whole). */
+  noFace: string[]
 }
 
 /**
@@ -117,6 +127,16 @@ export async function loadPairImages(lfw: LfwPairs, size: InputSize, options: Pa
   const index = new FirstSeen<string>()
   const pairs = folds.map((fold) => fold.pairs.map((p) => ({ a: index.of(p.a), b: index.of(p.b), same: p.same })))
   const paths = index.values
-  const images = await decodeImages(paths, size, { centerCrop: options.centerCrop })
-  return { images, paths, pairs }
+  if (!options.align) return { images: await decodeImages(paths, size, { centerCrop: options.centerCrop }), paths, pairs, noFace: [] }
+  if (size.height !== size.width) throw new InvalidArgumentError(`aligned crops are square; this model takes ${size.height}×${size.width}`)
+  const crops = await alignFaces(paths, { ...options.align, size: size.height, faces: 'largest' })
+  const per = size.height * size.width * 3
+  const data = new Uint8Array(paths.length * per)
+  crops.imageIndex.forEach((image, row) => data.set(crops.data.subarray(row * per, (row + 1) * per), image * per))
+  const noFace = crops.noFace.map((i) => paths[i]!)
+  if (noFace.length > 0) {
+    const whole = await decodeImages(noFace, size)
+    crops.noFace.forEach((image, k) => data.set(whole.data.subarray(k * per, (k + 1) * per), image * per))
+  }
+  return { images: { data, shape: [paths.length, size.height, size.width, 3] }, paths, pairs, noFace }
 }

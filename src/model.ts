@@ -153,6 +153,11 @@ function tinyShape(arch: Arch, tiny: TinyOptions | undefined): { tinyWidths?: nu
   return out
 }
 
+/** Whether an arch's embeddings are unit vectors (all but dlib's raw descriptors). */
+export function normalizesEmbeddings(arch: Arch): boolean {
+  return arch !== 'dlib-resnet-v1'
+}
+
 /** The input scaling an arch is built with when none is given. */
 function defaultNormalization(arch: Arch): Normalization {
   return arch === 'dlib-resnet-v1' ? 'dlib' : 'fixed'

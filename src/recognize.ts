@@ -90,8 +90,11 @@ export interface GalleryOptions {
    * the model (`facenet eval` stores one; the pretrained model carries dlib's).
    */
   threshold?: number
-  /** Alignment of the gallery photos, as {@link FindFacesOptions.align}. */
-  align?: FindFacesOptions['align']
+  /**
+   * Alignment of the gallery photos, as {@link FindFacesOptions.align}; `false`: the photos
+   * are face crops already, embedded whole.
+   */
+  align?: FindFacesOptions['align'] | false
 }
 
 /**
@@ -120,16 +123,21 @@ export class FaceGallery {
    */
   static async fromFolder(model: FaceNet, dir: string, options: GalleryOptions = {}): Promise<{ gallery: FaceGallery; noFace: string[] }> {
     checkKeys('FaceGallery.fromFolder', options, ['threshold', 'align'])
+    const threshold = options.threshold ?? requiredThreshold(model)
+    checkThreshold(threshold)
     const folder = await ImageFolder.open(dir)
     const paths = folder.items.map((item) => item.path)
-    const out = await embedFiles(model, paths, { align: { ...alignmentFor(model, options.align), faces: 'largest' } })
+    const dim = model.embeddingDim
+    const out =
+      options.align === false
+        ? { embeddings: await embedFiles(model, paths), noFace: [] as number[] }
+        : await embedFiles(model, paths, { align: { ...alignmentFor(model, options.align), faces: 'largest' } })
     const noFace = new Set(out.noFace)
     const kept = paths.map((_, i) => i).filter((i) => !noFace.has(i))
-    const embeddings = new Float32Array(kept.length * out.dim)
-    kept.forEach((i, row) => embeddings.set(out.embeddings.subarray(i * out.dim, (i + 1) * out.dim), row * out.dim))
+    const embeddings = new Float32Array(kept.length * dim)
+    kept.forEach((i, row) => embeddings.set(out.embeddings.subarray(i * dim, (i + 1) * dim), row * dim))
     const labels = Int32Array.from(kept, (i) => folder.labels[i]!)
-    const threshold = options.threshold ?? requiredThreshold(model)
-    return { gallery: new FaceGallery(folder.identities, labels, embeddings, out.dim, threshold), noFace: [...noFace].map((i) => paths[i]!) }
+    return { gallery: new FaceGallery(folder.identities, labels, embeddings, dim, threshold), noFace: [...noFace].map((i) => paths[i]!) }
   }
 
   /** A gallery of embeddings you already have: `names[i]` is the identity of row i. */

@@ -9,23 +9,28 @@ import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type
 
 /** The alignment flags `align` shares with `embed`, `compare`, `identify` and `cluster`. */
 export const ALIGN_FLAGS: Record<string, FlagSpec> = {
-  alignSize: { kind: 'number', value: 'N', help: 'side of the aligned crop in pixels (default 160)' },
-  alignMode: { kind: 'string', value: 'MODE', help: "'template' (default: 5-point similarity onto the ArcFace template) or 'margin' (facenet-pytorch's box + margin)" },
+  alignSize: { kind: 'number', value: 'N', help: "side of the aligned crop in pixels (default: the model's input size with a stored alignment, else 160)" },
+  alignMode: {
+    kind: 'string',
+    value: 'MODE',
+    help: "'template' (5-point similarity onto the ArcFace template), 'margin' (facenet-pytorch's box + margin) or 'dlib' (dlib's face chip); default: the model's stored alignment, else 'template'",
+  },
   alignMargin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, facenet-pytorch's)" },
 }
 
+/** Unset flags stay unset: the library fills them in from the model, then its defaults. */
 export const alignSchema = {
-  alignSize: positiveInt.max(4096).default(160),
-  alignMode: z.enum(ALIGN_MODES).default('template'),
-  alignMargin: z.number().nonnegative().default(0),
+  alignSize: positiveInt.max(4096).optional(),
+  alignMode: z.enum(ALIGN_MODES).optional(),
+  alignMargin: z.number().nonnegative().optional(),
 }
 
-/** The library's align options from the shared flags. */
-export function alignOptionsOf(o: { alignSize: number; alignMode: (typeof ALIGN_MODES)[number]; alignMargin: number; device?: string; threads?: number }): AlignOptions {
+/** The library's align options from the shared flags: only those the user set. */
+export function alignOptionsOf(o: { alignSize?: number; alignMode?: (typeof ALIGN_MODES)[number]; alignMargin?: number; device?: string; threads?: number }): AlignOptions {
   return {
-    size: o.alignSize,
-    mode: o.alignMode,
-    margin: o.alignMargin,
+    ...(o.alignSize !== undefined ? { size: o.alignSize } : {}),
+    ...(o.alignMode !== undefined ? { mode: o.alignMode } : {}),
+    ...(o.alignMargin !== undefined ? { margin: o.alignMargin } : {}),
     ...(o.device && o.device !== 'auto' ? { device: o.device as AlignOptions['device'] } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
   }

@@ -47,15 +47,20 @@ export const detectSpec: CommandSpec<typeof schema> = {
   ],
 }
 
-/** An SVG the size of the photo with each face's box, landmarks and score, for sharp to composite. */
-function overlay(width: number, height: number, faces: readonly DetectedFace[]): Buffer {
+const xml = (text: string): string => text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+/**
+ * An SVG the size of the photo with each face's box, landmarks and label (default: its
+ * number and score), for sharp to composite.
+ */
+function overlay(width: number, height: number, faces: readonly DetectedFace[], labels?: readonly string[]): Buffer {
   const stroke = Math.max(2, Math.round(Math.min(width, height) / 200))
   const shapes = faces.flatMap((face, k) => {
     const [x1, y1, x2, y2] = face.box
     const side = Math.max(x2 - x1, y2 - y1)
     const radius = Math.max(stroke, side / 40)
     const font = Math.max(10, Math.round(side / 7))
-    const label = `${k + 1}: ${face.score.toFixed(3)}`
+    const label = xml(labels?.[k] ?? `${k + 1}: ${face.score.toFixed(3)}`)
     return [
       `<rect x="${x1}" y="${y1}" width="${x2 - x1}" height="${y2 - y1}" fill="none" stroke="#00ff66" stroke-width="${stroke}"/>`,
       ...face.landmarks.map(([x, y], p) => `<circle cx="${x}" cy="${y}" r="${radius}" fill="${p < 2 ? '#ff3355' : p === 2 ? '#ffdd00' : '#33aaff'}"/>`),
@@ -66,12 +71,12 @@ function overlay(width: number, height: number, faces: readonly DetectedFace[]):
 }
 
 /** Writes `photo` (EXIF-oriented, as detection saw it) with its faces drawn on, as PNG. */
-export async function drawFaces(photo: string, faces: readonly DetectedFace[], out: string): Promise<void> {
+export async function drawFaces(photo: string, faces: readonly DetectedFace[], out: string, labels?: readonly string[]): Promise<void> {
   const image = sharp(photo, { limitInputPixels: false }).autoOrient()
   const { data, info } = await image.toColorspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true })
   // Compositing adds an alpha channel; a second pass drops it, so the PNG is plain RGB.
   const drawn = await sharp(data, { raw: { width: info.width, height: info.height, channels: 3 } })
-    .composite([{ input: overlay(info.width, info.height, faces) }])
+    .composite([{ input: overlay(info.width, info.height, faces, labels) }])
     .raw()
     .toBuffer({ resolveWithObject: true })
   await sharp(drawn.data, { raw: { width: drawn.info.width, height: drawn.info.height, channels: drawn.info.channels } })

@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { LfwPairs } from '../data/lfw-pairs'
 import { rawPixelEmbeddings } from '../eval/embeddings'
@@ -11,9 +11,12 @@ import { writeReport } from '../report/report'
 import { centerCropOf, loadModel, META } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { LFW_ROOT } from './train'
+import { ALIGNING, aligning, aligns, alignWith } from './use'
+import { storedAlignment } from '../inference'
 
 const schema = z.strictObject({
   ...modelSchema,
+  ...aligning,
   pairs: z.string().min(1).optional(),
   data: z.string().min(1).optional(),
   lfw: z.boolean().optional(),
@@ -27,9 +30,10 @@ const schema = z.strictObject({
 export const evalSpec: CommandSpec<typeof schema> = {
   name: 'eval',
   summary: SUMMARIES.eval,
-  usage: 'facenet eval --model M (--pairs pairs.txt [--data DIR] | --lfw) [--fold K] [--report DIR]',
+  usage: 'facenet eval [--model M] (--pairs pairs.txt [--data DIR] | --lfw) [--fold K] [--report DIR] [--align]',
   flags: {
     ...MODEL_FLAGS,
+    ...ALIGNING,
     pairs: { kind: 'string', value: 'FILE', help: 'pairs file in the LFW format (View 2 "folds n" header, or View 1)' },
     data: { kind: 'string', value: 'DIR', help: "images root (DIR/Name/Name_0001.jpg); default: the pairs file's folder" },
     lfw: { kind: 'boolean', help: "the shipped LFW View 2 pairs (data/lfw/pairs.txt)" },
@@ -78,7 +82,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (o.fold !== undefined && o.fold > lfw.folds.length) {
     throw new UsageError(`--fold: ${pairsFile} has ${lfw.folds.length} fold(s), got ${o.fold}`)
   }
-  const modelFile = resolve(o.model)
+  const modelFile = o.model === undefined ? undefined : resolve(o.model)
   const reportDir = o.report ? resolve(o.report) : undefined
   if (reportDir && (await stat(reportDir).catch(() => undefined))?.isDirectory() === false) {
     throw new UsageError(`--report: ${reportDir} exists and is not a folder`)
@@ -86,12 +90,15 @@ export async function evalCommand(argv: string[]): Promise<number> {
   using model = await loadModel(o)
   const centerCrop = centerCropOf(model, o)
   const started = Date.now()
-  const images = await loadPairImages(lfw, model.inputSize, { centerCrop })
+  const align = aligns(model, o)
+  const images = await loadPairImages(lfw, model.inputSize, align ? { align: alignWith(model, o) } : { centerCrop })
+  if (images.noFace.length > 0) process.stderr.write(`no face found in ${images.noFace.length} image(s), used whole: ${images.noFace.slice(0, 5).join(', ')}${images.noFace.length > 5 ? ', …' : ''}\n`)
   const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), images.pairs)
-  const log = await trainingLog(modelFile)
-  const name = o.name ?? `${model.arch} (${modelFile})`
+  const log = modelFile === undefined ? undefined : await trainingLog(modelFile)
+  const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${basename(modelFile)})`)
   const baselines = [{ name: 'raw pixels', verification: raw }]
-  const details = { model: modelFile, pairs: pairsFile, centerCrop, ...(o.fold ? { fold: o.fold } : {}) }
+  const alignMode = align ? (alignWith(model, o).mode ?? storedAlignment(model) ?? 'template') : undefined
+  const details = { model: modelFile ?? `pretrained ${model.arch}`, pairs: pairsFile, ...(alignMode ? { align: alignMode } : { centerCrop }), ...(o.fold ? { fold: o.fold } : {}) }
   const result = await evaluate(model, images.images, images.pairs, { flip: o.flip, batchSize: o.batchSize, name, baselines, details })
   const v = result.verification
   const k = o.fold !== undefined ? o.fold - 1 : undefined
@@ -100,7 +107,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   // The results come first: the report and the stored threshold are extras, and a failure
   // in either (a read-only model file, a full disk) must not hide a finished evaluation.
   if (!parsed.json) {
-    console.log(`${v.pairCount} pairs in ${v.folds} folds, model ${model.arch}, center crop ${centerCrop}`)
+    console.log(`${v.pairCount} pairs in ${v.folds} folds, model ${model.arch}, ${alignMode ? `aligned (${alignMode})` : `center crop ${centerCrop}`}`)
     console.log(`accuracy      ${pct(v.accuracy.mean)} ± ${pct(v.accuracy.std)}  (raw pixels: ${pct(raw.accuracy.mean)})`)
     if (k !== undefined) console.log(`fold ${o.fold}       ${pct(v.accuracy.perFold[k]!)}  (threshold ${threshold.toFixed(4)} chosen on the other folds)`)
     console.log(`VAL@FAR=${v.val.farTarget}  ${pct(v.val.mean)} ± ${pct(v.val.std)}`)
@@ -123,7 +130,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
     }
   }
   let stored = false
-  if (!o.noStore) {
+  // The shipped pretrained model is never rewritten.
+  if (!o.noStore && modelFile !== undefined) {
     try {
       await model.save(modelFile, {
         metadata: {
@@ -141,7 +149,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   if (parsed.json) {
     const summary = {
-      model: modelFile,
+      model: modelFile ?? `pretrained ${model.arch}`,
       pairs: v.pairCount,
       folds: v.folds,
       accuracy: { mean: v.accuracy.mean, std: v.accuracy.std, perFold: v.accuracy.perFold },
@@ -152,7 +160,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       threshold,
       thresholdStored: stored,
       rawPixelAccuracy: raw.accuracy.mean,
-      centerCrop,
+      ...(alignMode ? { align: alignMode, noFace: images.noFace } : { centerCrop }),
       seconds: (Date.now() - started) / 1000,
       report: reportHtml,
       ...(failures.length > 0 ? { errors: failures } : {}),

@@ -20,7 +20,8 @@ export const META = {
 } as const
 
 export interface ModelArgs {
-  model: string
+  /** Default: the pretrained `dlib-resnet-v1` shipped in the package. */
+  model?: string
   arch?: Arch
   device: string
   threads?: number
@@ -28,12 +29,18 @@ export interface ModelArgs {
   batchSize: number
 }
 
+/** The `--model` file, else the shipped pretrained model; says on stderr which it is. */
 export async function loadModel(args: ModelArgs): Promise<FaceNet> {
-  return FaceNet.load(resolve(args.model), {
-    device: args.device as Device,
-    ...(args.threads ? { threads: args.threads } : {}),
-    ...(args.arch ? { arch: args.arch } : {}),
-  })
+  const common = { device: args.device as Device, ...(args.threads ? { threads: args.threads } : {}) }
+  if (args.model === undefined) {
+    const model = await FaceNet.pretrained('dlib-resnet-v1', common)
+    process.stderr.write(`model: the pretrained dlib-resnet-v1 shipped with facenet-torch (--model to use another)\n`)
+    return model
+  }
+  const file = resolve(args.model)
+  const model = await FaceNet.load(file, { ...common, ...(args.arch ? { arch: args.arch } : {}) })
+  process.stderr.write(`model: ${file} (${model.arch})\n`)
+  return model
 }
 
 /** The flag's center crop, else the one stored with the model at training, else 1. */

@@ -204,7 +204,7 @@ export function helpText<S extends z.ZodObject>(spec: CommandSpec<S>): string {
 
 /** Options every command that loads a model shares. */
 export const MODEL_FLAGS: Record<string, FlagSpec> = {
-  model: { kind: 'string', value: 'FILE', help: 'model weights (.safetensors), e.g. runs/NAME/model.safetensors' },
+  model: { kind: 'string', value: 'FILE', help: "model weights (.safetensors or a dlib .dat), e.g. runs/NAME/model.safetensors; default: the pretrained 'dlib-resnet-v1' shipped in the package" },
   arch: { kind: 'string', value: 'ARCH', help: `arch of a plain state_dict without facenet-torch metadata: ${ARCHS.join(', ')}` },
   device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
   threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
@@ -217,7 +217,7 @@ export const positiveInt = z.number().int().positive()
 export const crop = z.number().gt(0).lte(1)
 
 export const modelSchema = {
-  model: z.string().min(1),
+  model: z.string().min(1).optional(),
   arch: z.enum(ARCHS).optional(),
   device: device.default('auto'),
   threads: positiveInt.optional(),

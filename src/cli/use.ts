@@ -1,13 +1,15 @@
 /** The commands that use a trained model: embed, compare, identify, cluster; and info. */
-import { extname, relative, resolve, sep } from 'node:path'
+import { mkdir, stat } from 'node:fs/promises'
+import { basename, extname, join, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { CLUSTERING_METHODS } from '../options'
-import { ImageFolder } from '../data/image-folder'
 import { npyHeader } from '../data/npy'
 import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
-import { embedFiles } from '../inference'
+import { embedFiles, storedAlignment } from '../inference'
+import { FaceGallery, findFaces } from '../recognize'
+import { drawFaces } from './detect'
 import type { FaceNet } from '../model'
 import type { Device } from '../device'
 import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
@@ -21,21 +23,33 @@ export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
 }
 
 /** `--align` and its options, shared by embed, compare, identify and cluster. */
-const ALIGNING: Record<string, FlagSpec> = {
-  align: { kind: 'boolean', help: 'the images are raw photos: detect and align the largest face of each first' },
+export const ALIGNING: Record<string, FlagSpec> = {
+  align: { kind: 'boolean', help: "the images are raw photos: detect and align the largest face of each first (the default for a model that stores its alignment, such as the pretrained one)" },
+  noAlign: { kind: 'boolean', help: 'the images are face crops already: embed them whole, even with a model that stores an alignment' },
   ...ALIGN_FLAGS,
 }
-const aligning = { align: z.boolean().default(false), ...alignSchema }
+export const aligning = { align: z.boolean().optional(), noAlign: z.boolean().default(false), ...alignSchema }
 type AlignArgs = z.infer<z.ZodObject<typeof aligning>> & { device: string; threads?: number; batchSize: number }
 
+/** Whether to detect and align: as the flags say, else as the model stores. */
+export function aligns(model: FaceNet, o: AlignArgs): boolean {
+  if (o.align && o.noAlign) throw new UsageError('--align and --no-align contradict each other')
+  return o.noAlign ? false : (o.align ?? storedAlignment(model) !== undefined)
+}
+
+/** The alignment flags as library options, on the model's device. */
+export function alignWith(model: FaceNet, o: AlignArgs): ReturnType<typeof alignOptionsOf> {
+  return { ...alignOptionsOf(o), device: model.device as Device }
+}
+
 /**
- * Embeds `paths` (aligned when `--align`): one row per path, NaN rows for photos without a
+ * Embeds `paths` (aligned when {@link aligns}): one row per path, NaN rows for photos without a
  * face, which are also returned (and reported on stderr).
  */
 async function embedPaths(model: FaceNet, paths: readonly string[], o: AlignArgs & { centerCrop?: number }): Promise<{ embeddings: Float32Array; noFace: string[] }> {
   const base = { centerCrop: centerCropOf(model, o), batchSize: o.batchSize }
-  if (!o.align) return { embeddings: await embedFiles(model, paths, base), noFace: [] }
-  const out = await embedFiles(model, paths, { ...base, align: { ...alignOptionsOf(o), device: model.device as Device, faces: 'largest' } })
+  if (!aligns(model, o)) return { embeddings: await embedFiles(model, paths, base), noFace: [] }
+  const out = await embedFiles(model, paths, { ...base, align: { ...alignWith(model, o), faces: 'largest' } })
   const noFace = out.noFace.map((i) => paths[i]!)
   for (const path of noFace) process.stderr.write(`no face found in ${path}\n`)
   return { embeddings: out.embeddings, noFace }
@@ -60,7 +74,7 @@ const embedSchema = z.strictObject({ ...modelSchema, ...aligning, out: z.string(
 export const embedSpec: CommandSpec<typeof embedSchema> = {
   name: 'embed',
   summary: SUMMARIES.embed,
-  usage: 'facenet embed --model M IMAGES… [--out emb.npy|emb.json]',
+  usage: 'facenet embed IMAGES… [--model M] [--out emb.npy|emb.json]',
   positionals: { name: 'image files or folders', min: 1 },
   flags: { ...MODEL_FLAGS, ...ALIGNING, out: { kind: 'string', value: 'FILE', help: '.npy (N×D float32) or .json ({ paths, dim, embeddings }); default: JSON on stdout' } },
   schema: embedSchema,
@@ -83,14 +97,14 @@ export async function embedCommand(argv: string[]): Promise<number> {
   // A photo without a face has a NaN row in .npy and null in JSON (JSON has no NaN).
   const missing = new Set(noFace)
   const rows = paths.map((p, i) => (missing.has(p) ? null : Array.from(embeddings.subarray(i * dim, (i + 1) * dim))))
-  const body = { paths, dim, embeddings: rows, ...(o.align ? { noFace } : {}) }
+  const body = { paths, dim, embeddings: rows, ...(aligns(model, o) ? { noFace } : {}) }
   if (format === 'stdout') {
     console.log(JSON.stringify(body))
     return EXIT.ok
   }
   const out = resolve(o.out!)
   await writeOutput(out, format === '.npy' ? npyBytes(embeddings, [paths.length, dim]) : JSON.stringify(body))
-  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim, ...(o.align ? { noFace } : {}) }))
+  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim, ...(aligns(model, o) ? { noFace } : {}) }))
   else console.log(`${paths.length} embeddings of ${dim} values → ${out}`)
   return EXIT.ok
 }
@@ -102,7 +116,7 @@ const compareSchema = z.strictObject({ ...modelSchema, ...aligning, threshold: z
 export const compareSpec: CommandSpec<typeof compareSchema> = {
   name: 'compare',
   summary: SUMMARIES.compare,
-  usage: 'facenet compare A.jpg B.jpg --model M [--threshold D]',
+  usage: 'facenet compare A.jpg B.jpg [--model M] [--threshold D]',
   positionals: { name: 'images', min: 2, max: 2 },
   flags: { ...MODEL_FLAGS, ...ALIGNING, threshold: THRESHOLD_FLAG },
   schema: compareSchema,
@@ -140,61 +154,88 @@ const identifySchema = z.strictObject({
   ...modelSchema,
   ...aligning,
   gallery: z.string().min(1),
-  probe: z.array(z.string().min(1)).min(1),
+  probe: z.array(z.string().min(1)).optional(),
   top: positiveInt.default(5),
   threshold: z.number().positive().optional(),
+  draw: z.string().min(1).optional(),
 })
 
 export const identifySpec: CommandSpec<typeof identifySchema> = {
   name: 'identify',
   summary: SUMMARIES.identify,
-  usage: 'facenet identify --gallery DIR --probe IMG [--probe IMG…] --model M [--top K]',
+  usage: 'facenet identify --gallery DIR PHOTO... [--draw OUT.png] [--model M] | --probe IMG [--probe IMG…]',
+  positionals: { name: 'photos', min: 0 },
   flags: {
     ...MODEL_FLAGS,
     ...ALIGNING,
-    gallery: { kind: 'string', value: 'DIR', help: 'known faces, one folder per identity' },
-    probe: { kind: 'strings', value: 'IMG', help: 'image to identify (repeatable)' },
-    top: { kind: 'number', value: 'K', help: 'identities listed per probe (default 5)' },
+    gallery: { kind: 'string', value: 'DIR', help: 'known faces, one folder per identity (the largest face of each photo)' },
+    probe: { kind: 'strings', value: 'IMG', help: 'image whose largest face (or, with --no-align, the whole crop) to identify (repeatable)' },
+    top: { kind: 'number', value: 'K', help: 'identities listed per face (default 5)' },
     threshold: THRESHOLD_FLAG,
+    draw: { kind: 'string', value: 'OUT', help: 'draw each face of the PHOTOs with its name: a PNG file for one photo, a folder (PHOTO-NAME.png each) for several' },
   },
   schema: identifySchema,
-  notes: ["A probe whose nearest identity is farther than the threshold is reported as unknown."],
+  notes: [
+    'Every face of each PHOTO is named after its nearest gallery identity, or unknown when that is farther',
+    "than the threshold (--threshold, else the one stored with the model). Without a threshold it refuses.",
+  ],
 }
 
 export async function identifyCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(identifySpec, argv)
   if (parsed.help) return printHelp(identifySpec)
   const o = parsed.options
-  const gallery = await ImageFolder.open(resolve(o.gallery))
+  const photos = parsed.positionals.map((p) => resolve(p))
+  const probes = (o.probe ?? []).map((p) => resolve(p))
+  if (photos.length === 0 && probes.length === 0) throw new UsageError('name the photos to identify (positional) or --probe images')
+  if (o.draw && photos.length === 0) throw new UsageError('--draw draws the faces of the PHOTOs; none were given')
+  const drawTo = o.draw ? resolve(o.draw) : undefined
+  const drawDir = drawTo && (photos.length > 1 || (await stat(drawTo).then((s) => s.isDirectory(), () => false))) ? drawTo : undefined
+  const drawProblem = drawTo && !drawDir ? await outputProblem(drawTo) : undefined
+  if (drawProblem) throw new UsageError(`--draw: ${drawProblem}`)
   using model = await loadModel(o)
-  const dim = model.embeddingDim
-  const galleryPaths = gallery.items.map((item) => item.path)
-  const probes = o.probe.map((p) => resolve(p))
-  const { embeddings: all, noFace } = await embedPaths(model, [...galleryPaths, ...probes], o)
-  // Gallery photos without a face take no part; a probe without one matches nothing.
-  const faceless = new Set(noFace)
   const threshold = thresholdOf(model, o.threshold)
+  if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
+  const align = aligns(model, o)
+  const { gallery, noFace: galleryNoFace } = await FaceGallery.fromFolder(model, resolve(o.gallery), { threshold, align: align ? alignWith(model, o) : false })
+  for (const path of galleryNoFace) process.stderr.write(`no face found in gallery photo ${path}: left out\n`)
+  const { embeddings, noFace } = probes.length > 0 ? await embedPaths(model, probes, o) : { embeddings: new Float32Array(0), noFace: [] }
+  const faceless = new Set(noFace)
+  const dim = model.embeddingDim
   const results = probes.map((probe, p) => {
-    // An identity's distance is that of its nearest gallery image.
-    const best = new Map<string, number>()
-    galleryPaths.forEach((path, g) => {
-      if (faceless.has(path)) return
-      const d = distance(all, dim, galleryPaths.length + p, g, 'l2')
-      const id = gallery.identities[gallery.labels[g]!]!
-      if (!(best.get(id)! <= d)) best.set(id, d)
-    })
-    if (faceless.has(probe)) return { probe, match: null, threshold: threshold ?? null, candidates: [], noFace: true }
-    const ranked = [...best].sort((a, b) => a[1] - b[1]).slice(0, o.top).map(([identity, d]) => ({ identity, distance: d }))
-    const top = ranked[0]
-    const match = top && (threshold === undefined || top.distance < threshold) ? top.identity : null
-    return { probe, match, threshold: threshold ?? null, candidates: ranked }
+    if (faceless.has(probe)) return { probe, match: null, threshold, candidates: [], noFace: true }
+    const found = gallery.identify(embeddings.slice(p * dim, (p + 1) * dim), { top: o.top })
+    return { probe, match: found.identity, threshold, candidates: found.candidates }
   })
-  if (parsed.json) console.log(JSON.stringify({ results }))
+  const found = photos.length > 0 ? await findFaces(model, photos, { align: alignWith(model, o) }) : []
+  const photoResults = photos.map((photo, i) => ({
+    photo,
+    faces: found[i]!.map((face) => {
+      const who = gallery.identify(face.embedding, { top: o.top })
+      return { box: face.box, score: face.score, landmarks: face.landmarks, identity: who.identity, distance: who.distance, candidates: who.candidates }
+    }),
+  }))
+  if (drawTo) {
+    if (drawDir) await mkdir(drawDir, { recursive: true })
+    for (const r of photoResults) {
+      const out = drawDir ? join(drawDir, `${basename(r.photo, extname(r.photo))}.png`) : drawTo
+      await drawFaces(r.photo, r.faces, out, r.faces.map((f) => `${f.identity ?? 'unknown'} ${f.distance.toFixed(2)}`))
+    }
+  }
+  if (parsed.json) console.log(JSON.stringify({ threshold, ...(probes.length > 0 ? { results } : {}), ...(photos.length > 0 ? { photos: photoResults } : {}) }))
   else {
     for (const r of results) {
       console.log(`${r.probe}: ${r.match ?? 'unknown'}`)
       for (const c of r.candidates) console.log(`  ${c.distance.toFixed(4)}  ${c.identity}`)
     }
+    for (const r of photoResults) {
+      console.log(`${r.photo}: ${r.faces.length === 0 ? 'no face' : `${r.faces.length} face${r.faces.length === 1 ? '' : 's'}`}`)
+      r.faces.forEach((f, k) => {
+        const box = f.box.map((v) => Math.round(v)).join(',')
+        console.log(`  face ${k + 1} [${box}]: ${f.identity ?? 'unknown'} (distance ${f.distance.toFixed(4)}, threshold ${threshold.toFixed(4)})`)
+      })
+    }
+    if (drawTo) console.log(`drawn → ${drawTo}`)
   }
   return EXIT.ok
 }
@@ -211,7 +252,7 @@ const clusterSchema = z.strictObject({
 export const clusterSpec: CommandSpec<typeof clusterSchema> = {
   name: 'cluster',
   summary: SUMMARIES.cluster,
-  usage: 'facenet cluster DIR --model M [--threshold D] [--method average-linkage|connected-components]',
+  usage: 'facenet cluster DIR [--model M] [--threshold D] [--method average-linkage|connected-components]',
   positionals: { name: 'folder', min: 1, max: 1 },
   flags: {
     ...MODEL_FLAGS,
@@ -250,7 +291,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   const scores = scored
     ? { identities: scored.identityCount, purity: scored.purity, nmi: scored.nmi, pairwiseF: scored.pairwiseF, pairwisePrecision: scored.pairwisePrecision, pairwiseRecall: scored.pairwiseRecall }
     : undefined
-  const noFace = o.align ? { noFace: embedded.noFace } : {}
+  const noFace = aligns(model, o) ? { noFace: embedded.noFace } : {}
   if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}), ...noFace }))
   else {
     console.log(`${paths.length} faces → ${clusters.length} clusters (${o.method}, threshold ${threshold.toFixed(4)})`)
