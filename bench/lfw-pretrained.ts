@@ -11,7 +11,8 @@
  *
  * In photos with several faces, both pipelines take the face nearest the photo's centre
  * (LFW photos are centred on their person). A photo in which MTCNN finds no face is embedded
- * whole (resized to 150×150) and counted.
+ * whole (resized to 150×150) and counted. Each pipeline is scored as it is and with mirror
+ * averaging (the mean of a chip's embedding and its mirror's, as `facenet eval --flip`).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
@@ -32,6 +33,20 @@ const dlibCache = join(__dirname, '.cache', 'dlib-lfw')
 function central(faces: readonly DetectedFace[], width: number, height: number): DetectedFace | undefined {
   const d = (f: DetectedFace): number => ((f.box[0] + f.box[2]) / 2 - width / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - height / 2) ** 2
   return [...faces].sort((a, b) => d(a) - d(b))[0]
+}
+
+/** Each 150×150 chip mirrored left to right. */
+function mirrored(chips: Uint8Array): Uint8Array {
+  const out = new Uint8Array(chips.length)
+  for (let row = 0; row < chips.length / 450; row++) {
+    for (let x = 0; x < 150; x++) out.set(chips.subarray(row * 450 + (149 - x) * 3, row * 450 + (149 - x) * 3 + 3), row * 450 + x * 3)
+  }
+  return out
+}
+
+/** The mean of each embedding and its mirror's: test-time flip augmentation, as `facenet eval --flip`. */
+function flipAveraged(a: Float32Array, b: Float32Array): Float32Array {
+  return a.map((v, i) => (v + b[i]!) / 2)
 }
 
 function row(name: string, v: VerificationResult): Record<string, string | number> {
@@ -76,7 +91,8 @@ async function main(): Promise<void> {
   const embeddings = await model.embed({ data: chips, shape: [paths.length, 150, 150, 3] })
   const embedSeconds = (Date.now() - embedStarted) / 1000
   const ours = evaluateVerification({ embeddings, dim: 128 }, pairs)
-  const rows = [row('facenet-torch: MTCNN → dlib chip → dlib-resnet-v1', ours)]
+  const oursFlip = evaluateVerification({ embeddings: flipAveraged(embeddings, await model.embed({ data: mirrored(chips), shape: [paths.length, 150, 150, 3] })), dim: 128 }, pairs)
+  const rows = [row('facenet-torch: MTCNN → dlib chip → dlib-resnet-v1', ours), row('  the same, + mirror averaging', oursFlip)]
   const report: Record<string, unknown> = {
     photos: paths.length,
     pairs: pairs.flat().length,
@@ -84,6 +100,7 @@ async function main(): Promise<void> {
     seconds: { detect: detectSeconds, align: alignSeconds, embed: embedSeconds },
     threads,
     ours: { accuracy: ours.accuracy, val: ours.val, auc: ours.auc, threshold: ours.threshold, foldThresholds: ours.foldThresholds },
+    oursFlip: { accuracy: oursFlip.accuracy, val: oursFlip.val, auc: oursFlip.auc },
   }
 
   // 2. dlib's own pipeline, and its chips through the imported model.
@@ -97,12 +114,17 @@ async function main(): Promise<void> {
     rows.push(row("dlib 20.0.1 (dlib-bin): HOG → 5-point predictor → chip → descriptor", dlib))
     const dlibChips = parseNpy(readFileSync(join(dlibCache, 'chips.npy')), 'chips.npy').data
     const onDlibChips = await model.embed({ data: dlibChips, shape: [paths.length, 150, 150, 3] })
+    // dlib's chips and their mirrors through the imported model (within 1e-6 of dlib's own
+    // descriptors, checked below): dlib's pipeline with the same mirror averaging.
+    const dlibFlip = evaluateVerification({ embeddings: flipAveraged(descriptors, await model.embed({ data: mirrored(dlibChips), shape: [paths.length, 150, 150, 3] })), dim: 128 }, pairs)
+    rows.push(row('  the same, + mirror averaging (mirrors through the imported model)', dlibFlip))
     let maxDiff = 0
     for (let i = 0; i < onDlibChips.length; i++) maxDiff = Math.max(maxDiff, Math.abs(onDlibChips[i]! - descriptors[i]!))
     // Chip difference over the photos where both found the face themselves.
     const both = withFace.filter((i) => !shapes[files[i]!]!.fallback)
     let sum = 0
     for (const i of both) for (let p = i * 67500; p < (i + 1) * 67500; p++) sum += Math.abs(chips[p]! - dlibChips[p]!)
+    report.dlibFlip = { accuracy: dlibFlip.accuracy, val: dlibFlip.val, auc: dlibFlip.auc }
     report.dlib = { accuracy: dlib.accuracy, val: dlib.val, auc: dlib.auc, noDetection: files.filter((f) => shapes[f]!.fallback).length }
     report.oursOnDlibChipsMaxAbsDiff = maxDiff
     report.chipMeanAbsPixelDiff = { photos: both.length, value: sum / (both.length * 67500) }

@@ -741,12 +741,9 @@ impl<'r, 'a> Structure<'r, 'a> {
     /// `c_in` channels, then its affine and, when `relu`, its relu. Returns its filters.
     fn conv_block(
         &mut self,
-        prefix: &str,
-        conv: &str,
-        affine: &str,
+        [prefix, conv, affine]: [&str; 3],
         c_in: i64,
-        kernel: i64,
-        stride: Option<i64>,
+        (kernel, stride): (i64, Option<i64>),
         relu: bool,
     ) -> Result<(i64, i64)> {
         let what = format!("a {kernel}×{kernel} con");
@@ -852,20 +849,16 @@ impl<'r, 'a> Structure<'r, 'a> {
     }
 
     fn parse(mut self, margin: f64, distance_threshold: f64) -> Result<DlibNet> {
-        let (stem, _) = self.conv_block("stem", "conv", "affine", 3, 7, Some(2), true)?;
+        let (stem, _) = self.conv_block(["stem", "conv", "affine"], 3, (7, Some(2)), true)?;
         self.pool(true, [3, 3, 2, 2, 0, 0])?;
         let mut channels = stem;
         let mut units = Vec::new();
-        loop {
-            match self.layers.as_slice().first() {
-                Some(Layer::Marker { .. }) => {}
-                _ => break,
-            }
+        while let Some(Layer::Marker { .. }) = self.layers.as_slice().first() {
             self.expect(true, "a tag")?;
             let prefix = format!("units.{}", units.len());
             let (filters, stride) =
-                self.conv_block(&prefix, "conv1", "affine1", channels, 3, None, true)?;
-            self.conv_block(&prefix, "conv2", "affine2", filters, 3, Some(1), false)?;
+                self.conv_block([&prefix, "conv1", "affine1"], channels, (3, None), true)?;
+            self.conv_block([&prefix, "conv2", "affine2"], filters, (3, Some(1)), false)?;
             let down = stride == 2;
             if down {
                 self.expect(true, "a tag")?;
