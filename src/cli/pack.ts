@@ -24,7 +24,9 @@ export const packSpec: CommandSpec<typeof packSchema> = {
     'Writes OUT/images.npy (N×S×S×3 uint8), OUT/names.npy (identity of each row) and OUT/index.json',
     '(size, centre crop, source, skipped files); NpyDataset.open({ images, names }) and numpy read them.',
     'Images that cannot be decoded are left out and listed. Ctrl-C stops after the batch in flight;',
-    'running the same command again resumes.',
+    'running the same command again resumes. Rows go to OUT/images.npy.partial until the pack is',
+    'complete, then replace images.npy by rename. An OUT holding images.npy, names.npy or index.json',
+    'that no earlier pack wrote (no OUT/pack.json) is refused.',
   ],
 }
 

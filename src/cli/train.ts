@@ -8,6 +8,7 @@ import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet } from '../model'
+import { binding } from '../binding'
 import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
@@ -265,6 +266,21 @@ function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | Loss
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
+/**
+ * Ends the process now with `code` (a second signal). The 'exit' listeners run first (the
+ * run lock's frees the folder); then the native `_exit` skips the teardown that
+ * `process.exit` would do: libtorch's static destructors, run while the worker thread is
+ * still inside a step, segfault (exit 139) about half the time. Checkpoints are written to
+ * a temporary name and renamed, so the last complete one survives this as it survives a
+ * SIGKILL.
+ */
+function quitNow(code: number): never {
+  process.exitCode = code
+  process.emit('exit', code)
+  binding.exitImmediately(code)
+  throw new Error('unreachable: _exit returned')
+}
+
 export async function train(rawArgv: string[]): Promise<number> {
   const { argv, resumePath } = splitResume(rawArgv)
   // A resumed run starts from its saved recipe; flags and --config still win over it.
@@ -402,7 +418,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const exitCodeOf = (signal: (typeof SIGNALS)[number]) => 128 + constants.signals[signal]
   const onSignal = (signal: (typeof SIGNALS)[number]) => {
     // A second signal means "now": skip the checkpoint.
-    if (stopSignal) process.exit(exitCodeOf(signal))
+    if (stopSignal) quitNow(exitCodeOf(signal))
     stopSignal = signal
     // A closed terminal (SIGHUP) fails writes to it; they must not end the run before its checkpoint.
     if (signal === 'SIGHUP') for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
@@ -463,5 +479,11 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume`)
   }
   if (saveError) throw saveError
-  return stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
+  const code = stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
+  // After a signal, a second one may arrive while the process winds down; once Node has
+  // begun to exit, its handlers are gone and that signal would kill it (no exit code).
+  // Everything is written (stdout and stderr writes to pipes and files are synchronous), so
+  // quit here, handlers still in place.
+  if (stopSignal) quitNow(code)
+  return code
 }
