@@ -176,3 +176,73 @@ test('2: pack refuses an OUT holding the user\'s own images.npy or names.npy (Ou
   t.regex(run.stderr, /images\.npy: exists and was not written by a pack/)
   t.is(await readFile(join(out, 'images.npy'), 'utf8'), 'mine')
 })
+
+const trainArgs = (out: string, ...more: string[]) => ['train', '--out', out, '--arch', 'tiny', '--embedding-dim', '16', ...CPU, ...more]
+
+test.serial('2: a refused train --resume (another --loss, another --data) changes nothing on disk, config.json included; a plain --resume still works', async (t) => {
+  const out = join(dir, 'refused')
+  const first = await cli(...trainArgs(out, '--data', faces, '--loss', 'arcface', '--batch-size', '4', '--max-steps', '2'))
+  t.is(first.code, 0, first.stderr)
+  const snapshot = async () => {
+    const files = (await readdir(out, { recursive: true })).filter((f) => !f.endsWith('.lock')).sort()
+    return Promise.all(files.map(async (f) => [f, (await stat(join(out, f))).isFile() ? await sha(join(out, f)) : 'dir']))
+  }
+  const before = await snapshot()
+  const other = join(dir, 'three-people')
+  for (const id of IDENTITIES.slice(0, 3)) await mkdir(join(other, id), { recursive: true })
+  for (const id of IDENTITIES.slice(0, 3)) for (const f of await readdir(join(faces, id))) await copyFile(join(faces, id, f), join(other, id, f))
+  // Another margin loss (which used to continue silently), another loss family, other data.
+  for (const more of [['--loss', 'cosface'], ['--loss', 'triplet'], ['--margin', '0.3'], ['--data', other]]) {
+    const run = await cli(...trainArgs(out, '--resume', '--max-steps', '4', ...more))
+    t.not(run.code, 0, `${more.join(' ')} was not refused: ${run.stderr}`)
+    t.deepEqual(await snapshot(), before, `${more.join(' ')} changed the run folder`)
+  }
+  const cosface = await cli(...trainArgs(out, '--resume', '--max-steps', '4', '--loss', 'cosface'))
+  t.regex(cosface.stderr, /was trained with the loss arcface \(--margin 0\.5, scale 64\); this trainer's is cosface \(--margin 0\.4, scale 64\)/)
+  const plain = await cli(...trainArgs(out, '--resume', '--max-steps', '3'))
+  t.is(plain.code, 0, plain.stderr)
+  t.like(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')), { loss: 'arcface', data: faces })
+})
+
+test('2: align refuses an output folder that is the input, inside it, or a symlink to it (or into it), writing nothing', async (t) => {
+  const raw = join(dir, 'raw-self')
+  await mkdir(join(raw, 'p'), { recursive: true })
+  await copyFile(join(faces, IDENTITIES[0]!, (await readdir(join(faces, IDENTITIES[0]!)))[0]!), join(raw, 'p', 'a.jpg'))
+  const { symlink } = await import('node:fs/promises')
+  await symlink(raw, join(dir, 'rawlink'))
+  for (const out of [raw, join(dir, 'rawlink'), join(raw, 'crops'), join(dir, 'rawlink', 'crops'), `${raw}/p/..`]) {
+    const run = await cli('align', raw, out, '--device', 'cpu')
+    t.is(run.code, 2, `${out}: ${run.stderr}`)
+    t.regex(run.stderr, /is (inside )?the input folder .*must go to a folder outside it/, out)
+  }
+  t.deepEqual((await readdir(raw, { recursive: true })).sort(), ['p', 'p/a.jpg'])
+})
+
+test.serial('2: inputs that share an output name never overwrite each other: x.jpg/x.png/x.webp, and with --faces all a photo g_1.jpg beside the second face of g.jpg', async (t) => {
+  const raw = join(dir, 'raw-names')
+  await mkdir(join(raw, 'p'), { recursive: true })
+  const face = join(faces, IDENTITIES[0]!, (await readdir(join(faces, IDENTITIES[0]!)))[0]!)
+  const sharp = (await import('sharp')).default
+  await copyFile(face, join(raw, 'p', 'x.jpg'))
+  await sharp(face).png().toFile(join(raw, 'p', 'x.png'))
+  await sharp(face).flop().webp().toFile(join(raw, 'p', 'x.webp'))
+  // A group photo g.jpg (several faces) and a photo of one face named like its second crop.
+  await copyFile(join(ROOT, 'data', 'examples', 'group.jpg'), join(raw, 'p', 'g.jpg'))
+  await copyFile(join(faces, IDENTITIES[1]!, (await readdir(join(faces, IDENTITIES[1]!)))[0]!), join(raw, 'p', 'g_1.jpg'))
+  const out = join(dir, 'crops-names')
+  const run = await cli('align', raw, out, '--faces', 'all', '--device', 'cpu', '--json')
+  t.is(run.code, 0, run.stderr)
+  const files = (await readdir(join(out, 'p'))).sort()
+  t.true(files.includes('x.jpg.jpg') && files.includes('x.png.jpg') && files.includes('x.webp.jpg'), files.join(' '))
+  t.true(files.includes('g.jpg') && files.includes('g_1.jpg') && files.includes('g_1~1.jpg'), files.join(' '))
+  const summary = JSON.parse(run.stdout) as { written: number; multipleFaces: number }
+  // Every crop written has a file of its own.
+  t.is(files.filter((f) => f.endsWith('.jpg')).length, summary.written)
+  t.false(files.some((f) => f.includes('.tmp-')))
+  // The photo g_1.jpg's crop is its own face, not the group's second one: a rerun changes nothing.
+  const crop = await sha(join(out, 'p', 'g_1.jpg'))
+  const again = await cli('align', raw, out, '--faces', 'all', '--device', 'cpu', '--json')
+  t.is(again.code, 0, again.stderr)
+  t.is(await sha(join(out, 'p', 'g_1.jpg')), crop)
+  t.deepEqual((await readdir(join(out, 'p'))).sort(), files)
+})

@@ -1,3 +1,4 @@
+import { renameSync, writeFileSync } from 'node:fs'
 import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -12,7 +13,7 @@ import { binding } from '../binding'
 import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
-import { META, writeOutput } from './model'
+import { META } from './model'
 import { ARCHS, DEFAULT_ARCH, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
 import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
@@ -353,7 +354,21 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
-  await writeOutput(join(out, 'config.json'), JSON.stringify(saved, null, 2) + '\n')
+  const configFile = join(out, 'config.json')
+  // Written once this run has trained its first step: a run refused before that (another
+  // --loss or --data for the checkpoint, a bad option) leaves the saved recipe as it was,
+  // so a later plain --resume still works.
+  let configWritten = false
+  const writeConfig = () => {
+    if (configWritten) return
+    configWritten = true
+    try {
+      writeFileSync(`${configFile}.tmp`, JSON.stringify(saved, null, 2) + '\n')
+      renameSync(`${configFile}.tmp`, configFile)
+    } catch (cause) {
+      throw new OutputError(configFile, `cannot be written (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+    }
+  }
 
   using model = await FaceNet.create({
     arch: o.arch,
@@ -436,7 +451,10 @@ export async function train(rawArgv: string[]): Promise<number> {
       ...(maxSeconds !== undefined ? { maxSeconds } : {}),
       signal: controller.signal,
       ...(resume ? { resume } : {}),
-      onStep: (s) => progress.step(s),
+      onStep: (s) => {
+        writeConfig()
+        progress.step(s)
+      },
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
     })
@@ -466,7 +484,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     seconds: (Date.now() - started) / 1000,
     model: saveError ? null : modelFile,
     checkpoint: result.lastCheckpoint ?? null,
-    config: join(out, 'config.json'),
+    config: configFile,
     log: logFile,
     ...(stopSignal ? { signal: stopSignal } : {}),
     ...(saveError ? { error: saveError.message } : {}),
