@@ -246,3 +246,24 @@ test.serial('2: inputs that share an output name never overwrite each other: x.j
   t.is(await sha(join(out, 'p', 'g_1.jpg')), crop)
   t.deepEqual((await readdir(join(out, 'p'))).sort(), files)
 })
+
+test.serial('2: detect --draw DIR names each photo by the same rule (a.jpg, a.png and another folder\'s a.jpg get three PNGs) and refuses a DIR that holds the photos', async (t) => {
+  const one = join(dir, 'draw-one')
+  const two = join(dir, 'draw-two')
+  await mkdir(one, { recursive: true })
+  await mkdir(two, { recursive: true })
+  const face = join(faces, IDENTITIES[2]!, (await readdir(join(faces, IDENTITIES[2]!)))[0]!)
+  const sharp = (await import('sharp')).default
+  await copyFile(face, join(one, 'a.jpg'))
+  await sharp(face).png().toFile(join(one, 'a.png'))
+  await copyFile(face, join(two, 'a.jpg'))
+  const photos = [join(one, 'a.jpg'), join(one, 'a.png'), join(two, 'a.jpg')]
+  const drawn = join(dir, 'drawn')
+  const run = await cli('detect', ...photos, '--draw', drawn, '--device', 'cpu', '--json')
+  t.is(run.code, 0, run.stderr)
+  t.deepEqual((await readdir(drawn)).sort(), ['a.jpg.png', 'a.jpg~1.png', 'a.png.png'])
+  const inPlace = await cli('detect', ...photos, '--draw', one, '--device', 'cpu')
+  t.is(inPlace.code, 2, inPlace.stderr)
+  t.regex(inPlace.stderr, /is the input folder .*--draw: the drawn photos must go to a folder outside it/)
+  t.deepEqual((await readdir(one)).sort(), ['a.jpg', 'a.png'])
+})

@@ -134,7 +134,8 @@ export async function alignCommand(argv: string[]): Promise<number> {
   }
   // One name per output, by the rule of derived-names.ts: x.jpg, x.png and x.webp, or a
   // photo g_1.jpg beside the second face of g.jpg, never write over each other.
-  const names = derivedNames(all.map((path) => relative(rawDir, path)))
+  const rels = all.map((path) => relative(rawDir, path))
+  const names = new Map(derivedNames(rels).map((name, i) => [rels[i]!, name]))
   const inputNames = new Set(names.values())
   const written = new Set<string>()
   const outputPath = (rel: string, k: number): string => join(outDir, `${faceName(names.get(rel)!, k, inputNames)}.jpg`)

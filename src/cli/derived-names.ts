@@ -18,28 +18,30 @@
  * one, or reach one through a symbolic link.
  */
 import { realpathSync } from 'node:fs'
-import { dirname, extname, join, sep } from 'node:path'
+import { basename, dirname, extname, join, sep } from 'node:path'
 import { UsageError } from './options'
 
-/** Output names (without the output's extension) for `inputs`, relative paths or file names, by rules 1, 2 and 4. */
-export function derivedNames(inputs: readonly string[]): Map<string, string> {
+/**
+ * Output names (without the output's extension) for `inputs`, relative paths or file names,
+ * by rules 1, 2 and 4: one per input, in the same order. Inputs may repeat (two photos of
+ * one file name in different folders given to `--draw`): each still gets a name of its own.
+ */
+export function derivedNames(inputs: readonly string[]): string[] {
   const stem = (input: string) => input.slice(0, input.length - extname(input).length)
-  const byStem = new Map<string, number>()
-  for (const input of inputs) byStem.set(stem(input), (byStem.get(stem(input)) ?? 0) + 1)
-  const wanted = inputs.map((input) => (byStem.get(stem(input))! > 1 ? input : stem(input)))
-  const taken = new Set<string>()
-  const names = new Map<string, string>()
-  // Sorted, so that the ~N suffixes do not depend on the listing's order.
-  const order = inputs.map((_, i) => i).sort((a, b) => (inputs[a]! < inputs[b]! ? -1 : inputs[a]! > inputs[b]! ? 1 : 0))
-  // Names that nobody needs to change are claimed first, so a suffix never displaces them.
+  const byStem = new Map<string, Set<string>>()
+  for (const input of inputs) byStem.set(stem(input), (byStem.get(stem(input)) ?? new Set()).add(input))
+  const wanted = inputs.map((input) => (byStem.get(stem(input))!.size > 1 ? input : stem(input)))
   const count = new Map<string, number>()
   for (const name of wanted) count.set(name, (count.get(name) ?? 0) + 1)
-  for (const i of order) if (count.get(wanted[i]!) === 1) taken.add(wanted[i]!)
+  // Sorted (stable for repeats), so that the ~N suffixes do not depend on the listing's order.
+  const order = inputs.map((_, i) => i).sort((a, b) => (inputs[a]! < inputs[b]! ? -1 : inputs[a]! > inputs[b]! ? 1 : a - b))
+  // Names that nobody shares are claimed first, so a suffix never displaces them.
+  const taken = new Set(wanted.filter((name) => count.get(name) === 1))
+  const names: string[] = new Array<string>(inputs.length)
   for (const i of order) {
-    let name = wanted[i]!
-    if (count.get(name)! > 1) name = unclaimed(name, taken)
+    const name = count.get(wanted[i]!)! > 1 ? unclaimed(wanted[i]!, taken) : wanted[i]!
     taken.add(name)
-    names.set(inputs[i]!, name)
+    names[i] = name
   }
   return names
 }
@@ -66,17 +68,24 @@ function real(path: string): string {
 }
 
 /**
- * Refuses (a usage error, exit 2, naming `outDir`) an output folder that is one of `inputDirs`, lies
- * inside one, or is a symbolic link to (or into) one: derived files written there would
- * mix with the inputs, and could replace them.
+ * Refuses (a usage error, exit 2, naming `outDir`) an output folder that is one of
+ * `inputDirs` or, with `inside` (a tree of inputs, as `align` reads), lies inside one; a
+ * symbolic link counts as where it leads. Derived files written there would mix with the
+ * inputs, and could replace them.
  */
-export function refuseOutputInInput(outDir: string, inputDirs: readonly string[], what: string): void {
+export function refuseOutputInInput(outDir: string, inputDirs: readonly string[], what: string, inside = true): void {
   const out = real(outDir)
   for (const dir of new Set(inputDirs.map(real))) {
-    if (out === dir || out.startsWith(dir.endsWith(sep) ? dir : `${dir}${sep}`)) {
+    if (out === dir || (inside && out.startsWith(dir.endsWith(sep) ? dir : `${dir}${sep}`))) {
       const how = out === dir ? 'is the input folder' : 'is inside the input folder'
       const via = out !== outDir ? `, through a link (it resolves to ${out})` : ''
       throw new UsageError(`${outDir} ${how} ${dir}${via}; ${what} must go to a folder outside it`)
     }
   }
+}
+
+/** Where `--draw DIR` writes the PNG of each photo: DIR/NAME.png, NAME by the rule above. */
+export function drawnPaths(drawDir: string, photos: readonly string[]): string[] {
+  refuseOutputInInput(drawDir, photos.map((photo) => dirname(photo)), '--draw: the drawn photos', false)
+  return derivedNames(photos.map((photo) => basename(photo))).map((name) => join(drawDir, `${name}.png`))
 }

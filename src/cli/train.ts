@@ -142,7 +142,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
   notes: [
     'Ctrl-C (SIGINT), SIGTERM and SIGHUP stop after the step in flight, write a checkpoint and',
     "model.safetensors, and exit with 128 + the signal's number (130, 143, 129);",
-    "'facenet train --out DIR --resume' continues from there. A second signal quits at once.",
+    "'facenet train --out DIR --resume' continues from there. A second signal quits at once, with the same exit code; the last complete checkpoint stays.",
     'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
   ],
 }
