@@ -175,6 +175,11 @@ test('2: pack refuses an OUT holding the user\'s own images.npy or names.npy (Ou
   t.is(run.code, 1, run.stderr)
   t.regex(run.stderr, /images\.npy: exists and was not written by a pack/)
   t.is(await readFile(join(out, 'images.npy'), 'utf8'), 'mine')
+  // Nor into its own source folder, where OUT would become one more identity.
+  const inside = await cli('pack', faces, join(faces, 'packed'), '--size', '32')
+  t.is(inside.code, 2, inside.stderr)
+  t.regex(inside.stderr, /is inside the input folder .*the pack must go to a folder outside it/)
+  t.false(await exists(join(faces, 'packed')))
 })
 
 const trainArgs = (out: string, ...more: string[]) => ['train', '--out', out, '--arch', 'tiny', '--embedding-dim', '16', ...CPU, ...more]

@@ -1,6 +1,7 @@
 /** `facenet pack DIR OUT --size S`: an identity-folder dataset decoded once into images.npy + names.npy. */
 import { z } from 'zod'
 import { packImageFolder } from '../data/pack'
+import { refuseOutputInInput } from './derived-names'
 import { crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
 
 const packSchema = z.strictObject({
@@ -34,6 +35,8 @@ export async function packCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(packSpec, argv)
   if (parsed.help) return printHelp(packSpec)
   const [dir, out] = parsed.positionals as [string, string]
+  // Packed into its own source, OUT would become one more identity folder of DIR.
+  refuseOutputInInput(out, [dir], 'the pack')
   const { size, centerCrop, batchSize } = parsed.options
   const controller = new AbortController()
   const onSigint = () => controller.abort()
