@@ -435,7 +435,8 @@ fn plain_state_dict_info(
         err(
             path,
             format!(
-                "tensor '{name}' of a '{}' model is missing (the header names no arch)",
+                "tensor '{name}' of a '{}' model is missing (the file does not name its arch: \
+                 is it a state_dict of that arch?)",
                 arch.name()
             ),
         )
@@ -465,7 +466,9 @@ fn ignorable(name: &str) -> bool {
 }
 
 /// Loads a model from a weights file onto `device`. `expected_arch`, when given, must
-/// match the file's; a file whose header names no arch (a plain state_dict) needs it. Every variable must be in the file with the same shape; tensors the
+/// match the file's; a file whose header names no arch (a plain state_dict, e.g. a `.pt`)
+/// needs it unless its tensor names say it. Every variable must be in the file with the
+/// same shape; tensors the
 /// model does not have are refused, except [`ignorable`] ones.
 pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<FaceNet> {
     load_with_metadata(path, device, expected_arch).map(|(model, _)| model)
@@ -551,10 +554,24 @@ fn load_safetensors(
     let tensors = parse(path, bytes)?;
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
-    let info = match (
-        header.metadata(),
-        expected_arch.or_else(|| recognised_arch(&tensors)),
-    ) {
+    let recognised = recognised_arch(&tensors);
+    let has_arch = header
+        .metadata()
+        .as_ref()
+        .is_some_and(|m| m.contains_key("arch"));
+    if let (false, Some(expected), Some(found)) = (has_arch, expected_arch, recognised) {
+        if expected != found {
+            return Err(err(
+                path,
+                format!(
+                    "the tensor names are those of a '{}' model, not '{}'",
+                    found.name(),
+                    expected.name()
+                ),
+            ));
+        }
+    }
+    let info = match (header.metadata(), expected_arch.or(recognised)) {
         (Some(meta), _) if meta.contains_key("arch") => info_from_metadata(path, meta)?,
         (meta, Some(arch)) => plain_state_dict_info(path, &tensors, arch, meta.as_ref())?,
         (_, None) => {
