@@ -79,12 +79,21 @@ test.serial('facenet convert writes a safetensors file that loads without --arch
   t.false(existsSync(join(dir, 'nn4.safetensors')))
 })
 
+test.serial('a state_dict whose tensor names say no arch needs one, and must then match it', async (t) => {
+  const file = join(dir, 'linear.pt')
+  execFileSync(python, [script, 'linear', file])
+  const noArch = await t.throwsAsync(FaceNet.load(file, { device: 'cpu', threads: 1 }), { instanceOf: WeightsError })
+  t.regex(noArch!.message, /linear\.pt: the file does not name an arch .*pass the arch to load it/)
+  const wrong = await t.throwsAsync(FaceNet.load(file, { device: 'cpu', threads: 1, arch: 'tiny' }), { instanceOf: WeightsError })
+  t.regex(wrong!.message, /linear\.pt: tensor 'fc\.weight' of a 'tiny' model is missing/)
+})
+
 test.serial('hostile .pt files are WeightsErrors that name the file and what was refused, and run nothing', async (t) => {
   const hostile = join(dir, 'hostile')
   execFileSync('mkdir', ['-p', hostile])
   const marker = join(hostile, 'pwned')
   const files = JSON.parse(execFileSync(python, [script, 'hostile', hostile, marker], { encoding: 'utf8' })) as Record<string, string>
-  t.true(Object.keys(files).length >= 9)
+  t.true(Object.keys(files).length >= 10)
   for (const [name, why] of Object.entries(files)) {
     const path = join(hostile, name)
     for (const arch of [undefined, 'inception-resnet-v1'] as const) {
