@@ -485,15 +485,18 @@ pub fn load_with_metadata(
     if crate::dlib::looks_like_dlib(&bytes) {
         return load_dlib(path, &bytes, device, expected_arch);
     }
-    if crate::torch_file::looks_like_torch(&bytes) || is_torch_extension(path) {
+    // A `.pt` that is neither (not even safetensors under another name) is reported as a
+    // bad torch file, which is what its user meant it to be.
+    let misnamed = || is_torch_extension(path) && SafeTensors::read_metadata(&bytes).is_err();
+    if crate::torch_file::looks_like_torch(&bytes) || misnamed() {
         let converted = torch_as_safetensors(path, &bytes)?;
         return load_safetensors(path, &converted, device, expected_arch);
     }
     load_safetensors(path, &bytes, device, expected_arch)
 }
 
-/// The extensions `torch.save` files usually carry: such a file is reported as a bad torch
-/// file rather than as a bad safetensors file.
+/// The extensions `torch.save` files usually carry: such a file that is not safetensors
+/// either is reported as a bad torch file rather than as a bad safetensors file.
 fn is_torch_extension(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -880,6 +883,26 @@ mod tests {
             assert_eq!(e.code(), "ERR_WEIGHTS", "{e}");
             assert!(e.to_string().contains(&*bad.to_string_lossy()), "{e}");
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_pt_name_reads_safetensors_content_and_reports_other_bytes_as_not_torch() {
+        let dir = temp_dir("pt-name");
+        let misnamed = dir.join("tiny.pt");
+        save(&tiny(4), &misnamed).unwrap();
+        assert_eq!(
+            load(&misnamed, Device::Cpu, None).unwrap().config().arch,
+            Arch::Tiny
+        );
+        let garbage = dir.join("garbage.pth");
+        fs::write(&garbage, b"neither zip nor pickle").unwrap();
+        let e = load(&garbage, Device::Cpu, None).unwrap_err();
+        assert_eq!(e.code(), "ERR_WEIGHTS");
+        assert!(
+            e.to_string().contains("garbage.pth: not a torch.save file"),
+            "{e}"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
