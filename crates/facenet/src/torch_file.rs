@@ -343,7 +343,8 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<(Value, Storages)> {
         pos += vm.pos;
         Ok(value)
     };
-    let magic = next("magic number")?;
+    // The magic number itself was matched by looks_like_torch.
+    next("magic number")?;
     let version = next("protocol version")?;
     if !matches!(version, Value::Int(1001)) {
         return Err(err(
@@ -364,7 +365,6 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<(Value, Storages)> {
             ));
         }
     }
-    drop(magic);
     let mut vm = Machine::new(path, &bytes[pos..]);
     vm.base = pos;
     let root = vm.run()?;
@@ -491,6 +491,18 @@ enum Global {
     RebuildTensorV2,
     RebuildParameter,
     StorageClass(StorageDtype),
+}
+
+impl Global {
+    /// Python's name of it, for messages.
+    fn name(self) -> String {
+        match self {
+            Global::OrderedDict => "collections.OrderedDict".to_owned(),
+            Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".to_owned(),
+            Global::RebuildParameter => "torch._utils._rebuild_parameter".to_owned(),
+            Global::StorageClass(dtype) => format!("the {} storage class", dtype.name()),
+        }
+    }
 }
 
 /// A dict's entries, shared (the memo and the stack may hold the same dict).
@@ -849,11 +861,23 @@ impl<'a> Machine<'a> {
             Value::Global(Global::RebuildParameter) => match &args[..] {
                 // (data, requires_grad, backward_hooks): the parameter is its data.
                 [tensor @ Value::Tensor(_), Value::Bool(_), _] => Ok(tensor.clone()),
-                _ => Err(self.fail(at, "_rebuild_parameter arguments are not (tensor, requires_grad, hooks)")),
+                _ => Err(self.fail(
+                    at,
+                    "_rebuild_parameter arguments are not (tensor, requires_grad, hooks)",
+                )),
             },
+            Value::Global(global) => Err(self.fail(
+                at,
+                format!(
+                    "refused REDUCE of {} with {} argument(s): only OrderedDict() and the \
+                     tensor rebuilds are called",
+                    global.name(),
+                    args.len()
+                ),
+            )),
             other => Err(self.fail(
                 at,
-                format!("refused REDUCE of a {} {other:?}: only OrderedDict() and tensor rebuilds are called", other.kind()),
+                format!("refused REDUCE of a {}: it is not callable", other.kind()),
             )),
         }
     }
@@ -1352,10 +1376,17 @@ mod tests {
         // A storage class is an allowed global, but calling it is not.
         let mut p = global("torch", "FloatStorage");
         p.extend(b")R.");
-        refused(&zip_file(&p, &[]), "refused REDUCE");
+        refused(
+            &zip_file(&p, &[]),
+            "refused REDUCE of the float32 storage class with 0 argument(s)",
+        );
         let mut p = global("collections", "OrderedDict");
         p.extend(b"]\x85R.");
-        refused(&zip_file(&p, &[]), "refused REDUCE");
+        refused(
+            &zip_file(&p, &[]),
+            "refused REDUCE of collections.OrderedDict with 1 argument(s)",
+        );
+        refused(&zip_file(b"K\x01)R.", &[]), "refused REDUCE of a int");
         // Building arbitrary objects by other opcodes.
         let mut p = global("collections", "OrderedDict");
         p.extend(b")\x81.");
