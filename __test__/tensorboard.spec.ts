@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { startCli } from './helpers'
 import { decodeImages, FaceNet, ImageFolder, OutputError, Trainer, type Validation } from '../src'
 
 const root = resolve(__dirname, '..')
@@ -156,4 +157,20 @@ test('a tensorboard directory that cannot be created is refused before any step,
   t.true(error!.message.includes(join(file, 'logs')))
   t.is(trainer.step, 0)
   t.throws(() => new Trainer(model, { tensorboard: '' }), { message: /tensorboard must be a directory path/ })
+})
+
+test('facenet train --tensorboard DIR logs the run there, and --resume goes on logging to it', async (t) => {
+  const data = smallFolder()
+  const out = join(tmp('cli'), 'run')
+  const board = join(tmp('cli-logs'), 'tb')
+  const args = ['--data', data, '--arch', 'tiny', '--batch-identities', '2', '--batch-images', '3', '--negatives', '0', '--device', 'cpu', '--threads', '1', '--out', out]
+  const first = await startCli(['train', ...args, '--tensorboard', board, '--max-steps', '2', '--epochs', '3']).done
+  t.is(first.code, 0, first.stderr)
+  // The saved recipe carries the directory: the resumed run is given no --tensorboard.
+  const resumed = await startCli(['train', '--out', out, '--resume', '--max-steps', '3', '--device', 'cpu', '--threads', '1']).done
+  t.is(resumed.code, 0, resumed.stderr)
+  const read = readBack(board)
+  t.deepEqual(read.scalars['loss/total']!.map(([step]) => step), [1, 2, 3])
+  t.is(read.histograms['embeddings/norm']!.length, 3)
+  t.deepEqual(read.text_plugin, ['config'])
 })
