@@ -182,7 +182,10 @@ export interface ProjectorSample {
   labels: string[]
   /** The sampled images, N×H×W×3 uint8. */
   images: { data: Uint8Array; shape: [number, number, number, 3] }
-  /** Shown in the projector's list of tensors. */
+  /**
+   * Shown in the projector's list of tensors. Keep it the same from one export to the next: a
+   * running TensorBoard caches the config it read first and asks for the tensor by this name.
+   */
   name: string
 }
 

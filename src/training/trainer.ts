@@ -498,7 +498,7 @@ export class Trainer {
       dim,
       labels: picked.map((image) => validation.labels?.[image] ?? String(image)),
       images: { data: pixels, shape: [picked.length, height, width, 3] },
-      name: `validation sample, step ${this.#step}`,
+      name: 'validation sample, newest validation',
     }
   }
 
