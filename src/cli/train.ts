@@ -72,6 +72,8 @@ const recipe = {
   keepCheckpoints: positiveInt.default(3),
   precision: z.enum(PRECISIONS).default('fp32'),
   skipBadImages: z.boolean().default(false),
+  // In the recipe, so that --resume goes on logging where the run logged.
+  tensorboard: z.string().min(1).optional(),
 }
 const RECIPE_KEYS = Object.keys(recipe)
 
@@ -130,6 +132,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     checkpointEvery: { kind: 'number', value: 'N', help: 'also checkpoint every N steps (default 0: at epoch ends)' },
     keepCheckpoints: { kind: 'number', value: 'N', help: 'checkpoints kept (default 3)' },
     out: { kind: 'string', value: 'DIR', help: 'run folder: checkpoints/, train.jsonl, model.safetensors, config.json' },
+    tensorboard: { kind: 'string', value: 'DIR', help: 'also log to TensorBoard (tensorboard --logdir DIR): losses, triplets, lr, img/s, histograms, the config' },
     resume: { kind: 'boolean', value: '[CKPT]', help: "continue from CKPT, or from the newest checkpoint in --out; the recipe comes from --out's config.json" },
     overwrite: { kind: 'boolean', help: "start afresh in an --out that already holds a run (deletes its checkpoints and log)" },
     device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
@@ -354,6 +357,7 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
+  if (saved.tensorboard !== undefined) saved.tensorboard = resolve(String(saved.tensorboard))
   const configFile = join(out, 'config.json')
   // Written once this run has trained its first step: a run refused before that (another
   // --loss or --data for the checkpoint, a bad option) leaves the saved recipe as it was,
@@ -397,6 +401,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     checkpointEvery: o.checkpointEvery,
     keepCheckpoints: o.keepCheckpoints,
     logFile,
+    ...(o.tensorboard !== undefined ? { tensorboard: o.tensorboard } : {}),
     onBadImage: skip ? 'skip' : 'error',
     ...(o.momentum !== undefined ? { momentum: o.momentum } : {}),
     ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),

@@ -117,6 +117,14 @@ export interface TrainerOptions {
   keepCheckpoints?: number
   /** JSONL log file, one line per step and per epoch. Default: none. */
   logFile?: string
+  /**
+   * TensorBoard log directory (`tensorboard --logdir DIR`): an event file per run with the
+   * loss and its parts, triplet and learning-rate scalars, img/s, histograms of the embedding
+   * norms and the triplets' d(a,p) and d(a,n) at every step, the run's options as text, and with
+   * `validation`: its accuracy, VAL@FAR and AUC, its pair distances, its ROC as an image and an
+   * embedding-projector export of up to 500 of its images. Default: none.
+   */
+  tensorboard?: string
   /** Batches decoded ahead. Default `2`. */
   prefetch?: number
   /**
@@ -139,11 +147,11 @@ export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
   'optimizer', 'lr', 'momentum', 'nesterov', 'weightDecay', 'betas', 'eps', 'schedule', 'warmupSteps', 'maxGradNorm',
   'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
   'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
-  'keepCheckpoints', 'logFile', 'prefetch', 'precision', 'onBadImage', 'loss', 'batchSize',
+  'keepCheckpoints', 'logFile', 'tensorboard', 'prefetch', 'precision', 'onBadImage', 'loss', 'batchSize',
 ]
 
 /** The options with their defaults filled in, as checkpoints record them. */
-export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss'>> & {
+export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'tensorboard' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss'>> & {
   loss: ResolvedLossPhase[]
   schedule: Schedule
   eps: number
@@ -225,9 +233,10 @@ function scheduleFields(schedule: Schedule, defaultTotal: number) {
 
 /**
  * The options as the binding's `configureTraining` takes them; `totalSteps` is the cosine
- * schedule's default length, `classes` the identities of the data (the class head's rows).
+ * schedule's default length, `classes` the identities of the data (the class head's rows),
+ * `recordDistributions` whether steps return their per-example values (for histograms).
  */
-export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number) {
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number, recordDistributions = false) {
   const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
   const optimizer = {
     name: o.optimizer,
@@ -242,5 +251,5 @@ export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: nu
     maxGradNorm: o.maxGradNorm,
     ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
   }
-  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision, phases: bindingPhases(o.loss), classes }
+  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision, phases: bindingPhases(o.loss), classes, recordDistributions }
 }

@@ -17,6 +17,8 @@ import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
 import { classIndex, classifies, phaseAt, usesTriplets, type ResolvedLossPhase } from './objective'
 import { bindingTrainOptions, resolveOptions, type ResolvedOptions, type TrainerOptions } from './options'
+import { TrainingBoard } from './board'
+import { evenSample, type ProjectorSample } from './tensorboard'
 
 export type { OptimizerName, Schedule, TrainerOptions } from './options'
 
@@ -26,6 +28,11 @@ export interface Validation {
   pairs: readonly IndexPair[] | readonly (readonly IndexPair[])[]
   /** Validate every N epochs. Default `1`. */
   every?: number
+  /**
+   * The identity of each image, in image order: the labels of the TensorBoard projector's
+   * points (with the trainer's `tensorboard` option). Default: each image's index.
+   */
+  labels?: readonly string[]
 }
 
 export interface FitOptions {
@@ -161,6 +168,7 @@ export class Trainer {
   readonly options: Readonly<ResolvedOptions>
   readonly #checkpointDir?: string
   readonly #logFile?: string
+  readonly #tensorboard?: string
   readonly #onBadImage: OnBadImage
   #configured = false
   #step = 0
@@ -174,6 +182,10 @@ export class Trainer {
     }
     this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
     this.#logFile = options.logFile ? resolve(options.logFile) : undefined
+    if (options.tensorboard !== undefined && (typeof options.tensorboard !== 'string' || options.tensorboard === '')) {
+      throw new InvalidArgumentError(`tensorboard must be a directory path, got ${JSON.stringify(options.tensorboard)}`)
+    }
+    this.#tensorboard = options.tensorboard ? resolve(options.tensorboard) : undefined
   }
 
   /** Steps completed so far (restored ones included). */
@@ -182,7 +194,7 @@ export class Trainer {
   }
 
   async #configure(totalSteps: number, classes: number): Promise<void> {
-    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps, classes)))
+    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps, classes, this.#tensorboard !== undefined)))
     this.#configured = true
   }
 
@@ -212,6 +224,10 @@ export class Trainer {
     if (options.maxSteps !== undefined) positiveInteger('maxSteps', options.maxSteps)
     if (options.maxSeconds !== undefined) nonNegative('maxSeconds', options.maxSeconds)
     checkTrainable(data, this.options)
+    const labels = options.validation?.labels
+    if (labels !== undefined && (!Array.isArray(labels) || labels.length !== options.validation!.images.shape[0])) {
+      throw new InvalidArgumentError(`validation.labels must hold one label per validation image (${options.validation!.images.shape[0]}), got ${Array.isArray(labels) ? labels.length : typeof labels}`)
+    }
     // Two runs interleaving their steps on one set of weights would both "succeed" with a
     // model neither of them trained.
     if (training.has(this.model)) throw new BusyError('this model is already training: a fit() or steps() on it has not finished')
@@ -253,6 +269,19 @@ export class Trainer {
       await this.#configure(options.maxSteps ?? plannedSteps(epochs, o, samplerAt), classes?.size ?? 0)
     }
     const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
+    let board: TrainingBoard | undefined
+    try {
+      board = this.#tensorboard ? await TrainingBoard.open(this.#tensorboard, this.#step + 1, warn) : undefined
+    } catch (error) {
+      log?.close()
+      throw error
+    }
+    board?.config(this.#step, {
+      model: { arch: this.model.arch, embeddingDim: this.model.embeddingDim, inputSize: this.model.inputSize, device: this.model.device },
+      data: { images: data.labels.length, identities: new Set(data.labels).size },
+      fit: { epochs, maxSteps: options.maxSteps, maxSeconds: options.maxSeconds, resume: options.resume, validationPairs: options.validation !== undefined },
+      trainer: o,
+    })
     let lastValidation: VerificationResult | undefined
     let stopped: FitResult['stopped'] = 'completed'
     let collapsedSteps = 0
@@ -384,6 +413,16 @@ export class Trainer {
             )
           }
           log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
+          const phase = phaseAt(o.loss, this.#step - 1)
+          board?.step({
+            step: this.#step,
+            stats,
+            triplet: tripletPhase,
+            classification: phase.type !== 'triplet',
+            activeTriplets: result.activeTriplets,
+            imagesPerSecond: result.imagesPerSecond,
+            dataWaitMs,
+          })
           options.onStep?.(result)
           yield result
           // The epoch's last batch ends the epoch now, whatever stops the run next: its
@@ -405,7 +444,9 @@ export class Trainer {
         }
         const every = options.validation?.every ?? 1
         if (options.validation && (epoch + 1) % every === 0) {
-          lastValidation = await this.validate(options.validation)
+          const embedded = await this.#embedValidation(options.validation)
+          lastValidation = embedded.result
+          if (board) await board.validation(this.#step, lastValidation, this.#projectorSample(options.validation, embedded.embeddings))
           epochResult.validation = {
             accuracy: lastValidation.accuracy.mean,
             accuracyStd: lastValidation.accuracy.std,
@@ -425,14 +466,40 @@ export class Trainer {
       }
     } finally {
       log?.close()
+      board?.close()
     }
     return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
   }
 
   /** Verification on `validation`'s pairs with the model as it is now. */
   async validate(validation: Validation): Promise<VerificationResult> {
+    return (await this.#embedValidation(validation)).result
+  }
+
+  async #embedValidation(validation: Validation): Promise<{ result: VerificationResult; embeddings: Float32Array }> {
     const { embeddings } = await embedRows(this.model, slices(validation.images, 64), validation.images.shape[0])
-    return evaluateVerification({ embeddings, dim: this.model.embeddingDim }, validation.pairs)
+    return { result: evaluateVerification({ embeddings, dim: this.model.embeddingDim }, validation.pairs), embeddings }
+  }
+
+  /** Up to 500 validation images spread over the set, with their embeddings, for the projector. */
+  #projectorSample(validation: Validation, embeddings: Float32Array): ProjectorSample {
+    const [n, height, width] = validation.images.shape
+    const dim = this.model.embeddingDim
+    const per = height * width * 3
+    const picked = evenSample(n)
+    const sampled = new Float32Array(picked.length * dim)
+    const pixels = new Uint8Array(picked.length * per)
+    picked.forEach((image, row) => {
+      sampled.set(embeddings.subarray(image * dim, (image + 1) * dim), row * dim)
+      pixels.set(validation.images.data.subarray(image * per, (image + 1) * per), row * per)
+    })
+    return {
+      embeddings: sampled,
+      dim,
+      labels: picked.map((image) => validation.labels?.[image] ?? String(image)),
+      images: { data: pixels, shape: [picked.length, height, width, 3] },
+      name: 'validation sample, newest validation',
+    }
   }
 
   async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {

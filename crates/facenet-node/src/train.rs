@@ -56,6 +56,8 @@ pub struct BindingTrainOptions {
     pub phases: Option<Vec<BindingLossPhase>>,
     /// Identities in the data (rows of the class head); labels are class indices then.
     pub classes: Option<i64>,
+    /// Return each step's `distributions` (for histograms); off when absent.
+    pub record_distributions: Option<bool>,
 }
 
 /// One phase of the loss schedule, its fields resolved by the TS layer.
@@ -82,6 +84,18 @@ pub struct BindingStepStats {
     pub mining: BindingMiningStats,
     pub mean_pairwise_distance: f64,
     pub updated: bool,
+    /// Present when training was configured with `recordDistributions`.
+    pub distributions: Option<BindingStepDistributions>,
+}
+
+/// Per-example values of one step, for histograms.
+#[napi(object)]
+pub struct BindingStepDistributions {
+    /// L2 norm of each embedding as the network outputs it.
+    pub embedding_norms: Float32Array,
+    /// d(a,p) and d(a,n) of each triplet the step trained on.
+    pub positive_distances: Float32Array,
+    pub negative_distances: Float32Array,
 }
 
 fn parse_optimizer(o: &BindingOptimizerOptions) -> Result<OptimizerConfig> {
@@ -169,6 +183,7 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
         classes: o.classes.unwrap_or(0),
         seed: o.seed as u64,
         precision: o.precision.map_or_else(Default::default, Into::into),
+        record_distributions: o.record_distributions.unwrap_or(false),
     })
 }
 
@@ -183,6 +198,11 @@ pub(crate) fn step_to_js(stats: StepStats) -> BindingStepStats {
         mining: stats_to_js(&stats.mining),
         mean_pairwise_distance: stats.mean_pairwise_distance,
         updated: stats.updated,
+        distributions: stats.distributions.map(|d| BindingStepDistributions {
+            embedding_norms: d.embedding_norms.into(),
+            positive_distances: d.positive_distances.into(),
+            negative_distances: d.negative_distances.into(),
+        }),
     }
 }
 

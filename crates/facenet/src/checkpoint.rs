@@ -138,6 +138,7 @@ mod tests {
                 classes,
                 seed: 9,
                 precision: Default::default(),
+                record_distributions: false,
             },
         )
         .unwrap();

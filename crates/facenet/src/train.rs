@@ -33,6 +33,21 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Arithmetic of the forward pass; the loss, mining and update stay float32.
     pub precision: Precision,
+    /// Also return each step's per-example values ([`StepDistributions`]) for histograms.
+    /// Off by default: they cost one extra device-to-host copy per step.
+    pub record_distributions: bool,
+}
+
+/// Per-example values of one step, read back only when [`TrainConfig::record_distributions`]
+/// asks for them (TensorBoard's histograms).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepDistributions {
+    /// The L2 norm of each embedding as the network outputs it (before the loss's own
+    /// normalization): 1 for the archs that end in an L2 layer, spread out for raw descriptors.
+    pub embedding_norms: Vec<f32>,
+    /// d(a,p) and d(a,n) of each triplet the step trained on, as the loss measures them.
+    pub positive_distances: Vec<f32>,
+    pub negative_distances: Vec<f32>,
 }
 
 /// What one step did, for logs and guards.
@@ -52,6 +67,8 @@ pub struct StepStats {
     pub mean_pairwise_distance: f64,
     /// False when no triplet was left to learn from and the weights were not touched.
     pub updated: bool,
+    /// Present when the config's `record_distributions` is set.
+    pub distributions: Option<StepDistributions>,
 }
 
 pub struct TrainState {
@@ -192,6 +209,15 @@ impl TrainState {
             )?,
         };
         let mean_pairwise_distance = mean_pairwise_squared_distance(&embeddings.detach())?;
+        let distributions = if self.config.record_distributions {
+            Some(step_distributions(
+                &embeddings.detach(),
+                &triplets,
+                &self.config.loss,
+            )?)
+        } else {
+            None
+        };
         let lr = self.config.optimizer.lr_at(step);
 
         if triplets.is_empty() && phase.class_loss.is_none() {
@@ -202,6 +228,7 @@ impl TrainState {
                 lr,
                 mining,
                 mean_pairwise_distance,
+                distributions,
                 ..Default::default()
             });
         }
@@ -280,6 +307,7 @@ impl TrainState {
             mining,
             mean_pairwise_distance,
             updated: true,
+            distributions,
         })
     }
 }
@@ -302,15 +330,7 @@ fn describe_given(
     if count == 0 {
         return Ok(MiningStats::default());
     }
-    let embeddings = if loss.normalize {
-        crate::distance::normalize_rows(embeddings)?
-    } else {
-        embeddings.shallow_clone()
-    };
-    let rows = |index: &Tensor| embeddings.f_index_select(0, index);
-    let anchors = rows(&triplets.anchors)?;
-    let d_ap = row_distance(&anchors, &rows(&triplets.positives)?, loss.distance)?;
-    let d_an = row_distance(&anchors, &rows(&triplets.negatives)?, loss.distance)?;
+    let (d_ap, d_an) = triplet_distances(embeddings, triplets, loss)?;
     let active = d_ap
         .f_sub(&d_an)?
         .f_add_scalar(loss.margin)?
@@ -324,6 +344,49 @@ fn describe_given(
         mean_ap: d_ap.f_mean(Kind::Double)?.f_double_value(&[])?,
         mean_an: d_an.f_mean(Kind::Double)?.f_double_value(&[])?,
         no_semi_hard_fraction: 0.0,
+    })
+}
+
+/// d(a,p) and d(a,n) of each triplet, as the loss measures them (normalized rows if it
+/// normalizes).
+fn triplet_distances(
+    embeddings: &Tensor,
+    triplets: &Triplets,
+    loss: &TripletLoss,
+) -> Result<(Tensor, Tensor)> {
+    let embeddings = if loss.normalize {
+        crate::distance::normalize_rows(embeddings)?
+    } else {
+        embeddings.shallow_clone()
+    };
+    let rows = |index: &Tensor| embeddings.f_index_select(0, index);
+    let anchors = rows(&triplets.anchors)?;
+    let d_ap = row_distance(&anchors, &rows(&triplets.positives)?, loss.distance)?;
+    let d_an = row_distance(&anchors, &rows(&triplets.negatives)?, loss.distance)?;
+    Ok((d_ap, d_an))
+}
+
+/// The step's embedding norms and triplet distances, read to the host in one transfer.
+fn step_distributions(
+    embeddings: &Tensor,
+    triplets: &Triplets,
+    loss: &TripletLoss,
+) -> Result<StepDistributions> {
+    let norms = embeddings.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    let (d_ap, d_an) = if triplets.is_empty() {
+        let none = Tensor::f_zeros([0], (Kind::Float, embeddings.device()))?;
+        (none.shallow_clone(), none)
+    } else {
+        triplet_distances(embeddings, triplets, loss)?
+    };
+    let all = Tensor::f_cat(&[&norms, &d_ap, &d_an], 0)?.f_to_kind(Kind::Float)?;
+    let mut values = Vec::<f32>::try_from(all.f_to_device(Device::Cpu)?)?;
+    let negative_distances = values.split_off(values.len() - d_an.size()[0] as usize);
+    let positive_distances = values.split_off(norms.size()[0] as usize);
+    Ok(StepDistributions {
+        embedding_norms: values,
+        positive_distances,
+        negative_distances,
     })
 }
 
@@ -456,6 +519,7 @@ mod tests {
             classes: 0,
             seed: 3,
             precision: Precision::Fp32,
+            record_distributions: false,
         }
     }
 
@@ -480,6 +544,40 @@ mod tests {
         // 2 identities × 4 images: 2·4·3 ordered anchor-positive pairs.
         assert_eq!(stats.mining.anchor_positive_pairs, 24);
         assert!(stats.mean_pairwise_distance > 0.0);
+    }
+
+    #[test]
+    fn distributions_are_recorded_only_when_asked_and_agree_with_the_mining_means() {
+        let model = tiny(1);
+        let (images, labels) = toy_batch();
+        let off = TrainState::new(&model, config(0.05))
+            .unwrap()
+            .step(&model, &images, &labels, None)
+            .unwrap();
+        assert_eq!(off.distributions, None);
+        let recording = TrainConfig {
+            record_distributions: true,
+            ..config(0.05)
+        };
+        let stats = TrainState::new(&model, recording)
+            .unwrap()
+            .step(&model, &images, &labels, None)
+            .unwrap();
+        let d = stats.distributions.expect("asked for");
+        assert_eq!(d.embedding_norms.len(), 8);
+        // The tiny arch ends in an L2 layer.
+        assert!(
+            d.embedding_norms.iter().all(|n| (n - 1.0).abs() < 1e-4),
+            "{:?}",
+            d.embedding_norms
+        );
+        let triplets = stats.mining.triplets as usize;
+        assert!(triplets > 0);
+        assert_eq!(d.positive_distances.len(), triplets);
+        assert_eq!(d.negative_distances.len(), triplets);
+        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        assert!((mean(&d.positive_distances) - stats.mining.mean_ap).abs() < 1e-5);
+        assert!((mean(&d.negative_distances) - stats.mining.mean_an).abs() < 1e-5);
     }
 
     #[test]
