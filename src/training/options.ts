@@ -7,6 +7,7 @@ import type { OnBadImage } from '../data/source'
 import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import type { CheckedMineOptions } from '../mining'
+import type { BindingTrainOptions } from '../../index'
 import { bindingPhases, classifies, resolveLoss, type LossOptions, type LossPhaseOptions, type ResolvedLossPhase } from './objective'
 import {
   DISTANCES,
@@ -227,7 +228,7 @@ function scheduleFields(schedule: Schedule, defaultTotal: number) {
  * The options as the binding's `configureTraining` takes them; `totalSteps` is the cosine
  * schedule's default length, `classes` the identities of the data (the class head's rows).
  */
-export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number) {
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number): BindingTrainOptions {
   const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
   const optimizer = {
     name: o.optimizer,
