@@ -112,7 +112,10 @@ export interface TrainerOptions {
   seed?: number
   /** Checkpoints directory. Default: no checkpoints. */
   checkpointDir?: string
-  /** Also checkpoint every N steps. Default `0`: only at the end of each epoch. */
+  /**
+   * Checkpoint every N steps, and at the end of the run, instead of at the end of every
+   * epoch. Default `0`: at the end of each epoch.
+   */
   checkpointEvery?: number
   /** Checkpoints kept. Default `3`. */
   keepCheckpoints?: number
