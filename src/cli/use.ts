@@ -326,7 +326,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(info))
   else {
     console.log(`facenet-torch ${info.version}`)
-    console.log(`libtorch      ${info.libtorch} (${d.libtorchPath}, found via ${d.libtorchSource})`)
+    console.log(`libtorch      ${info.libtorch}, ${d.cudaLibrariesLoaded ? 'with CUDA' : 'CPU only'} (${d.libtorchPath}, found via ${d.libtorchSource})`)
     console.log(`node          ${info.node}`)
     console.log(`cpu           ${d.cpuThreads} threads`)
     const cudaWhy = d.cudaLibrariesLoaded ? '' : ` (libtorch_cuda not loaded: ${d.cudaLoadError ?? 'CPU-only install'})`
