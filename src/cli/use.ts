@@ -14,7 +14,7 @@ import type { FaceNet } from '../model'
 import type { Device } from '../device'
 import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
 import { ALIGN_FLAGS, alignOptionsOf, alignSchema } from './align'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
+import { counted, EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
 
 /** A float32 C-order `.npy`. */
 export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
@@ -294,7 +294,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   const noFace = aligns(model, o) ? { noFace: embedded.noFace } : {}
   if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}), ...noFace }))
   else {
-    console.log(`${paths.length} faces → ${clusters.length} clusters (${o.method}, threshold ${threshold.toFixed(4)})`)
+    console.log(`${counted(paths.length, 'face')} → ${counted(clusters.length, 'cluster')} (${o.method}, threshold ${threshold.toFixed(4)})`)
     clusters.forEach((members, c) => {
       console.log(`cluster ${c} (${members.length}):`)
       for (const m of members) console.log(`  ${relative(root, m)}`)
