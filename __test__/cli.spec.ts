@@ -114,6 +114,17 @@ test.serial('bad values and bad config keys exit 2 with messages naming the flag
   t.regex(weights.stderr, /absent\.safetensors.*ERR_WEIGHTS/)
 })
 
+test.serial('--lfw where no LFW is (an installed package) is a usage error naming FACENET_LFW and the --data/--pairs way, for train and eval', async (t) => {
+  const env = { FACENET_LFW: join(dir, 'no-lfw-here') }
+  for (const args of [['train', '--lfw', '--out', join(dir, 'lfw-less')], ['eval', '--lfw', '--model', join(dir, 'absent.safetensors')]]) {
+    const run = await start(args, env).done
+    t.is(run.code, 2, args[0])
+    t.regex(run.stderr, /--lfw needs LFW's images and View 2 pairs\.txt, which the npm package does not ship/)
+    t.regex(run.stderr, /FACENET_LFW=.*no-lfw-here has no pairs\.txt/)
+    t.regex(run.stderr, /train --data DIR, eval --pairs pairs\.txt --data DIR/)
+  }
+})
+
 test.serial('train → eval → compare / embed / identify / cluster on one tiny run; flags win over --config', async (t) => {
   const out = join(dir, 'run')
   const config = join(dir, 'train.json')

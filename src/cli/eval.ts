@@ -10,7 +10,7 @@ import type { LossPoint } from '../report/plots'
 import { writeReport } from '../report/report'
 import { centerCropOf, loadModel, META } from './model'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
-import { LFW_ROOT } from './train'
+import { lfwRoot } from './train'
 import { ALIGNING, aligning, aligns, alignWith } from './use'
 import { storedAlignment } from '../inference'
 
@@ -36,7 +36,7 @@ export const evalSpec: CommandSpec<typeof schema> = {
     ...ALIGNING,
     pairs: { kind: 'string', value: 'FILE', help: 'pairs file in the LFW format (View 2 "folds n" header, or View 1)' },
     data: { kind: 'string', value: 'DIR', help: "images root (DIR/Name/Name_0001.jpg); default: the pairs file's folder" },
-    lfw: { kind: 'boolean', help: "the shipped LFW View 2 pairs (data/lfw/pairs.txt)" },
+    lfw: { kind: 'boolean', help: "LFW View 2's pairs.txt: a clone's data/lfw, or $FACENET_LFW (the npm package does not ship LFW)" },
     fold: { kind: 'number', value: 'K', help: 'headline fold (1-based), its threshold chosen on the other folds; e.g. 10 after train --lfw' },
     report: { kind: 'string', value: 'DIR', help: 'write report.json, roc.png, distances.png, loss.png and index.html there' },
     flip: { kind: 'boolean', help: "also embed mirrored images and average (test-time augmentation)" },
@@ -77,7 +77,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (parsed.help) return printHelp(evalSpec)
   const o = parsed.options
   if ((o.pairs === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --pairs FILE and --lfw')
-  const pairsFile = o.lfw ? join(LFW_ROOT, 'pairs.txt') : resolve(o.pairs!)
+  const pairsFile = o.lfw ? join(lfwRoot(), 'pairs.txt') : resolve(o.pairs!)
   const lfw = await LfwPairs.parse(pairsFile, o.data ? { root: resolve(o.data) } : {})
   if (o.fold !== undefined && o.fold > lfw.folds.length) {
     throw new UsageError(`--fold: ${pairsFile} has ${lfw.folds.length} fold(s), got ${o.fold}`)

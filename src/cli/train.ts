@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -19,8 +20,25 @@ import { ProgressBar } from './progress'
 
 const FLOAT32_MAX = 3.4028234663852886e38
 
-/** The shipped LFW (`data/lfw`), two levels above this file in both src/ and dist/. */
-export const LFW_ROOT = resolve(__dirname, '..', '..', 'data', 'lfw')
+/** The LFW of a clone (`data/lfw`), two levels above this file in both src/ and dist/. */
+const CLONE_LFW = resolve(__dirname, '..', '..', 'data', 'lfw')
+
+/**
+ * The LFW that `--lfw` means: `$FACENET_LFW`, else a clone's `data/lfw`. The npm package
+ * does not ship the 76 MB of images, so an installed package says where to get them
+ * instead of failing on a path inside node_modules.
+ */
+export function lfwRoot(env: NodeJS.ProcessEnv = process.env): string {
+  const root = env.FACENET_LFW ? resolve(env.FACENET_LFW) : CLONE_LFW
+  if (!existsSync(join(root, 'pairs.txt'))) {
+    throw new UsageError(
+      `--lfw needs LFW's images and View 2 pairs.txt, which the npm package does not ship (76 MB); ${env.FACENET_LFW ? `FACENET_LFW=${root} has no pairs.txt` : `looked in ${root}`}. ` +
+        'Get them from a clone of the facenet-torch repository (its data/lfw) and set FACENET_LFW=/path/to/clone/data/lfw, ' +
+        'or use your own folders: train --data DIR, eval --pairs pairs.txt --data DIR',
+    )
+  }
+  return root
+}
 
 /**
  * `facenet train`'s defaults are sized for a laptop CPU, where a first run happens: the
@@ -99,7 +117,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
   usage: 'facenet train (--data DIR | --lfw) --out runs/NAME [options]',
   flags: {
     data: { kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' },
-    lfw: { kind: 'boolean', help: 'train on the identities of the shipped LFW View 2 folds 1–9 (fold 10 is for eval)' },
+    lfw: { kind: 'boolean', help: 'train on the identities of LFW View 2 folds 1–9 (fold 10 is for eval); a clone\'s data/lfw, or $FACENET_LFW' },
     arch: { kind: 'string', value: 'ARCH', help: `${choicesHelp('network', ARCHS, CLI_DEFAULTS.arch)}; the paper's: nn1 with --batch-identities 45 --batch-images 40` },
     embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
     tinyWidths: { kind: 'string', value: 'W,W,…', help: "arch 'tiny': channels per stage (default 32,64,128,256)" },
@@ -334,6 +352,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   }
   let folder: ImageFolder
   if (o.lfw) {
+    const LFW_ROOT = lfwRoot()
     const lfw = await LfwPairs.parse(join(LFW_ROOT, 'pairs.txt'))
     const wanted = new Set(lfw.unrestrictedSplit(9).trainIdentities)
     const all = await open(LFW_ROOT)
