@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { LfwPairs } from '../data/lfw-pairs'
 import { rawPixelEmbeddings } from '../eval/embeddings'
@@ -99,7 +99,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (images.noFace.length > 0) process.stderr.write(`no face found in ${images.noFace.length} image(s), used whole: ${images.noFace.slice(0, 5).join(', ')}${images.noFace.length > 5 ? ', …' : ''}\n`)
   const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), pairs)
   const log = modelFile === undefined ? undefined : await trainingLog(modelFile)
-  const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${basename(modelFile)})`)
+  const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${shortPath(modelFile)})`)
   const baselines = [{ name: 'raw pixels', verification: raw }]
   const alignMode = align ? (alignWith(model, o).mode ?? storedAlignment(model) ?? 'template') : undefined
   const details = { model: modelFile ?? `pretrained ${model.arch}`, pairs: pairsFile, ...(alignMode ? { align: alignMode } : { centerCrop }), ...(o.fold ? { fold: o.fold } : {}) }
@@ -201,4 +201,14 @@ export function stratifiedFolds(pairs: readonly RowPair[], file: string, most = 
     )
   }
   return Array.from({ length: k }, (_, f) => [...matched.filter((_, i) => i % k === f), ...mismatched.filter((_, i) => i % k === f)])
+}
+
+/**
+ * A model file as a plot legend names it: relative to the working folder when inside it
+ * (`runs/demo/model.safetensors`), else its folder and name; never the absolute path, and
+ * not the bare `model.safetensors` that every run folder holds.
+ */
+export function shortPath(file: string, cwd = process.cwd()): string {
+  const rel = relative(cwd, file)
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : join(basename(dirname(file)), basename(file))
 }
