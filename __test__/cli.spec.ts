@@ -114,6 +114,42 @@ test.serial('bad values and bad config keys exit 2 with messages naming the flag
   t.regex(weights.stderr, /absent\.safetensors.*ERR_WEIGHTS/)
 })
 
+test.serial('--lfw where no LFW is (an installed package) is a usage error naming FACENET_LFW and the --data/--pairs way, for train and eval', async (t) => {
+  const env = { FACENET_LFW: join(dir, 'no-lfw-here') }
+  for (const args of [['train', '--lfw', '--out', join(dir, 'lfw-less')], ['eval', '--lfw', '--model', join(dir, 'absent.safetensors')]]) {
+    const run = await start(args, env).done
+    t.is(run.code, 2, args[0])
+    t.regex(run.stderr, /--lfw needs LFW's images and View 2 pairs\.txt, which the npm package does not ship/)
+    t.regex(run.stderr, /FACENET_LFW=.*no-lfw-here has no pairs\.txt/)
+    t.regex(run.stderr, /train --data DIR, eval --pairs pairs\.txt --data DIR/)
+  }
+})
+
+test.serial('eval takes a View 1 (one-fold) pairs file as 2+ stratified folds and says so; too few pairs of a kind, or --fold, are refused with the reason', async (t) => {
+  const numbered = (path: string) => /([^/]+)_(\d+)\.jpg$/.exec(path)!
+  const [a0, a1, a2, a3] = images.slice(0, 4).map(numbered)
+  const [b0, b1] = images.slice(PER_IDENTITY, PER_IDENTITY + 2).map(numbered)
+  const person = (m: RegExpExecArray) => m[1]!
+  const num = (m: RegExpExecArray) => Number(m[2])
+  const view1 = join(dir, 'pairsDevTest.txt')
+  await writeFile(
+    view1,
+    ['4', `${person(a0!)}\t${num(a0!)}\t${num(a1!)}`, `${person(a0!)}\t${num(a2!)}\t${num(a3!)}`, `${person(b0!)}\t${num(b0!)}\t${num(b1!)}`, `${person(a0!)}\t${num(a0!)}\t${num(a3!)}`,
+      `${person(a0!)}\t${num(a0!)}\t${person(b0!)}\t${num(b0!)}`, `${person(a0!)}\t${num(a1!)}\t${person(b0!)}\t${num(b1!)}`, `${person(a0!)}\t${num(a2!)}\t${person(b0!)}\t${num(b0!)}`, `${person(a0!)}\t${num(a3!)}\t${person(b0!)}\t${num(b1!)}`].join('\n') + '\n',
+  )
+  const run = await cli('eval', '--pairs', view1, '--data', data, '--no-align', '--json', ...CPU)
+  t.is(run.code, 0, run.stderr)
+  t.regex(run.stderr, /has one fold \(View 1 format\): evaluated as 4 stratified folds of its pairs/)
+  const fold = await cli('eval', '--pairs', view1, '--data', data, '--fold', '1', ...CPU)
+  t.is(fold.code, 2)
+  t.regex(fold.stderr, /--fold: .* has one fold \(View 1 format\).*leave out --fold/)
+  const { stratifiedFolds } = await import('../src/cli/eval')
+  const folds = stratifiedFolds([{ a: 0, b: 1, same: true }, { a: 2, b: 3, same: true }, { a: 0, b: 2, same: false }, { a: 1, b: 3, same: false }, { a: 0, b: 3, same: false }], 'f.txt')
+  t.is(folds.length, 2)
+  t.true(folds.every((f) => f.some((p) => p.same) && f.some((p) => !p.same)))
+  t.throws(() => stratifiedFolds([{ a: 0, b: 1, same: true }, { a: 0, b: 2, same: false }], 'f.txt'), { message: /f\.txt has one fold with 1 matched pair and 1 mismatched pair; .*at least 2 of each/ })
+})
+
 test.serial('train → eval → compare / embed / identify / cluster on one tiny run; flags win over --config', async (t) => {
   const out = join(dir, 'run')
   const config = join(dir, 'train.json')
@@ -121,6 +157,8 @@ test.serial('train → eval → compare / embed / identify / cluster on one tiny
   const trained = await cli('train', ...trainArgs(), '--config', config, '--epochs', '2', '--center-crop', '0.7', '--rotation', '10', '--brightness', '0.2', '--crop-scale', '0.8', '--out', out, '--json')
   t.is(trained.code, 0, trained.stderr)
   const summary = JSON.parse(trained.stdout) as { stopped: string; steps: number; model: string; checkpoint: string }
+  // Semi-hard mining ran without libtorch's "index_reduce() is in beta" warning (issue 27).
+  t.notRegex(trained.stderr, /index_reduce|in beta/)
   t.is(summary.stopped, 'completed')
   const saved = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, unknown>
   t.like(saved, { epochs: 2, centerCrop: 0.7, seed: 3, arch: 'tiny', data, rotation: 10, brightness: 0.2, cropScale: 0.8 })

@@ -11,11 +11,11 @@ export interface CliRun {
 }
 
 /** Starts the `facenet` command (node + tsx on src/cli/index.ts) as a real subprocess. */
-export function startCli(args: string[]) {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const root = resolve(__dirname, '..')
   const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'index.ts'), ...args], {
     cwd: root,
-    env: { ...process.env, FORCE_COLOR: '0' },
+    env: { ...process.env, FORCE_COLOR: '0', ...env },
   })
   let stdout = ''
   let stderr = ''

@@ -4,7 +4,7 @@ import test from 'ava'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { findLibtorch, isSupportedVersion, libtorchNotFound } from '../src/libtorch'
+import { describeTorch, findLibtorch, isSupportedVersion, libtorchNotFound } from '../src/libtorch'
 
 function fakeTorch(root: string, version: string): string {
   const torch = join(root, 'lib', 'python3.11', 'site-packages', 'torch')
@@ -43,5 +43,32 @@ test('a torch of the wrong version is skipped and named, and the error says what
   t.is(error.code, 'ERR_LIBTORCH')
   t.regex(error.message, /is torch 2\.10\.0\+cu128, not 2\.11\.0/)
   t.regex(error.message, /npx facenet setup/)
-  t.regex(error.message, /python \/nonexistent\/python3: .*not runnable/)
+  // Without FACENET_TORCH_HOME the whole order is searched, the Python last.
+  const unset = findLibtorch({ ...nowhere, HOME: join(dir, 'empty') })
+  t.regex(libtorchNotFound(unset.searched, undefined, { HOME: join(dir, 'empty') }).message, /python \/nonexistent\/python3: .*not runnable/)
+})
+
+test('FACENET_TORCH_HOME set to a torch 2.10 is an error naming it, even with a torch 2.11 in the cache; its fix is not to install into that venv', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'facenet-lt-'))
+  const home = join(dir, 'home')
+  fakeTorch(join(home, '.cache', 'facenet-torch', 'torch-2.11.0'), '2.11.0+cu130')
+  const venv = join(dir, 'my-venv')
+  fakeTorch(venv, '2.10.0')
+  const env = { ...nowhere, HOME: home, FACENET_TORCH_HOME: venv }
+  const { location, searched } = findLibtorch(env)
+  t.is(location, undefined, 'no silent fall back to the cache')
+  t.false(searched.some((s) => s.place.startsWith('cache')), 'nothing after FACENET_TORCH_HOME was searched')
+  const error = libtorchNotFound(searched, undefined, env)
+  t.regex(error.message, new RegExp(`^FACENET_TORCH_HOME=${venv} holds no usable libtorch 2\\.11\\.0`))
+  t.regex(error.message, /is torch 2\.10\.0, not 2\.11\.0/)
+  t.regex(error.message, /Point FACENET_TORCH_HOME at a torch 2\.11\.0 install, or unset it: then npx facenet setup installs one into .*\.cache\/facenet-torch/)
+  t.notRegex(error.message, new RegExp(`into ${venv}`))
+  // An empty folder meant for `facenet setup` is where the install goes.
+  const empty = libtorchNotFound(findLibtorch({ ...env, FACENET_TORCH_HOME: join(dir, 'fresh') }).searched, undefined, { ...env, FACENET_TORCH_HOME: join(dir, 'fresh') })
+  t.regex(empty.message, /Install one into it with: {2}npx facenet setup/)
+})
+
+test('a CPU-only install is described without its wheel\'s +cu130 tag', (t) => {
+  t.is(describeTorch({ version: '2.11.0+cu130', cudaInstalled: false }), 'torch 2.11.0 (CPU only)')
+  t.is(describeTorch({ version: '2.11.0+cu130', cudaInstalled: true }), 'torch 2.11.0+cu130 (with CUDA)')
 })

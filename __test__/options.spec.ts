@@ -48,3 +48,14 @@ test('index.d.ts types each string enum as the union of its literals', (t) => {
     t.true(dts.includes(`export type ${name} = ${list.map((v) => `'${v}'`).join(' | ')}`), name)
   }
 })
+
+test("detect and align default to --device auto like every other command; counts read '1 cluster', '2 clusters'", async (t) => {
+  const { parseCommand, counted } = await import('../src/cli/options')
+  const { detectSpec } = await import('../src/cli/detect')
+  const { alignSpec } = await import('../src/cli/align')
+  t.is((await parseCommand(detectSpec, ['a.jpg'])).options.device, 'auto')
+  t.is((await parseCommand(alignSpec, ['in', 'out'])).options.device, 'auto')
+  t.is(counted(1, 'cluster'), '1 cluster')
+  t.is(counted(2, 'cluster'), '2 clusters')
+  t.is(counted(0, 'face'), '0 faces')
+})

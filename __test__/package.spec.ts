@@ -14,6 +14,7 @@ interface Summary {
   buildTorch: string
   info: { libtorch: string; devices: { libtorchPath: string; libtorchSource: string } }
   train: { steps: number; losses: number[]; classLosses: number[]; dim: number; distance: number; norm: number }
+  esm: { dim: number; cpu: boolean; coded: string }
   detect: { file: string; faces: { score: number }[]; drawn: string }[]
   compare: { same: { same: boolean; distance: number; threshold: number }; other: { same: boolean; distance: number; threshold: number }; log: string }
   readelf: string
@@ -33,6 +34,11 @@ test.before(() => {
   const file = join(pkg, 'smoke.json')
   execFileSync(process.execPath, [join(root, 'scripts', 'smoke-package.mjs'), '--pkg', pkg, '--summary', file], { cwd: root, stdio: 'inherit' })
   summary = JSON.parse(readFileSync(file, 'utf8')) as Summary
+})
+
+test('an ES module consumer (type: module, .mjs named imports) type-checks without skipLibCheck and runs, as the CommonJS one does; the README quick-start commands ran as written', (t) => {
+  // The smoke script stops at the first failing step, tsc and the README commands included.
+  t.deepEqual(summary.esm, { dim: 128, cpu: true, coded: 'ERR_DATA' })
 })
 
 test('the packed addon names no absolute library path', (t) => {

@@ -18,9 +18,11 @@ test('every TypeScript example in the README runs as written', (t) => {
   const examples = readmeExamples()
   t.true(examples.length > 0)
   const dir = mkdtempSync(join(tmpdir(), 'facenet-readme-'))
+  // As a new user runs them: plain .ts files in an `npm init -y` project, which is
+  // CommonJS, where tsx refuses top-level await.
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'readme-examples', version: '1.0.0', main: 'index.js', type: 'commonjs' }))
   examples.forEach((source, index) => {
-    // Top-level await needs a module; .mts makes tsx treat it as one.
-    const file = join(dir, `example-${index}.mts`)
+    const file = join(dir, `example-${index}.ts`)
     writeFileSync(file, source)
     const run = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: root, encoding: 'utf8', timeout: 300_000 })
     t.is(run.status, 0, `README example ${index} failed:\n${source}\n--- stderr ---\n${run.stderr}`)

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PNG } from 'pngjs'
 import { evaluateVerification, writeReport } from '../src/index'
-import { distanceHistogram } from '../src/report/plots'
+import { distanceHistogram, rocSpec } from '../src/report/plots'
 import { rng } from './helpers'
 
 function scores(seed: number, gap: number): { distances: number[]; same: boolean[] } {
@@ -76,4 +76,20 @@ test('distanceHistogram bins every pair once', (t) => {
   t.deepEqual(h.different, [0, 0, 2, 1])
   t.is(h.lo, 0)
   t.is(h.hi, 4)
+})
+
+test('the ROC plots FAR on a log axis from 1e-4 (rates below drawn at its edge), marks the VAL@FAR target, and keeps the legend below the plot', (t) => {
+  const v = evaluateVerification(scores(3, 0.8))
+  const spec = rocSpec([{ name: 'trained', roc: v.roc, auc: v.auc }], 1e-3) as { layer: { data: { values: { fpr: number }[] }; mark: { type: string }; encoding: { x: { scale: unknown }; color?: { legend: unknown } } }[] }
+  const curve = spec.layer.at(-1)!
+  t.deepEqual(curve.encoding.x.scale, { type: 'log', domain: [1e-4, 1], clamp: true })
+  t.true(curve.data.values.every((p) => p.fpr >= 1e-4))
+  t.deepEqual(curve.encoding.color!.legend, { orient: 'bottom', direction: 'vertical' })
+  t.deepEqual(spec.layer.find((l) => l.mark.type === 'rule')!.data.values, [{ fpr: 1e-3 }])
+})
+
+test("eval's legend names a model by its path inside the working folder, else by its folder and name, never absolutely", async (t) => {
+  const { shortPath } = await import('../src/cli/eval')
+  t.is(shortPath('/home/me/proj/runs/demo/model.safetensors', '/home/me/proj'), 'runs/demo/model.safetensors')
+  t.is(shortPath('/data/models/demo/model.safetensors', '/home/me/proj'), 'demo/model.safetensors')
 })

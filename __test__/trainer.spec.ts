@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
-import { cpSync, mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { cpSync, mkdtempSync, readdirSync, readFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { FaceNet, ImageFolder, InvalidArgumentError, latestCheckpoint, NonFiniteError, packImageFolder, Trainer, type StepResult } from '../src'
@@ -205,6 +205,18 @@ test('aborting writes a checkpoint and resolves as aborted', async (t) => {
   t.is(result.steps, 3)
   t.is(result.lastCheckpoint, await latestCheckpoint(dir))
   t.regex(result.lastCheckpoint!, /step-00000003\.ckpt$/)
+})
+
+test('with checkpointEvery N, one-step epochs are checkpointed every N steps and at the end of the run, not at every epoch end', async (t) => {
+  const dir = tmp('cadence')
+  const model = await FaceNet.create({ arch: 'tiny', device: 'cpu', seed: 1 })
+  // Three identities in batches of three: every epoch is one step.
+  const threeIdentities = (await data()).subset(IDENTITIES.slice(0, 3))
+  const trainer = new Trainer(model, { ...small, checkpointDir: dir, checkpointEvery: 3, keepCheckpoints: 100 })
+  const result = await trainer.fit(threeIdentities, { epochs: 7 })
+  model.dispose()
+  t.is(result.steps, 7)
+  t.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.ckpt')).sort(), ['step-00000003.ckpt', 'step-00000006.ckpt', 'step-00000007.ckpt'])
 })
 
 test('bad trainer options are InvalidArgumentErrors naming the value', async (t) => {

@@ -13,7 +13,30 @@ const { join } = require('node:path')
 const { existsSync } = fs
 
 const root = join(__dirname, '..')
-const say = (line) => process.stderr.write(`facenet-torch: ${line}\n`)
+
+// npm ≥ 7 shows a successful install script's output only with --foreground-scripts, so a
+// user would watch a 530 MB download in silence. The terminal npm runs in still shows what
+// is written to it directly; where stderr is that terminal already, once is enough.
+function openTerminal() {
+  if (process.stderr.isTTY) return undefined
+  try {
+    return fs.openSync('/dev/tty', 'w')
+  } catch {
+    return undefined // no controlling terminal (CI, Docker builds): stderr only
+  }
+}
+const terminal = openTerminal()
+const say = (line) => {
+  const text = `facenet-torch: ${line}\n`
+  process.stderr.write(text)
+  if (terminal !== undefined) {
+    try {
+      fs.writeSync(terminal, text)
+    } catch {
+      // the terminal went away; stderr still has it
+    }
+  }
+}
 
 function main() {
   if (/^(1|true|yes)$/i.test(process.env.FACENET_TORCH_SKIP_SETUP ?? '')) {
@@ -24,10 +47,15 @@ function main() {
   if (existsSync(join(root, 'crates')) || !existsSync(join(root, 'dist', 'setup.js'))) return Promise.resolve()
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { setupLibtorch } = require(join(root, 'dist', 'setup.js'))
-  return setupLibtorch().then(
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { describeTorch } = require(join(root, 'dist', 'libtorch.js'))
+  const started = Date.now()
+  // pip prints nothing while it downloads: a heartbeat says the install is alive.
+  const heartbeat = setInterval(() => say(`still setting up torch (${Math.round((Date.now() - started) / 1000)} s)…`), 15_000)
+  return setupLibtorch({ log: (line) => say(line.trim()) }).finally(() => clearInterval(heartbeat)).then(
     (report) => {
       const { location } = report
-      say(`${report.status === 'found' ? 'using' : 'installed'} torch ${location.version} at ${location.torchDir} (${report.variant})`)
+      say(`${report.status === 'found' ? 'using' : 'installed'} ${describeTorch(location)} at ${location.torchDir}`)
     },
     (error) => {
       say(`${error.message}`)

@@ -8,7 +8,9 @@
 //   new path, so nothing is downloaded again. Elsewhere it runs without the mount step.
 // - In that project: `npm install` of both tarballs, `npx facenet info`, a TypeScript script
 //   (type-checked, then run) that trains `tiny` for 3 steps on a few shipped LFW images and
-//   embeds two of them, then `require('facenet-torch')` with no torch to be found (the coded
+//   embeds two of them, type-checked without --skipLibCheck (CommonJS), an ES module consumer
+//   (.mjs, named imports) checked with --checkJs and run, the README's quick-start commands as
+//   written, then `require('facenet-torch')` with no torch to be found (the coded
 //   error), and the install-time setup failing without Python (the install still succeeds,
 //   and the load-time error says why).
 //
@@ -123,7 +125,22 @@ echo "+ npx facenet info"
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet info | tee info.txt
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet info --json > info.json
 echo "+ tsc --noEmit train.ts"
-node ${JSON.stringify(tsc)} --noEmit --strict --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node --typeRoots ${JSON.stringify(join(root, 'node_modules', '@types'))} train.ts
+node ${JSON.stringify(tsc)} --noEmit --strict --target es2022 --module nodenext --moduleResolution nodenext --types node --typeRoots ${JSON.stringify(join(root, 'node_modules', '@types'))} train.ts
+echo "+ an ES module consumer (type: module, .mjs, named imports): tsc --checkJs, then node"
+mkdir -p esm && echo '{"name":"smoke-esm","version":"1.0.0","private":true,"type":"module"}' > esm/package.json
+ln -s ../node_modules esm/node_modules
+cat > esm/check.mjs <<'MJS'
+// @ts-check
+import { FaceNet, FaceNetError, devices } from 'facenet-torch'
+
+const model = await FaceNet.create({ arch: 'tiny', seed: 1 })
+/** @type {number} */
+const dim = model.embeddingDim
+model.dispose()
+console.log(JSON.stringify({ dim, cpu: devices().cpu, coded: new FaceNetError('ERR_DATA', 'x').code }))
+MJS
+(cd esm && node ${JSON.stringify(tsc)} --noEmit --strict --allowJs --checkJs --target es2022 --module nodenext --moduleResolution nodenext --types node --typeRoots ${JSON.stringify(join(root, 'node_modules', '@types'))} check.mjs)
+(cd esm && FACENET_TORCH_HOME=${JSON.stringify(mounted)} node check.mjs) | tee esm.json
 echo "+ tsx train.ts"
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} node ${JSON.stringify(tsx)} train.ts | tee train.json
 echo "+ npx facenet detect (the shipped MTCNN weights, from the installed package)"
@@ -136,6 +153,14 @@ other=$(ls faces/*/*.jpg | sed -n 4p)
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet compare $same --json --threads 1 > compare-same.json 2> compare.log
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet compare $(echo $same | cut -d' ' -f1) "$other" --json --threads 1 > compare-other.json 2>> compare.log
 cat compare.log compare-same.json compare-other.json
+echo "+ the README's quick-start commands, as written"
+readme_commands=$(sed -n '/^### Use it in your project/,/^\*\*What the first install prints/p' node_modules/facenet-torch/README.md | grep '^npx facenet' | grep -v '^npx facenet info')
+[ -n "$readme_commands" ]
+while IFS= read -r command; do
+  echo "  $ $command"
+  FACENET_TORCH_HOME=${JSON.stringify(mounted)} bash -c "$command" > /dev/null
+done <<< "$readme_commands"
+[ -s who.png ] && [ -s faces.png ]
 echo "+ readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node"
 readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node | grep -E 'NEEDED|RPATH|RUNPATH' | tee readelf.txt
 echo "+ require('facenet-torch') with no torch to find"
@@ -166,6 +191,7 @@ const summary = {
   seconds,
   info: JSON.parse(read('info.json')),
   train: JSON.parse(read('train.json').trim().split('\n').pop()),
+  esm: JSON.parse(read('esm.json').trim().split('\n').pop()),
   detect: JSON.parse(read('detect.json')),
   compare: { same: JSON.parse(read('compare-same.json')), other: JSON.parse(read('compare-other.json')), log: read('compare.log') },
   readelf: read('readelf.txt'),

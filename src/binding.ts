@@ -20,10 +20,15 @@ function loadAddon(): typeof Native {
     const causes: string[] = []
     for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) causes.push(cause.message.split('\n')[0]!)
     const supported = process.platform === 'linux' && process.arch === 'x64'
+    // Until the packages are on the registry, both release tarballs must be installed
+    // together; napi-rs's own message (wasm32-wasi, an npm bug link) does not say so.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const version = (require('../package.json') as { version: string }).version
     const message = supported
-      ? `the facenet-torch native addon could not be loaded (package ${PLATFORM_PACKAGE}, libtorch ${libtorch.version} ` +
-        `from ${libtorch.torchDir}). Reinstall with optional dependencies enabled (npm install --include=optional facenet-torch). ` +
-        `Causes: ${causes.join(' <- ')}`
+      ? `the facenet-torch native addon could not be loaded: the platform package ${PLATFORM_PACKAGE}@${version} is missing or broken ` +
+        `(libtorch ${libtorch.version} from ${libtorch.torchDir} is fine). Install it beside facenet-torch: ` +
+        `npm install ./facenet-torch-${version}.tgz ./${PLATFORM_PACKAGE}-${version}.tgz (the two release tarballs), ` +
+        `or, from the registry, npm install --include=optional facenet-torch. Causes: ${causes.join(' <- ')}`
       : `facenet-torch has prebuilt binaries for linux-x64 (glibc) only, not ${process.platform}-${process.arch}; ` +
         `build from a clone with torch ${TORCH_VERSION} (see the README)`
     throw new NativeAddonError(message, { cause: error })

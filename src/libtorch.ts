@@ -8,7 +8,8 @@
  * Search order (the first torch 2.11.0 found wins):
  *   1. `$FACENET_TORCH_HOME`: a torch install (a `torch/` package folder or a libtorch
  *      folder with `lib/libtorch_cpu.so`), a venv holding one, or a folder of
- *      `torch-2.11.0[-cpu]` venvs as `facenet setup` makes them.
+ *      `torch-2.11.0[-cpu]` venvs as `facenet setup` makes them. When it is set, nothing
+ *      else is searched: a torch there of another version is an error naming it.
  *   2. The per-user cache that `facenet setup` and the build use:
  *      `${XDG_CACHE_HOME:-~/.cache}/facenet-torch/torch-2.11.0`, then `…/torch-2.11.0-cpu`.
  *   3. The torch package of an existing Python (`$FACENET_TORCH_PYTHON`, else `python3`),
@@ -52,6 +53,14 @@ export interface LoadedLibtorch extends LibtorchLocation {
 export interface SearchedPlace {
   place: string
   result: string
+}
+
+/**
+ * How an install reads to a user: the CPU variant is torch's `+cu130` wheel with its CUDA
+ * half removed, so its version string alone would claim CUDA.
+ */
+export function describeTorch(location: Pick<LibtorchLocation, 'version' | 'cudaInstalled'>): string {
+  return location.cudaInstalled ? `torch ${location.version} (with CUDA)` : `torch ${location.version.split('+')[0]} (CPU only)`
 }
 
 /** The per-user cache root (`FACENET_TORCH_HOME` is searched before it, not instead). */
@@ -174,6 +183,9 @@ export function findLibtorch(env: NodeJS.ProcessEnv = process.env): { location?:
   if (home) {
     const found = searchRoots([home, ...VENV_NAMES.map((name) => join(home, name))], 'FACENET_TORCH_HOME', 'FACENET_TORCH_HOME')
     if (found) return { location: found, searched }
+    // A variable the user set is a choice: a torch it cannot give is an error, never a
+    // silent fall back to another torch.
+    return { searched }
   } else {
     searched.push({ place: 'FACENET_TORCH_HOME', result: 'not set' })
   }
@@ -214,15 +226,29 @@ export function lastSetupFailure(home: string): string | undefined {
   }
 }
 
+/** Whether `home` is (or holds) a torch install of its own: the user's venv, not a folder for `facenet setup`. */
+export function holdsOwnTorch(home: string): boolean {
+  return torchDirsUnder(home).length > 0
+}
+
 /** The coded error for "no usable libtorch", naming every place searched. */
 export function libtorchNotFound(searched: readonly SearchedPlace[], reason?: string, env: NodeJS.ProcessEnv = process.env): LibtorchNotFoundError {
-  const failure = lastSetupFailure(env.FACENET_TORCH_HOME || cacheRoot(env))
+  const home = env.FACENET_TORCH_HOME
+  const failure = lastSetupFailure(home || cacheRoot(env))
+  const fix = !home
+    ? [`Install it (once per machine, into ${cacheRoot(env)}) with:  ${SETUP_COMMAND}`, `or point FACENET_TORCH_HOME at a folder holding torch ${TORCH_VERSION}.`]
+    : holdsOwnTorch(home)
+      ? // Installing into someone's own venv would be the wrong folder.
+        [`Point FACENET_TORCH_HOME at a torch ${TORCH_VERSION} install, or unset it: then ${SETUP_COMMAND} installs one into ${cacheRoot(env)}.`]
+      : [`Install one into it with:  ${SETUP_COMMAND}`, `or point FACENET_TORCH_HOME at a torch ${TORCH_VERSION} install, or unset it to use ${cacheRoot(env)}.`]
   const lines = [
-    reason ?? `libtorch ${TORCH_VERSION} (PyPI torch==${TORCH_VERSION}) was not found.`,
+    reason ??
+      (home
+        ? `FACENET_TORCH_HOME=${home} holds no usable libtorch ${TORCH_VERSION} (PyPI torch==${TORCH_VERSION}); it is set, so no other place was searched.`
+        : `libtorch ${TORCH_VERSION} (PyPI torch==${TORCH_VERSION}) was not found.`),
     'facenet-torch looked in, in this order:',
     ...searched.map(({ place, result }) => `  - ${place}: ${result}`),
-    `Install it (once per machine, into ${env.FACENET_TORCH_HOME || cacheRoot(env)}) with:  ${SETUP_COMMAND}`,
-    `or point FACENET_TORCH_HOME at a folder holding torch ${TORCH_VERSION}.`,
+    ...fix,
     ...(failure ? [`The last setup failed: ${failure}`] : []),
   ]
   return new LibtorchNotFoundError(lines.join('\n'), searched)

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SetupError } from './errors'
-import { cacheRoot, findLibtorch, type LibtorchLocation, type SearchedPlace, setupStatusFile, TORCH_VERSION } from './libtorch'
+import { cacheRoot, findLibtorch, holdsOwnTorch, type LibtorchLocation, type SearchedPlace, setupStatusFile, TORCH_VERSION } from './libtorch'
 
 /**
  * `cuda`: the full PyPI wheel with its CUDA 13 runtime (about 4.9 GB), for machines with
@@ -133,6 +133,12 @@ export async function setupLibtorch(options: SetupOptions = {}): Promise<SetupRe
   }
 
   const home = options.home ?? env.FACENET_TORCH_HOME ?? cacheRoot(env)
+  if (!options.home && env.FACENET_TORCH_HOME && holdsOwnTorch(env.FACENET_TORCH_HOME)) {
+    throw new SetupError(
+      `FACENET_TORCH_HOME=${env.FACENET_TORCH_HOME} is a torch install of its own (${searched.map((s) => s.result).join('; ')}); ` +
+        `setup does not install into it. Point FACENET_TORCH_HOME at a torch ${TORCH_VERSION} or an empty folder, or unset it to install into ${cacheRoot(env)}`,
+    )
+  }
   const venv = join(home, variant === 'cuda' ? `torch-${TORCH_VERSION}` : `torch-${TORCH_VERSION}-cpu`)
   const python = options.python ?? env.FACENET_TORCH_PYTHON ?? 'python3'
   const started = Date.now()
@@ -167,7 +173,9 @@ export async function setupLibtorch(options: SetupOptions = {}): Promise<SetupRe
     const found = findLibtorch({ ...env, FACENET_TORCH_HOME: venv })
     if (!found.location) throw new SetupError(`installed ${venv}, but no torch ${TORCH_VERSION} is in it: ${JSON.stringify(found.searched)}`)
     writeFileSync(setupStatusFile(home), JSON.stringify({ ok: true, at: new Date().toISOString(), venv, variant }) + '\n')
-    return { status: 'installed', location: found.location, searched, variant, gpuVisible: gpu, seconds: (Date.now() - started) / 1000 }
+    // Found here through the venv's own path, but the load-time search reaches it through the cache unless FACENET_TORCH_HOME names its folder.
+    const source = env.FACENET_TORCH_HOME && home === env.FACENET_TORCH_HOME ? 'FACENET_TORCH_HOME' : home === cacheRoot(env) ? 'cache' : found.location.source
+    return { status: 'installed', location: { ...found.location, source }, searched, variant, gpuVisible: gpu, seconds: (Date.now() - started) / 1000 }
   } catch (error) {
     const setupError =
       error instanceof SetupError

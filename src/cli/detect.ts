@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path'
 import sharp from 'sharp'
 import { z } from 'zod'
 import { FaceDetector, type DetectedFace } from '../detect'
+import type { Device } from '../device'
 import { DataError } from '../errors'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
 import { drawnPaths } from './derived-names'
@@ -23,7 +24,7 @@ const schema = z.strictObject({
     return values as [number, number, number]
   }).optional(),
   maxPixels: positiveInt.default(4_000_000),
-  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "expected 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+  device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
   threads: positiveInt.optional(),
 })
 
@@ -38,7 +39,7 @@ export const detectSpec: CommandSpec<typeof schema> = {
     factor: { kind: 'number', value: 'F', help: 'scale step of the image pyramid (default 0.709)' },
     thresholds: { kind: 'strings', value: 'P,R,O', help: 'P-, R-, O-Net probability thresholds (default 0.6,0.7,0.7)' },
     maxPixels: { kind: 'number', value: 'N', help: 'photos with more pixels are downscaled for detection; coordinates stay in the original pixels (default 4000000)' },
-    device: { kind: 'string', value: 'DEV', help: "'cpu' (default), 'cuda' or 'cuda:N'" },
+    device: { kind: 'string', value: 'DEV', help: "'auto' (default: the first CUDA GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'" },
     threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
   },
   schema,
@@ -110,7 +111,7 @@ export async function detectCommand(argv: string[]): Promise<number> {
   const drawnTo = drawDir ? drawnPaths(drawDir, photos) : undefined
   if (drawDir) await mkdir(drawDir, { recursive: true })
   else if (draw) await mkdir(dirname(draw), { recursive: true })
-  const detector = await FaceDetector.load({ device: o.device as 'cpu', ...(o.threads ? { threads: o.threads } : {}) })
+  const detector = await FaceDetector.load({ device: o.device as Device, ...(o.threads ? { threads: o.threads } : {}) })
   const results: { file: string; faces: DetectedFace[]; drawn?: string }[] = []
   try {
     for (const [i, photo] of photos.entries()) {

@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { LfwPairs } from '../data/lfw-pairs'
 import { rawPixelEmbeddings } from '../eval/embeddings'
@@ -9,8 +9,8 @@ import { FaceNetError } from '../errors'
 import type { LossPoint } from '../report/plots'
 import { writeReport } from '../report/report'
 import { centerCropOf, loadModel, META } from './model'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
-import { LFW_ROOT } from './train'
+import { counted, EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
+import { lfwRoot } from './train'
 import { ALIGNING, aligning, aligns, alignWith } from './use'
 import { storedAlignment } from '../inference'
 
@@ -34,9 +34,9 @@ export const evalSpec: CommandSpec<typeof schema> = {
   flags: {
     ...MODEL_FLAGS,
     ...ALIGNING,
-    pairs: { kind: 'string', value: 'FILE', help: 'pairs file in the LFW format (View 2 "folds n" header, or View 1)' },
+    pairs: { kind: 'string', value: 'FILE', help: 'pairs file in the LFW format: View 2 ("folds n" header; threshold per fold chosen on the others) or View 1 ("n" header; 10 stratified folds of its pairs)' },
     data: { kind: 'string', value: 'DIR', help: "images root (DIR/Name/Name_0001.jpg); default: the pairs file's folder" },
-    lfw: { kind: 'boolean', help: "the shipped LFW View 2 pairs (data/lfw/pairs.txt)" },
+    lfw: { kind: 'boolean', help: "LFW View 2's pairs.txt: a clone's data/lfw, or $FACENET_LFW (the npm package does not ship LFW)" },
     fold: { kind: 'number', value: 'K', help: 'headline fold (1-based), its threshold chosen on the other folds; e.g. 10 after train --lfw' },
     report: { kind: 'string', value: 'DIR', help: 'write report.json, roc.png, distances.png, loss.png and index.html there' },
     flip: { kind: 'boolean', help: "also embed mirrored images and average (test-time augmentation)" },
@@ -77,8 +77,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (parsed.help) return printHelp(evalSpec)
   const o = parsed.options
   if ((o.pairs === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --pairs FILE and --lfw')
-  const pairsFile = o.lfw ? join(LFW_ROOT, 'pairs.txt') : resolve(o.pairs!)
+  const pairsFile = o.lfw ? join(lfwRoot(), 'pairs.txt') : resolve(o.pairs!)
   const lfw = await LfwPairs.parse(pairsFile, o.data ? { root: resolve(o.data) } : {})
+  if (o.fold !== undefined && lfw.folds.length === 1) throw new UsageError(`--fold: ${pairsFile} has one fold (View 1 format), which is evaluated by cross-validation over its own pairs; leave out --fold`)
   if (o.fold !== undefined && o.fold > lfw.folds.length) {
     throw new UsageError(`--fold: ${pairsFile} has ${lfw.folds.length} fold(s), got ${o.fold}`)
   }
@@ -92,14 +93,17 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const started = Date.now()
   const align = aligns(model, o)
   const images = await loadPairImages(lfw, model.inputSize, align ? { align: alignWith(model, o) } : { centerCrop })
+  const singleFold = lfw.folds.length === 1
+  const pairs = singleFold ? stratifiedFolds(images.pairs[0]!, pairsFile) : images.pairs
+  if (singleFold) process.stderr.write(`${pairsFile} has one fold (View 1 format): evaluated as ${pairs.length} stratified folds of its pairs, each threshold chosen on the others\n`)
   if (images.noFace.length > 0) process.stderr.write(`no face found in ${images.noFace.length} image(s), used whole: ${images.noFace.slice(0, 5).join(', ')}${images.noFace.length > 5 ? ', …' : ''}\n`)
-  const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), images.pairs)
+  const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), pairs)
   const log = modelFile === undefined ? undefined : await trainingLog(modelFile)
-  const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${basename(modelFile)})`)
+  const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${shortPath(modelFile)})`)
   const baselines = [{ name: 'raw pixels', verification: raw }]
   const alignMode = align ? (alignWith(model, o).mode ?? storedAlignment(model) ?? 'template') : undefined
   const details = { model: modelFile ?? `pretrained ${model.arch}`, pairs: pairsFile, ...(alignMode ? { align: alignMode } : { centerCrop }), ...(o.fold ? { fold: o.fold } : {}) }
-  const result = await evaluate(model, images.images, images.pairs, { flip: o.flip, batchSize: o.batchSize, name, baselines, details })
+  const result = await evaluate(model, images.images, pairs, { flip: o.flip, batchSize: o.batchSize, name, baselines, details })
   const v = result.verification
   const k = o.fold !== undefined ? o.fold - 1 : undefined
   const threshold = k !== undefined ? v.foldThresholds[k]! : v.threshold
@@ -172,4 +176,39 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   for (const line of failures) process.stderr.write(`facenet eval: ${line}\n`)
   return failures.length > 0 ? EXIT.failure : EXIT.ok
+}
+
+/** A pair of image rows, as `loadPairImages` gives them. */
+interface RowPair {
+  a: number
+  b: number
+  same: boolean
+}
+
+/**
+ * The folds a one-fold (View 1) pairs file is cross-validated on: up to 10, fold f holding
+ * every 10th matched and every 10th mismatched pair from the f-th on, so each fold has both
+ * kinds (View 1 lists all matched pairs first, so contiguous folds would not).
+ */
+export function stratifiedFolds(pairs: readonly RowPair[], file: string, most = 10): RowPair[][] {
+  const matched = pairs.filter((p) => p.same)
+  const mismatched = pairs.filter((p) => !p.same)
+  const k = Math.min(most, matched.length, mismatched.length)
+  if (k < 2) {
+    throw new UsageError(
+      `${file} has one fold with ${counted(matched.length, 'matched pair')} and ${counted(mismatched.length, 'mismatched pair')}; ` +
+        'choosing a threshold on some pairs and testing it on others needs at least 2 of each',
+    )
+  }
+  return Array.from({ length: k }, (_, f) => [...matched.filter((_, i) => i % k === f), ...mismatched.filter((_, i) => i % k === f)])
+}
+
+/**
+ * A model file as a plot legend names it: relative to the working folder when inside it
+ * (`runs/demo/model.safetensors`), else its folder and name; never the absolute path, and
+ * not the bare `model.safetensors` that every run folder holds.
+ */
+export function shortPath(file: string, cwd = process.cwd()): string {
+  const rel = relative(cwd, file)
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : join(basename(dirname(file)), basename(file))
 }

@@ -226,6 +226,11 @@ export const modelSchema = {
   batchSize: positiveInt.default(32),
 }
 
+/** `1 cluster`, `2 clusters`: a count with its noun in the right number. */
+export function counted(n: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : pluralForm}`
+}
+
 /** Help text for a flag with a closed set of values: `what: 'a' (default), 'b' or 'c'`. */
 export function choicesHelp(what: string, values: readonly string[], fallback?: string): string {
   const list = quotedList(values)

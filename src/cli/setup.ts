@@ -3,7 +3,7 @@
  * found. It never loads the addon, so it works where nothing else can yet.
  */
 import { z } from 'zod'
-import { cacheRoot, findLibtorch, TORCH_VERSION } from '../libtorch'
+import { cacheRoot, describeTorch, findLibtorch, TORCH_VERSION } from '../libtorch'
 import { setupLibtorch, TORCH_VARIANTS } from '../setup'
 import { type CommandSpec, EXIT, parseCommand, printHelp, SUMMARIES } from './options'
 
@@ -40,7 +40,7 @@ export async function setupCommand(argv: string[]): Promise<number> {
     if (parsed.json) console.log(JSON.stringify({ found: location ?? null, searched }))
     else {
       for (const { place, result } of searched) console.log(`  ${place}: ${result}`)
-      console.log(location ? `found torch ${location.version} at ${location.torchDir} (via ${location.source})` : `no torch ${TORCH_VERSION} found`)
+      console.log(location ? `found ${describeTorch(location)} at ${location.torchDir} (via ${location.source})` : `no torch ${TORCH_VERSION} found`)
     }
     return location ? EXIT.ok : EXIT.failure
   }
@@ -48,7 +48,7 @@ export async function setupCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(report))
   else {
     const { location } = report
-    console.log(`${report.status === 'found' ? 'found' : `installed in ${report.seconds.toFixed(0)} s`}: torch ${location.version} at ${location.torchDir} (via ${location.source})`)
+    console.log(`${report.status === 'found' ? 'found' : `installed in ${report.seconds.toFixed(0)} s`}: ${describeTorch(location)} at ${location.torchDir} (via ${location.source})`)
     console.log(`variant ${report.variant}; libtorch_cuda ${location.cudaInstalled ? 'installed' : 'not installed'}; NVIDIA GPU ${report.gpuVisible ? 'visible' : 'not visible'}`)
     if (report.gpuVisible && !location.cudaInstalled) console.log("a GPU is visible but this install is CPU-only: 'facenet setup --variant cuda' adds the CUDA one")
   }

@@ -1,4 +1,4 @@
-import { renameSync, writeFileSync } from 'node:fs'
+import { existsSync, renameSync, writeFileSync } from 'node:fs'
 import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -14,21 +14,46 @@ import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
 import { META } from './model'
-import { ARCHS, DEFAULT_ARCH, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
+import { ARCHS, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
 import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 
 const FLOAT32_MAX = 3.4028234663852886e38
 
-/** The shipped LFW (`data/lfw`), two levels above this file in both src/ and dist/. */
-export const LFW_ROOT = resolve(__dirname, '..', '..', 'data', 'lfw')
+/** The LFW of a clone (`data/lfw`), two levels above this file in both src/ and dist/. */
+const CLONE_LFW = resolve(__dirname, '..', '..', 'data', 'lfw')
+
+/**
+ * The LFW that `--lfw` means: `$FACENET_LFW`, else a clone's `data/lfw`. The npm package
+ * does not ship the 76 MB of images, so an installed package says where to get them
+ * instead of failing on a path inside node_modules.
+ */
+export function lfwRoot(env: NodeJS.ProcessEnv = process.env): string {
+  const root = env.FACENET_LFW ? resolve(env.FACENET_LFW) : CLONE_LFW
+  if (!existsSync(join(root, 'pairs.txt'))) {
+    throw new UsageError(
+      `--lfw needs LFW's images and View 2 pairs.txt, which the npm package does not ship (76 MB); ${env.FACENET_LFW ? `FACENET_LFW=${root} has no pairs.txt` : `looked in ${root}`}. ` +
+        'Get them from a clone of the facenet-torch repository (its data/lfw) and set FACENET_LFW=/path/to/clone/data/lfw, ' +
+        'or use your own folders: train --data DIR, eval --pairs pairs.txt --data DIR',
+    )
+  }
+  return root
+}
+
+/**
+ * `facenet train`'s defaults are sized for a laptop CPU, where a first run happens: the
+ * `tiny` network on 32×4 batches takes a fraction of a second per step, where the paper's
+ * `nn1` on 45×40 batches takes ~40 s and 2.4 GB on 2 cores. The API's defaults stay the
+ * paper's; the paper's recipe from the CLI is `--arch nn1 --batch-identities 45 --batch-images 40`.
+ */
+const CLI_DEFAULTS = { arch: 'tiny', batchIdentities: 32, batchImages: 4, checkpointEvery: 100 } as const
 
 /** What a run's `config.json` holds: the recipe, so `--resume` continues with the same one. */
 const recipe = {
   data: z.string().min(1).optional(),
   lfw: z.boolean().optional(),
-  arch: z.enum(ARCHS).default(DEFAULT_ARCH),
+  arch: z.enum(ARCHS).default(CLI_DEFAULTS.arch),
   embeddingDim: positiveInt.default(128),
   // A flag gives "32,64,128"; config.json keeps the parsed list.
   tinyWidths: z
@@ -57,9 +82,9 @@ const recipe = {
   tripletMargin: z.number().min(0).max(FLOAT32_MAX).optional(),
   tripletFrom: positiveInt.optional(),
   batchSize: z.number().int().min(2).optional(),
-  batchIdentities: positiveInt.default(45),
+  batchIdentities: positiveInt.default(CLI_DEFAULTS.batchIdentities),
   // An anchor and a positive: one image per identity holds no triplet.
-  batchImages: z.number().int().min(2).default(40),
+  batchImages: z.number().int().min(2).default(CLI_DEFAULTS.batchImages),
   negatives: z.number().int().min(0).optional(),
   tripletsPerBatch: positiveInt.optional(),
   centerCrop: crop.default(1),
@@ -68,7 +93,7 @@ const recipe = {
   rotation: z.number().min(0).max(45).default(0),
   brightness: z.number().min(0).lt(1).default(0),
   seed: z.number().int().min(0).default(0),
-  checkpointEvery: z.number().int().min(0).default(0),
+  checkpointEvery: z.number().int().min(0).default(CLI_DEFAULTS.checkpointEvery),
   keepCheckpoints: positiveInt.default(3),
   precision: z.enum(PRECISIONS).default('fp32'),
   skipBadImages: z.boolean().default(false),
@@ -95,8 +120,8 @@ export const trainSpec: CommandSpec<typeof schema> = {
   usage: 'facenet train (--data DIR | --lfw) --out runs/NAME [options]',
   flags: {
     data: { kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' },
-    lfw: { kind: 'boolean', help: 'train on the identities of the shipped LFW View 2 folds 1–9 (fold 10 is for eval)' },
-    arch: { kind: 'string', value: 'ARCH', help: choicesHelp('network', ARCHS, DEFAULT_ARCH) },
+    lfw: { kind: 'boolean', help: 'train on the identities of LFW View 2 folds 1–9 (fold 10 is for eval); a clone\'s data/lfw, or $FACENET_LFW' },
+    arch: { kind: 'string', value: 'ARCH', help: `${choicesHelp('network', ARCHS, CLI_DEFAULTS.arch)}; the paper's: nn1 with --batch-identities 45 --batch-images 40` },
     embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
     tinyWidths: { kind: 'string', value: 'W,W,…', help: "arch 'tiny': channels per stage (default 32,64,128,256)" },
     inputSize: { kind: 'number', value: 'PX', help: "arch 'tiny': input side in pixels (default 64)" },
@@ -119,8 +144,8 @@ export const trainSpec: CommandSpec<typeof schema> = {
     tripletMargin: { kind: 'number', value: 'X', help: 'triplet margin α beside a classification --loss (default 0.2)' },
     tripletFrom: { kind: 'number', value: 'STEP', help: 'with a classification --loss: train with the triplet loss alone from step STEP on (a warm-up, then triplets)' },
     batchSize: { kind: 'number', value: 'N', help: 'images per batch of a classification --loss without triplets (default 128)' },
-    batchIdentities: { kind: 'number', value: 'P', help: 'identities per batch (default 45)' },
-    batchImages: { kind: 'number', value: 'K', help: 'images per identity in a batch (default 40)' },
+    batchIdentities: { kind: 'number', value: 'P', help: `identities per batch (default ${CLI_DEFAULTS.batchIdentities})` },
+    batchImages: { kind: 'number', value: 'K', help: `images per identity in a batch (default ${CLI_DEFAULTS.batchImages})` },
     negatives: { kind: 'number', value: 'N', help: 'single-image identities added per batch as negatives (default K)' },
     tripletsPerBatch: { kind: 'number', value: 'N', help: "triplets per step with --mining epoch (default 32)" },
     centerCrop: { kind: 'number', value: 'F', help: 'central fraction of each image kept before resizing (default 1); stored with the model' },
@@ -129,7 +154,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     rotation: { kind: 'number', value: 'DEG', help: 'random rotation within ±DEG degrees (default 0: off)' },
     brightness: { kind: 'number', value: 'X', help: 'random brightness factor within 1 ± X (default 0: off)' },
     seed: { kind: 'number', value: 'N', help: 'seed of weights, sampling, augmentation and mining (default 0)' },
-    checkpointEvery: { kind: 'number', value: 'N', help: 'also checkpoint every N steps (default 0: at epoch ends)' },
+    checkpointEvery: { kind: 'number', value: 'N', help: `checkpoint every N steps and at the end of the run (default ${CLI_DEFAULTS.checkpointEvery}; 0: at the end of every epoch)` },
     keepCheckpoints: { kind: 'number', value: 'N', help: 'checkpoints kept (default 3)' },
     out: { kind: 'string', value: 'DIR', help: 'run folder: checkpoints/, train.jsonl, model.safetensors, config.json' },
     tensorboard: { kind: 'string', value: 'DIR', help: 'also log to TensorBoard (tensorboard --logdir DIR): losses, triplets, lr, img/s, histograms, the config' },
@@ -346,6 +371,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   }
   let folder: ImageFolder
   if (o.lfw) {
+    const LFW_ROOT = lfwRoot()
     const lfw = await LfwPairs.parse(join(LFW_ROOT, 'pairs.txt'))
     const wanted = new Set(lfw.unrestrictedSplit(9).trainIdentities)
     const all = await open(LFW_ROOT)

@@ -14,7 +14,7 @@ import type { FaceNet } from '../model'
 import type { Device } from '../device'
 import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
 import { ALIGN_FLAGS, alignOptionsOf, alignSchema } from './align'
-import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
+import { counted, EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
 import { drawnPaths } from './derived-names'
 
 /** A float32 C-order `.npy`. */
@@ -297,7 +297,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   const noFace = aligns(model, o) ? { noFace: embedded.noFace } : {}
   if (parsed.json) console.log(JSON.stringify({ threshold, method: o.method, clusters, ...(scores ? { scores } : {}), ...noFace }))
   else {
-    console.log(`${paths.length} faces → ${clusters.length} clusters (${o.method}, threshold ${threshold.toFixed(4)})`)
+    console.log(`${counted(paths.length, 'face')} → ${counted(clusters.length, 'cluster')} (${o.method}, threshold ${threshold.toFixed(4)})`)
     clusters.forEach((members, c) => {
       console.log(`cluster ${c} (${members.length}):`)
       for (const m of members) console.log(`  ${relative(root, m)}`)
@@ -329,7 +329,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(info))
   else {
     console.log(`facenet-torch ${info.version}`)
-    console.log(`libtorch      ${info.libtorch} (${d.libtorchPath}, found via ${d.libtorchSource})`)
+    console.log(`libtorch      ${info.libtorch}, ${d.cudaLibrariesLoaded ? 'with CUDA' : 'CPU only'} (${d.libtorchPath}, found via ${d.libtorchSource})`)
     console.log(`node          ${info.node}`)
     console.log(`cpu           ${d.cpuThreads} threads`)
     const cudaWhy = d.cudaLibrariesLoaded ? '' : ` (libtorch_cuda not loaded: ${d.cudaLoadError ?? 'CPU-only install'})`

@@ -80,25 +80,42 @@ function thin(roc: Roc, maxPoints = 2000): { fpr: number; tpr: number }[] {
   return out
 }
 
-export function rocSpec(series: readonly RocSeries[]): Record<string, unknown> {
+/** The left end of the ROC's FAR axis: face verification reads the curve at FAR 1e-4 … 1e-2. */
+export const ROC_MIN_FAR = 1e-4
+
+/**
+ * The ROC on a log false-accept-rate axis from {@link ROC_MIN_FAR} to 1, as face
+ * verification plots it (a linear axis hides VAL@FAR=1e-3 in the first pixel), with the
+ * VAL@FAR target marked. Rates below the axis' start are drawn at its left edge.
+ */
+export function rocSpec(series: readonly RocSeries[], farTarget = 1e-3): Record<string, unknown> {
   const label = (s: RocSeries): string => `${s.name} (AUC ${s.auc.toFixed(4)})`
-  const values = series.flatMap((s) => thin(s.roc).map((p) => ({ ...p, model: label(s) })))
+  const values = series.flatMap((s) => thin(s.roc).map((p) => ({ fpr: Math.max(ROC_MIN_FAR, p.fpr), tpr: p.tpr, model: label(s) })))
+  // Chance (TAR = FAR) is a curve on a log axis: sampled per tenth of a decade.
+  const chance = Array.from({ length: 41 }, (_, i) => 10 ** (Math.log10(ROC_MIN_FAR) * (1 - i / 40))).map((far) => ({ fpr: far, tpr: far }))
+  const x = { field: 'fpr', type: 'quantitative', title: 'False accept rate (log)', scale: { type: 'log', domain: [ROC_MIN_FAR, 1], clamp: true } }
   return {
     title: 'ROC, verification pairs',
     layer: [
       {
-        data: { values: [{ fpr: 0, tpr: 0 }, { fpr: 1, tpr: 1 }] },
+        data: { values: chance },
         mark: { type: 'line', strokeDash: [4, 4], color: '#999' },
-        encoding: { x: { field: 'fpr', type: 'quantitative' }, y: { field: 'tpr', type: 'quantitative' } },
+        encoding: { x, y: { field: 'tpr', type: 'quantitative' } },
+      },
+      {
+        data: { values: [{ fpr: farTarget }] },
+        mark: { type: 'rule', strokeDash: [2, 3], color: '#666' },
+        encoding: { x },
       },
       {
         data: { values },
         mark: { type: 'line', strokeWidth: 2, interpolate: 'step-after' },
         encoding: {
-          x: { field: 'fpr', type: 'quantitative', title: 'False accept rate', scale: { domain: [0, 1] } },
+          x,
           y: { field: 'tpr', type: 'quantitative', title: 'True accept rate', scale: { domain: [0, 1] } },
-          // The evaluated model first, then the baselines, in the order given.
-          color: { field: 'model', type: 'nominal', title: null, sort: series.map(label), legend: { orient: 'bottom-right' } },
+          // The evaluated model first, then the baselines, in the order given; below the
+          // plot, where no curve runs under it.
+          color: { field: 'model', type: 'nominal', title: null, sort: series.map(label), legend: { orient: 'bottom', direction: 'vertical' } },
           order: { field: 'fpr', type: 'quantitative' },
         },
       },

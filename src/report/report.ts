@@ -162,7 +162,7 @@ export async function writeReport(dir: string, input: ReportInput, options: Repo
   const v = input.verification
   const metricLabel =
     v.metric === 'l2' ? 'Squared L2 distance' : v.metric === 'cosine' ? 'Cosine distance (1 − cos)' : 'Distance'
-  const roc = await renderVegaLite(rocSpec(rows.map((r) => ({ name: r.name, roc: r.verification.roc, auc: r.verification.auc }))), options.plot)
+  const roc = await renderVegaLite(rocSpec(rows.map((r) => ({ name: r.name, roc: r.verification.roc, auc: r.verification.auc })), rows[0]!.verification.val.farTarget), options.plot)
   await writeFile(files.roc, roc.png)
   const hist = await renderVegaLite(distancesSpec(v.distances, v.same, v.threshold, metricLabel), options.plot)
   await writeFile(files.distances, hist.png)

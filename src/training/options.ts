@@ -7,6 +7,7 @@ import type { OnBadImage } from '../data/source'
 import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import type { CheckedMineOptions } from '../mining'
+import type { BindingTrainOptions } from '../../index'
 import { bindingPhases, classifies, resolveLoss, type LossOptions, type LossPhaseOptions, type ResolvedLossPhase } from './objective'
 import {
   DISTANCES,
@@ -111,7 +112,10 @@ export interface TrainerOptions {
   seed?: number
   /** Checkpoints directory. Default: no checkpoints. */
   checkpointDir?: string
-  /** Also checkpoint every N steps. Default `0`: only at the end of each epoch. */
+  /**
+   * Checkpoint every N steps, and at the end of the run, instead of at the end of every
+   * epoch. Default `0`: at the end of each epoch.
+   */
   checkpointEvery?: number
   /** Checkpoints kept. Default `3`. */
   keepCheckpoints?: number
@@ -236,7 +240,7 @@ function scheduleFields(schedule: Schedule, defaultTotal: number) {
  * schedule's default length, `classes` the identities of the data (the class head's rows),
  * `recordDistributions` whether steps return their per-example values (for histograms).
  */
-export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number, recordDistributions = false) {
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number, recordDistributions = false): BindingTrainOptions {
   const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
   const optimizer = {
     name: o.optimizer,

@@ -461,7 +461,11 @@ export class Trainer {
         // Logged before its checkpoint: a kill in between leaves a line that the resume
         // from the previous checkpoint cuts and writes again, never a missing one.
         if (report) log?.write(JSON.stringify({ type: 'epoch', ...epochResult }) + '\n')
-        if (this.#checkpointDir) await checkpoint({ epoch: epoch + 1, batch: 0 })
+        // With a step cadence, epoch ends are checkpointed only where the cadence falls on
+        // them and at the run's last epoch: a small folder's one-step epochs would otherwise
+        // write a checkpoint per step.
+        const cadenceDue = o.checkpointEvery === 0 || this.#step % o.checkpointEvery === 0 || epoch + 1 === epochs
+        if (this.#checkpointDir && cadenceDue) await checkpoint({ epoch: epoch + 1, batch: 0 })
         if (report) options.onEpoch?.(epochResult)
       }
     } finally {

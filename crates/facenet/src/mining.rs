@@ -364,30 +364,44 @@ fn semi_hard_rows(
     };
 
     let inf = f64::INFINITY;
-    let col_grid = cols.f_unsqueeze(0)?.f_expand([c, n], false)?;
-    // The column holding each bucket's smallest `values` (lowest column among ties).
-    // tch exposes scatter_reduce only with the legacy add/multiply reductions, so the
-    // per-row minimum goes through index_reduce on flattened (row, bucket) ids.
-    let flat_bucket = bucket
-        .f_add(
-            &Tensor::f_arange(c, long)?
-                .f_mul_scalar(nb)?
-                .f_unsqueeze(1)?,
-        )?
-        .f_flatten(0, -1)?;
-    let scatter_amin = |init: Tensor, values: &Tensor| -> Result<Tensor> {
-        Ok(init
-            .f_flatten(0, -1)?
-            .f_index_reduce(0, &flat_bucket, &values.f_flatten(0, -1)?, "amin", true)?
-            .f_view([c, nb])?)
-    };
+    let row_ids = Tensor::f_arange(c, long)?
+        .f_unsqueeze(1)?
+        .f_expand([c, n], false)?;
+    // The column holding each negative bucket's smallest `values` (lowest column among
+    // ties), and that minimum (`init` and `n` where a bucket is empty). A stable sort by value, then a stable
+    // sort by bucket, leaves every bucket's run in (value, column) order, so its first entry
+    // is the answer; those entries have distinct (row, bucket) indices and are written with a
+    // plain index_put. (index_reduce's "amin" would do it in one op, but libtorch prints an
+    // "index_reduce() is in beta" warning on every run that uses it.)
     let bucket_argmin = |values: &Tensor, init: Tensor| -> Result<(Tensor, Tensor)> {
-        let mins = scatter_amin(init, values)?;
-        let hit = values
-            .f_eq_tensor(&mins.f_gather(1, &bucket, false)?)?
-            .f_logical_and(&neg)?;
-        let cand = col_grid.f_where_self(&hit, &Tensor::f_full([c, n], n, long)?)?;
-        let arg = scatter_amin(Tensor::f_full([c, nb], n, long)?, &cand)?;
+        let (_, by_value) = values.f_sort_stable(true, 1, false)?;
+        let (run_bucket, by_bucket) = bucket
+            .f_gather(1, &by_value, false)?
+            .f_sort_stable(true, 1, false)?;
+        let column = by_value.f_gather(1, &by_bucket, false)?;
+        let starts_run = Tensor::f_cat(
+            &[
+                Tensor::f_ones([c, 1], (Kind::Bool, device))?,
+                run_bucket
+                    .f_narrow(1, 1, n - 1)?
+                    .f_ne_tensor(&run_bucket.f_narrow(1, 0, n - 1)?)?,
+            ],
+            1,
+        )?
+        // The last bucket collects the non-negatives; it stays at `init` and `n`.
+        .f_logical_and(&run_bucket.f_lt(nb - 1)?)?;
+        let at_row = row_ids.f_masked_select(&starts_run)?;
+        let at_bucket = run_bucket.f_masked_select(&starts_run)?;
+        let first_column = column.f_masked_select(&starts_run)?;
+        let first_value = values
+            .f_gather(1, &column, false)?
+            .f_masked_select(&starts_run)?;
+        let mins = init.f_index_put(&[Some(&at_row), Some(&at_bucket)], &first_value, false)?;
+        let arg = Tensor::f_full([c, nb], n, long)?.f_index_put(
+            &[Some(&at_row), Some(&at_bucket)],
+            &first_column,
+            false,
+        )?;
         Ok((mins, arg))
     };
 
