@@ -12,7 +12,7 @@
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { DataError, InvalidArgumentError } from '../errors'
+import { DataError, InvalidArgumentError, OutputError } from '../errors'
 import { ImageFolder } from './image-folder'
 import { ImageList } from './image-list'
 import { npyHeader } from './npy'
@@ -86,9 +86,26 @@ interface Progress {
   skipped: SkippedImage[]
 }
 
+/**
+ * Runs one write of `file`, turning a system error into an `OutputError` that names the
+ * file: a write to a descriptor (ENOSPC on a full disk, EDQUOT, EIO) carries no path.
+ */
+function onDisk<T>(file: string, write: () => T): T {
+  try {
+    return write()
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === undefined) throw error
+    const hint = code === 'ENOSPC' || code === 'EDQUOT' ? ': the disk is full; free space and run the same command again to continue' : ''
+    throw new OutputError(file, `could not be written (${code})${hint}`, { cause: error })
+  }
+}
+
 function writeAtomic(file: string, text: string): void {
-  writeFileSync(`${file}.tmp`, text)
-  renameSync(`${file}.tmp`, file)
+  onDisk(file, () => {
+    writeFileSync(`${file}.tmp`, text)
+    renameSync(`${file}.tmp`, file)
+  })
 }
 
 /**
@@ -127,12 +144,14 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
   }
   const resumed = progress.done
   const rowBytes = size * size * 3
-  const fd = openSync(files.images, existsSync(files.images) ? 'r+' : 'w+')
+  const fd = onDisk(files.images, () => openSync(files.images, existsSync(files.images) ? 'r+' : 'w+'))
   const skipped = [...progress.skipped]
   try {
     // Whatever an interrupted run appended after its last recorded batch is dropped.
-    ftruncateSync(fd, HEADER_BYTES + progress.rows * rowBytes)
-    writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    onDisk(files.images, () => {
+      ftruncateSync(fd, HEADER_BYTES + progress.rows * rowBytes)
+      writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    })
     const rest = folder.items.slice(progress.done)
     const list = new ImageList(
       rest.map((item) => item.path),
@@ -152,7 +171,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     let position = HEADER_BYTES + progress.rows * rowBytes
     try {
       for await (const batch of loader) {
-        writeSync(fd, batch.pixels, 0, batch.pixels.length, position)
+        onDisk(files.images, () => writeSync(fd, batch.pixels, 0, batch.pixels.length, position))
         position += batch.pixels.length
         // Items up to the end of this sampler batch are done, decoded or skipped.
         const handled = Math.min(rest.length, (batch.batch + 1) * batchSize)
@@ -164,7 +183,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     } catch (error) {
       if (!options.signal?.aborted) throw error
     }
-    writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    onDisk(files.images, () => writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0))
   } finally {
     closeSync(fd)
   }
@@ -173,7 +192,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     const skippedFiles = new Set(skipped.map((s) => s.file))
     const names = folder.items.filter((item) => !skippedFiles.has(item.path)).map((item) => item.identity)
     if (names.length !== progress.rows) throw new DataError(files.images, `holds ${progress.rows} rows but ${names.length} images were packed; remove ${out} and pack again`)
-    writeFileSync(files.names, namesNpy(names))
+    onDisk(files.names, () => writeFileSync(files.names, namesNpy(names)))
     writeAtomic(
       files.index,
       JSON.stringify(
