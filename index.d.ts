@@ -342,6 +342,15 @@ export declare function createModel(options: BindingCreateOptions): Promise<Bind
 
 export declare function devices(): BindingDevices
 
+/**
+ * Ends the process at once with `code`, for a second Ctrl-C. `process.exit` runs
+ * libtorch's static destructors while a worker thread may still be inside a forward or
+ * backward pass, which segfaults (exit 139) instead of exiting with the code asked for.
+ * Files are left as a SIGKILL leaves them, which every writer here is built to survive
+ * (temp file, then rename).
+ */
+export declare function exitImmediately(code: number): void
+
 export declare function libtorchVersion(): string
 
 /** Loads MTCNN weights (safetensors) on `device` and resolves to a `BindingDetector`. */

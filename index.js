@@ -854,6 +854,7 @@ module.exports.BindingReducer = nativeBinding.BindingReducer
 module.exports.BindingSchedule = nativeBinding.BindingSchedule
 module.exports.createModel = nativeBinding.createModel
 module.exports.devices = nativeBinding.devices
+module.exports.exitImmediately = nativeBinding.exitImmediately
 module.exports.libtorchVersion = nativeBinding.libtorchVersion
 module.exports.loadDetector = nativeBinding.loadDetector
 module.exports.loadModel = nativeBinding.loadModel

@@ -63,7 +63,7 @@ test.after.always(async () => {
 test.serial('--help works for every command; no command, an unknown command and an unknown flag exit 2', async (t) => {
   const top = await cli('--help')
   t.is(top.code, 0)
-  const commands = ['train', 'eval', 'embed', 'compare', 'identify', 'cluster', 'info']
+  const commands = ['train', 'eval', 'embed', 'compare', 'identify', 'cluster', 'info', 'convert']
   const helps = await Promise.all(commands.map((command) => cli(command, '--help')))
   commands.forEach((command, i) => {
     t.true(top.stdout.includes(command), command)

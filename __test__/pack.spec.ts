@@ -2,7 +2,7 @@
 // names.npy that NpyDataset and numpy read, resumable after an interruption.
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { decodeImages, ImageFolder, InvalidArgumentError, NpyDataset, packImageFolder } from '../src'
@@ -70,8 +70,10 @@ test('an interrupted pack resumes to the same bytes as an uninterrupted one', as
   })
   t.false(first.complete)
   t.true(first.count >= 7 && first.count < 20, `stopped after ${first.count} rows`)
+  // Until the pack completes its rows sit in a partial file; images.npy does not exist yet.
+  t.false(existsSync(first.images))
   // Bytes an interrupted writer appended past its last record are dropped on resume.
-  writeFileSync(first.images, Buffer.alloc(100, 7), { flag: 'a' })
+  writeFileSync(`${first.images}.partial`, Buffer.alloc(100, 7), { flag: 'a' })
   const second = await packImageFolder(src, twice, { size: 32, batchSize: 4, ...quiet })
   t.true(second.complete)
   t.true(second.resumed >= 8)

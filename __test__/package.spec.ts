@@ -15,6 +15,7 @@ interface Summary {
   info: { libtorch: string; devices: { libtorchPath: string; libtorchSource: string } }
   train: { steps: number; losses: number[]; classLosses: number[]; dim: number; distance: number; norm: number }
   detect: { file: string; faces: { score: number }[]; drawn: string }[]
+  compare: { same: { same: boolean; distance: number; threshold: number }; other: { same: boolean; distance: number; threshold: number }; log: string }
   readelf: string
   missing: { code?: string; name?: string; message?: string; searched?: { place: string; result: string }[] }
   missingAfterSetup: { code?: string; message?: string }
@@ -63,6 +64,14 @@ test('a TypeScript consumer trains tiny for 3 steps (and 3 with an ArcFace warm-
   t.is(summary.detect.length, 1)
   t.is(summary.detect[0]!.faces.length, 1)
   t.true(summary.detect[0]!.faces[0]!.score > 0.99)
+})
+
+test('facenet compare with no --model uses the pretrained model shipped in the package: one person is the same, two people are not', (t) => {
+  const { same, other, log } = summary.compare
+  t.regex(log, /model: the pretrained dlib-resnet-v1/)
+  t.is(same.threshold, 0.36)
+  t.true(same.same, JSON.stringify(same))
+  t.false(other.same, JSON.stringify(other))
 })
 
 test("require('facenet-torch') without torch throws ERR_LIBTORCH naming the places searched", (t) => {

@@ -1,4 +1,4 @@
-// Packed datasets in the core: a memory-mapped .npy gathered natively (byte-exact against
+// Packed datasets in the core: a .npy read on demand and gathered natively (byte-exact against
 // numpy, bounded RSS on a sparse 40 GB file), augmentation on the device with the sharp
 // path's options and draws, and Trainer.fit on a packed dataset.
 import test from 'ava'
@@ -18,7 +18,7 @@ const python = readFileSync(join(root, '.libtorch', 'python'), 'utf8').trim()
 const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `facenet-packed-${tag}-`))
 const py = (code: string, ...args: string[]) => execFileSync(python, ['-c', code, ...args], { encoding: 'utf8' }).trim()
 
-test('a numpy-written uint8 .npy is memory-mapped, and gathered rows are byte-exact against numpy fancy indexing', async (t) => {
+test('a numpy-written uint8 .npy is read on demand, and gathered rows are byte-exact against numpy fancy indexing', async (t) => {
   const dir = tmp('numpy')
   const images = join(dir, 'images.npy')
   const names = join(dir, 'names.npy')
@@ -81,7 +81,7 @@ test('a sparse 40 GB .npy opens without being read and gathers rows with the RSS
   t.true(grown < 200, `RSS grew by ${grown.toFixed(0)} MB for a ${(header.length + count * plane) / 1e9} GB file`)
 })
 
-test('a float .npy over 2 GiB is a DataError that says only uint8 C-order files are memory-mapped', async (t) => {
+test('a float .npy over 2 GiB is a DataError that says only uint8 C-order files are read on demand', async (t) => {
   const dir = tmp('big-float')
   const images = join(dir, 'images.npy')
   const count = 8000
@@ -94,7 +94,7 @@ test('a float .npy over 2 GiB is a DataError that says only uint8 C-order files 
   py('import sys, numpy as np; np.save(sys.argv[1], np.array(["a"] * 8000))', names)
   const error = await t.throwsAsync(NpyDataset.open({ images, names }), { instanceOf: DataError })
   t.is(error!.file, images)
-  t.regex(error!.message, /GiB of <f4; only uint8 C-order \.npy files are memory-mapped/)
+  t.regex(error!.message, /GiB of <f4; only uint8 C-order \.npy files are read from the file on demand/)
 })
 
 /** n square images with a horizontal ramp (R = column), as uint8 (mapped) and as its in-memory float32 twin. */

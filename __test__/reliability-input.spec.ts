@@ -1,7 +1,8 @@
 /**
  * Bad input of every kind gets a coded error that names the value or the file; nothing
- * crashes or hangs. And security: weights are only ever read as safetensors (nothing
- * unpickles), and names taken from a pairs file cannot reach outside the data root.
+ * crashes or hangs. And security: weights are read as safetensors, dlib .dat or through the
+ * core's restricted torch.save reader (which builds only tensors and plain containers, so
+ * no pickle runs code), and names taken from a pairs file cannot reach outside the data root.
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
@@ -344,7 +345,7 @@ test('weights: truncated, garbage, lying-header and wrong-arch files are Weights
   t.true((await model.embed(new Uint8Array(64 * 64 * 3))).every(Number.isFinite))
 })
 
-test('security: a pickle (.pt) file is refused as not safetensors and never executed; no pickle-capable loader is compiled in', async (t) => {
+test('security: a pickle payload (.pt) is refused and never executed; none of libtorch\'s pickle loaders is compiled in', async (t) => {
   const marker = join(tmp, 'pwned')
   // The classic pickle that runs os.system on load, and a torch.save-like zip around it.
   const pickle = Buffer.from(`cos\nsystem\n(S'touch ${marker}'\ntR.`, 'latin1')
@@ -353,7 +354,8 @@ test('security: a pickle (.pt) file is refused as not safetensors and never exec
     const path = join(tmp, name)
     await writeFile(path, content)
     const error = await t.throwsAsync(FaceNet.load(path, { device: 'cpu', arch: 'tiny' }), { instanceOf: WeightsError }, name)
-    t.regex(error!.message, /not a valid safetensors file/)
+    // A bare pickle is not a torch.save file; the fake zip has no readable archive.
+    t.regex(error!.message, /not a torch\.save file|not a readable torch\.save zip archive/)
   }
   t.false(existsSync(marker), 'the pickle ran')
   // Static guard: none of tch's pickle-backed loaders (torch::load / torch::jit) appears in

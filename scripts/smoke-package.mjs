@@ -130,6 +130,12 @@ echo "+ npx facenet detect (the shipped MTCNN weights, from the installed packag
 photo=$(ls faces/*/*.jpg | head -1)
 FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet detect "$photo" --draw drawn.png --json --threads 1 > detect.json
 [ -s drawn.png ]
+echo "+ npx facenet compare (no --model: the pretrained dlib-resnet-v1 shipped in the package)"
+same=$(ls faces/*/*.jpg | head -2 | tr '\n' ' ')
+other=$(ls faces/*/*.jpg | sed -n 4p)
+FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet compare $same --json --threads 1 > compare-same.json 2> compare.log
+FACENET_TORCH_HOME=${JSON.stringify(mounted)} npx --no-install facenet compare $(echo $same | cut -d' ' -f1) "$other" --json --threads 1 > compare-other.json 2>> compare.log
+cat compare.log compare-same.json compare-other.json
 echo "+ readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node"
 readelf -d node_modules/facenet-torch-linux-x64-gnu/*.node | grep -E 'NEEDED|RPATH|RUNPATH' | tee readelf.txt
 echo "+ require('facenet-torch') with no torch to find"
@@ -161,6 +167,7 @@ const summary = {
   info: JSON.parse(read('info.json')),
   train: JSON.parse(read('train.json').trim().split('\n').pop()),
   detect: JSON.parse(read('detect.json')),
+  compare: { same: JSON.parse(read('compare-same.json')), other: JSON.parse(read('compare-other.json')), log: read('compare.log') },
   readelf: read('readelf.txt'),
   missing: JSON.parse(read('missing.json')),
   postinstallFailRc: Number(read('postinstall-fail.rc').trim()),

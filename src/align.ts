@@ -346,7 +346,9 @@ export async function saveCrop(path: string, pixels: Uint8Array, size: number, q
   const jpeg = await sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width: size, height: size, channels: 3 } })
     .jpeg({ quality })
     .toBuffer()
-  const tmp = `${path}.tmp-${process.pid}`
+  // Unique per write, so that two writes in flight never share (and lose) a temporary file.
+  const tmp = `${path}.tmp-${process.pid}-${++tempCount}`
   await writeFile(tmp, jpeg)
   await rename(tmp, path)
 }
+let tempCount = 0

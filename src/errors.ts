@@ -130,8 +130,10 @@ export class TorchError extends FaceNetError {
 }
 
 /**
- * A weights file cannot be used: missing, unreadable, truncated, not safetensors, holding
- * another arch or tensors the model does not have. The message names the file.
+ * A weights file cannot be used: missing, unreadable, truncated, not a format the library
+ * reads, holding another arch or tensors the model does not have, or (a PyTorch `.pt`) a
+ * pickle that would import or call anything but tensor rebuilds. The message names the
+ * file and what was refused.
  */
 export class WeightsError extends FaceNetError {
   constructor(message: string, options?: ErrorOptions) {

@@ -47,8 +47,9 @@ export interface LoadOptions {
   threads?: number
   /**
    * When given, the file must hold this arch, or loading fails with `WeightsError`.
-   * Required for a plain state_dict without facenet-torch metadata (e.g. facenet-pytorch's
-   * InceptionResnetV1 weights saved with `safetensors.torch.save_file`): the embedding size
+   * Required for a plain state_dict without facenet-torch metadata (a `.pt`/`.pth` from
+   * `torch.save`, or one saved with `safetensors.torch.save_file`) unless its tensor names
+   * say the arch (facenet-pytorch's InceptionResnetV1 is recognised): the embedding size
    * is then read from the last layer's shape and the normalization is `'fixed'`.
    */
   arch?: Arch
@@ -224,7 +225,11 @@ export class FaceNet implements Disposable {
 
   /**
    * Restores a model that {@link save} wrote (or any safetensors file with the same tensor
-   * names and facenet-torch metadata). Only safetensors is read, never pickle.
+   * names and facenet-torch metadata), a plain state_dict (safetensors, or a PyTorch
+   * `.pt`/`.pth` written by `torch.save`, e.g. facenet-pytorch's InceptionResnetV1
+   * checkpoints), or a dlib `.dat`. A `.pt` is read without Python by a restricted
+   * unpickler that builds only tensors and plain containers, as
+   * `torch.load(weights_only=True)` does: nothing in the file is imported or executed.
    * Rejects with `WeightsError` (missing, truncated or corrupt file, another arch, tensors
    * the model lacks) or `ShapeError` (a tensor of the wrong shape); messages name the file
    * and the tensor.

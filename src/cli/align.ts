@@ -1,9 +1,11 @@
 /** `facenet align RAW_DIR OUT_DIR`: identity folders of photos in, aligned face crops out. */
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises'
-import { extname, join, relative, resolve } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
 import { ALIGN_MAX_SIZE, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { OutputError } from '../errors'
+import { derivedNames, faceName, refuseOutputInInput } from './derived-names'
 import { listImages } from './model'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
 import { readRegularFile } from '../regular-file'
@@ -102,18 +104,13 @@ async function writeAtomic(path: string, data: Buffer | string): Promise<void> {
   await rename(tmp, path)
 }
 
-/** Where face `k` of a photo goes: `stem.jpg` for the first, `stem_k.jpg` for the others. */
-function outputPath(out: string, rel: string, k: number): string {
-  const stem = rel.slice(0, rel.length - extname(rel).length)
-  return join(out, `${stem}${k === 0 ? '' : `_${k}`}.jpg`)
-}
 
 export async function alignCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(alignSpec, argv)
   if (parsed.help) return printHelp(alignSpec)
   const o = parsed.options
   const [rawDir, outDir] = parsed.positionals.map((p) => resolve(p)) as [string, string]
-  if (rawDir === outDir || outDir.startsWith(`${rawDir}/`)) throw new UsageError('OUT_DIR must be outside RAW_DIR')
+  refuseOutputInInput(outDir, [rawDir], 'the crops (and align-summary.json)')
   const options: AlignOptions = {
     size: o.size,
     mode: o.mode,
@@ -145,12 +142,24 @@ export async function alignCommand(argv: string[]): Promise<number> {
     summary = { ...previous, photos: all.length }
   }
   summary.notImages = notImages
+  // One name per output, by the rule of derived-names.ts: x.jpg, x.png and x.webp, or a
+  // photo g_1.jpg beside the second face of g.jpg, never write over each other.
+  const rels = all.map((path) => relative(rawDir, path))
+  const names = new Map(derivedNames(rels).map((name, i) => [rels[i]!, name]))
+  const inputNames = new Set(names.values())
+  const written = new Set<string>()
+  const outputPath = (rel: string, k: number): string => join(outDir, `${faceName(names.get(rel)!, k, inputNames)}.jpg`)
+  const claim = (path: string): string => {
+    if (written.has(path)) throw new OutputError(path, 'would be written twice in this run (two inputs map to one output name); rename one of the inputs')
+    written.add(path)
+    return path
+  }
   const known = new Set([...summary.noFace, ...summary.bad.map((b) => b.file)])
   // The first face's file is written last, so its presence means the photo is complete.
   const todo: string[] = []
   for (const path of all) {
     const rel = relative(rawDir, path)
-    if (!known.has(rel) && !(await exists(outputPath(outDir, rel, 0)))) todo.push(path)
+    if (!known.has(rel) && !(await exists(outputPath(rel, 0)))) todo.push(path)
   }
   const given = o.detections ? await readDetections(resolve(o.detections)) : undefined
   if (given) options.detections = todo.map((path) => given[relative(rawDir, path)]) as FaceGeometry[][]
@@ -174,7 +183,7 @@ export async function alignCommand(argv: string[]): Promise<number> {
     for (let row = 0; row < c.shape[0]; row++) {
       const rel = relative(rawDir, todo[c.imageIndex[row]!]!)
       const k = o.faces === 'largest' ? 0 : c.faceIndex[row]!
-      const path = outputPath(outDir, rel, k)
+      const path = claim(outputPath(rel, k))
       if (k === 0) firsts.push({ path, row })
       else writes.push(saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality))
     }

@@ -1,12 +1,13 @@
 /** `facenet detect PHOTO...`: MTCNN faces of each photo, optionally drawn for a person to look at. */
 import { mkdir, stat } from 'node:fs/promises'
-import { basename, dirname, extname, join, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import sharp from 'sharp'
 import { z } from 'zod'
 import { DETECT_BOUNDS, FaceDetector, type DetectedFace } from '../detect'
 import { ON_BAD_IMAGE } from '../options'
 import { DataError } from '../errors'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
+import { drawnPaths } from './derived-names'
 
 const B = DETECT_BOUNDS
 const probability = z.number().min(B.threshold.min).max(B.threshold.max)
@@ -110,13 +111,15 @@ export async function detectCommand(argv: string[]): Promise<number> {
   const draw = o.draw ? resolve(o.draw) : undefined
   // Several photos need a folder; one photo may go to a folder too, if one is there.
   const drawDir = draw && (photos.length > 1 || (await isDirectory(draw))) ? draw : undefined
+  // Named by the rule of derived-names.ts; refused before anything is written if DIR holds the photos.
+  const drawnTo = drawDir ? drawnPaths(drawDir, photos) : undefined
   if (drawDir) await mkdir(drawDir, { recursive: true })
   else if (draw) await mkdir(dirname(draw), { recursive: true })
   const detector = await FaceDetector.load({ device: o.device as 'cpu', ...(o.threads ? { threads: o.threads } : {}) })
   const results: ({ file: string; faces: DetectedFace[]; drawn?: string } | { file: string; error: { code: string; message: string } })[] = []
   let bad = 0
   try {
-    for (const photo of photos) {
+    for (const [i, photo] of photos.entries()) {
       let faces: DetectedFace[]
       try {
         ;[faces] = (await detector.detectFiles([photo], { minFaceSize: o.minFaceSize, factor: o.factor, maxPixels: o.maxPixels, ...(o.thresholds ? { thresholds: o.thresholds } : {}) })) as [DetectedFace[]]
@@ -130,7 +133,7 @@ export async function detectCommand(argv: string[]): Promise<number> {
       }
       const result: { file: string; faces: DetectedFace[]; drawn?: string } = { file: photo, faces }
       if (draw) {
-        result.drawn = drawDir ? join(drawDir, `${basename(photo, extname(photo))}.png`) : draw
+        result.drawn = drawnTo ? drawnTo[i]! : draw
         await drawFaces(photo, faces!, result.drawn).catch((error: unknown) => {
           throw new DataError(photo, `could not draw onto ${result.drawn}: ${(error as Error).message}`, { cause: error })
         })

@@ -22,6 +22,7 @@ const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Run>> = {
   pack: async () => (await import('./pack')).packCommand,
   align: async () => (await import('./align')).alignCommand,
   detect: async () => (await import('./detect')).detectCommand,
+  convert: async () => (await import('./convert')).convertCommand,
 }
 
 function usage(): string {

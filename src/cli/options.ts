@@ -27,6 +27,7 @@ export const SUMMARIES = {
   pack: 'decode an identity-folder dataset once into images.npy + names.npy (resumable)',
   align: 'detect and align the faces of identity folders of photos into identity folders of crops',
   detect: 'find the faces of photos (MTCNN): boxes, scores, 5 landmarks; --draw them onto a PNG',
+  convert: 'a PyTorch state_dict (.pt/.pth, e.g. facenet-pytorch weights) to safetensors, without Python',
 } as const
 
 /** A mistake in how the command was called: exits with {@link EXIT.usage}. */
@@ -206,7 +207,7 @@ export function helpText<S extends z.ZodObject>(spec: CommandSpec<S>): string {
 
 /** Options every command that loads a model shares. */
 export const MODEL_FLAGS: Record<string, FlagSpec> = {
-  model: { kind: 'string', value: 'FILE', help: "model weights (.safetensors or a dlib .dat), e.g. runs/NAME/model.safetensors; default: the pretrained 'dlib-resnet-v1' shipped in the package" },
+  model: { kind: 'string', value: 'FILE', help: "model weights (.safetensors, a PyTorch .pt/.pth state_dict or a dlib .dat), e.g. runs/NAME/model.safetensors; default: the pretrained 'dlib-resnet-v1' shipped in the package" },
   arch: { kind: 'string', value: 'ARCH', help: `arch of a plain state_dict without facenet-torch metadata: ${ARCHS.join(', ')}` },
   device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
   threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },

@@ -1,6 +1,7 @@
 /** `facenet pack DIR OUT --size S`: an identity-folder dataset decoded once into images.npy + names.npy. */
 import { z } from 'zod'
 import { packImageFolder } from '../data/pack'
+import { refuseOutputInInput } from './derived-names'
 import { crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
 
 const packSchema = z.strictObject({
@@ -24,7 +25,9 @@ export const packSpec: CommandSpec<typeof packSchema> = {
     'Writes OUT/images.npy (N×S×S×3 uint8), OUT/names.npy (identity of each row) and OUT/index.json',
     '(size, centre crop, source, skipped files); NpyDataset.open({ images, names }) and numpy read them.',
     'Images that cannot be decoded are left out and listed. Ctrl-C stops after the batch in flight;',
-    'running the same command again resumes.',
+    'running the same command again resumes. Rows go to OUT/images.npy.partial until the pack is',
+    'complete, then replace images.npy by rename. An OUT holding images.npy, names.npy or index.json',
+    'that no earlier pack wrote (no OUT/pack.json) is refused.',
   ],
 }
 
@@ -32,6 +35,8 @@ export async function packCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(packSpec, argv)
   if (parsed.help) return printHelp(packSpec)
   const [dir, out] = parsed.positionals as [string, string]
+  // Packed into its own source, OUT would become one more identity folder of DIR.
+  refuseOutputInInput(out, [dir], 'the pack')
   const { size, centerCrop, batchSize } = parsed.options
   const controller = new AbortController()
   const onSigint = () => controller.abort()

@@ -1,3 +1,4 @@
+import { renameSync, writeFileSync } from 'node:fs'
 import { readdir, rm, rmdir, stat } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -8,10 +9,11 @@ import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet } from '../model'
+import { binding } from '../binding'
 import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
-import { META, writeOutput } from './model'
+import { META } from './model'
 import { ARCHS, DEFAULT_ARCH, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
 import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
@@ -141,7 +143,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
   notes: [
     'Ctrl-C (SIGINT), SIGTERM and SIGHUP stop after the step in flight, write a checkpoint and',
     "model.safetensors, and exit with 128 + the signal's number (130, 143, 129);",
-    "'facenet train --out DIR --resume' continues from there. A second signal quits at once.",
+    "'facenet train --out DIR --resume' continues from there. A second signal quits at once, with the same exit code; the last complete checkpoint stays.",
     'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
   ],
 }
@@ -266,6 +268,21 @@ function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | Loss
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
+/**
+ * Ends the process now with `code` (a second signal). The 'exit' listeners run first (the
+ * run lock's frees the folder); then the native `_exit` skips the teardown that
+ * `process.exit` would do: libtorch's static destructors, run while the worker thread is
+ * still inside a step, segfault (exit 139) about half the time. Checkpoints are written to
+ * a temporary name and renamed, so the last complete one survives this as it survives a
+ * SIGKILL.
+ */
+function quitNow(code: number): never {
+  process.exitCode = code
+  process.emit('exit', code)
+  binding.exitImmediately(code)
+  throw new Error('unreachable: _exit returned')
+}
+
 export async function train(rawArgv: string[]): Promise<number> {
   const { argv, resumePath } = splitResume(rawArgv)
   // A resumed run starts from its saved recipe; flags and --config still win over it.
@@ -338,7 +355,21 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
-  await writeOutput(join(out, 'config.json'), JSON.stringify(saved, null, 2) + '\n')
+  const configFile = join(out, 'config.json')
+  // Written once this run has trained its first step: a run refused before that (another
+  // --loss or --data for the checkpoint, a bad option) leaves the saved recipe as it was,
+  // so a later plain --resume still works.
+  let configWritten = false
+  const writeConfig = () => {
+    if (configWritten) return
+    configWritten = true
+    try {
+      writeFileSync(`${configFile}.tmp`, JSON.stringify(saved, null, 2) + '\n')
+      renameSync(`${configFile}.tmp`, configFile)
+    } catch (cause) {
+      throw new OutputError(configFile, `cannot be written (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
+    }
+  }
 
   using model = await FaceNet.create({
     arch: o.arch,
@@ -403,7 +434,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const exitCodeOf = (signal: (typeof SIGNALS)[number]) => 128 + constants.signals[signal]
   const onSignal = (signal: (typeof SIGNALS)[number]) => {
     // A second signal means "now": skip the checkpoint.
-    if (stopSignal) process.exit(exitCodeOf(signal))
+    if (stopSignal) quitNow(exitCodeOf(signal))
     stopSignal = signal
     // A closed terminal (SIGHUP) fails writes to it; they must not end the run before its checkpoint.
     if (signal === 'SIGHUP') for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
@@ -421,7 +452,10 @@ export async function train(rawArgv: string[]): Promise<number> {
       ...(maxSeconds !== undefined ? { maxSeconds } : {}),
       signal: controller.signal,
       ...(resume ? { resume } : {}),
-      onStep: (s) => progress.step(s),
+      onStep: (s) => {
+        writeConfig()
+        progress.step(s)
+      },
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
     })
@@ -451,7 +485,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     seconds: (Date.now() - started) / 1000,
     model: saveError ? null : modelFile,
     checkpoint: result.lastCheckpoint ?? null,
-    config: join(out, 'config.json'),
+    config: configFile,
     log: logFile,
     ...(stopSignal ? { signal: stopSignal } : {}),
     ...(saveError ? { error: saveError.message } : {}),
@@ -464,5 +498,11 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume`)
   }
   if (saveError) throw saveError
-  return stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
+  const code = stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
+  // After a signal, a second one may arrive while the process winds down; once Node has
+  // begun to exit, its handlers are gone and that signal would kill it (no exit code).
+  // Everything is written (stdout and stderr writes to pipes and files are synchronous), so
+  // quit here, handlers still in place.
+  if (stopSignal) quitNow(code)
+  return code
 }

@@ -1,6 +1,6 @@
 /** The commands that use a trained model: embed, compare, identify, cluster; and info. */
 import { mkdir, stat } from 'node:fs/promises'
-import { basename, extname, join, relative, resolve, sep } from 'node:path'
+import { extname, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
 import { CLUSTERING_METHODS } from '../options'
 import { npyHeader } from '../data/npy'
@@ -15,6 +15,7 @@ import type { Device } from '../device'
 import { centerCropOf, listImages, loadModel, outputProblem, thresholdOf, writeOutput } from './model'
 import { ALIGN_FLAGS, alignOptionsOf, alignSchema } from './align'
 import { EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, version, type CommandSpec, type FlagSpec } from './options'
+import { drawnPaths } from './derived-names'
 
 /** A float32 C-order `.npy`. */
 export function npyBytes(data: Float32Array, shape: readonly number[]): Buffer {
@@ -193,6 +194,8 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   const drawDir = drawTo && (photos.length > 1 || (await stat(drawTo).then((s) => s.isDirectory(), () => false))) ? drawTo : undefined
   const drawProblem = drawTo && !drawDir ? await outputProblem(drawTo) : undefined
   if (drawProblem) throw new UsageError(`--draw: ${drawProblem}`)
+  // Named by the rule of derived-names.ts; refused before anything is written if DIR holds the photos.
+  const drawnTo = drawDir ? drawnPaths(drawDir, photos) : undefined
   using model = await loadModel(o)
   const threshold = thresholdOf(model, o.threshold)
   if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
@@ -217,8 +220,8 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   }))
   if (drawTo) {
     if (drawDir) await mkdir(drawDir, { recursive: true })
-    for (const r of photoResults) {
-      const out = drawDir ? join(drawDir, `${basename(r.photo, extname(r.photo))}.png`) : drawTo
+    for (const [i, r] of photoResults.entries()) {
+      const out = drawnTo ? drawnTo[i]! : drawTo
       await drawFaces(r.photo, r.faces, out, r.faces.map((f) => `${f.identity ?? 'unknown'} ${f.distance.toFixed(2)}`))
     }
   }

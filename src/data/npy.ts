@@ -181,7 +181,7 @@ async function readNpy(path: string): Promise<NpyArray> {
     if (info.size > MAX_NPY_BYTES) {
       throw new DataError(
         path,
-        `is ${(info.size / 2 ** 30).toFixed(2)} GiB; only uint8 C-order images are memory-mapped, other .npy files are read into memory, up to 2 GiB`,
+        `is ${(info.size / 2 ** 30).toFixed(2)} GiB; only uint8 C-order images are read from the file on demand, other .npy files are read into memory, up to 2 GiB`,
       )
     }
     bytes = await readFile(path)
@@ -262,13 +262,13 @@ export interface NpyDatasetPaths {
 /** The mapped images of each {@link NpyDataset} opened through the core, for the packed loader. */
 const MAPPED = new WeakMap<NpyDataset, BindingNpyImages>()
 
-/** The core's memory map behind `source`, when it is an {@link NpyDataset} of uint8 C-order images. */
+/** The core's open images file behind `source`, when it is an {@link NpyDataset} of uint8 C-order images. */
 export function mappedImages(source: ImageSource): BindingNpyImages | undefined {
   return source instanceof NpyDataset ? MAPPED.get(source) : undefined
 }
 
 /** The core's DataError ("ERR_DATA: FILE: reason") as a {@link DataError} naming `file`. */
-function fromCoreDataError(error: unknown, file: string): unknown {
+export function fromCoreDataError(error: unknown, file: string): unknown {
   const message = error instanceof Error ? /^ERR_DATA: (.*)$/s.exec(error.message)?.[1] : undefined
   if (message === undefined) return fromBindingError(error)
   return new DataError(file, message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message, { cause: error })
@@ -276,9 +276,11 @@ function fromCoreDataError(error: unknown, file: string): unknown {
 
 /**
  * The notebook's dataset format: all images in one `.npy` array and their identity names
- * in another (what `facenet pack` writes). uint8 C-order images are memory-mapped by the
- * core: opening reads only the header, a 40 GB file opens with the resident set bounded,
- * and `Trainer.fit` gathers and augments its batches natively. Other dtypes and Fortran
+ * in another (what `facenet pack` writes). uint8 C-order images stay on disk, read by the
+ * core row by row as batches need them: opening reads only the header, a 40 GB file opens
+ * with the resident set bounded, and `Trainer.fit` gathers and augments its batches
+ * natively. The rows are read rather than memory-mapped so that a file truncated by
+ * another process is a {@link DataError} naming it, not a SIGBUS. Other dtypes and Fortran
  * order are read into memory (up to 2 GiB) and converted to uint8.
  */
 export class NpyDataset implements ImageSource {
@@ -292,7 +294,7 @@ export class NpyDataset implements ImageSource {
   readonly height: number
   readonly width: number
   readonly fortranOrder: boolean
-  /** Whether the images are memory-mapped rather than held in memory. */
+  /** Whether the images are read from the file on demand (uint8, C order) rather than held in memory. */
   readonly mapped: boolean
   readonly #pixels: Buffer | BindingNpyImages
   readonly length: number
@@ -344,7 +346,7 @@ export class NpyDataset implements ImageSource {
     if (header.fileSize > MAX_NPY_BYTES) {
       throw new DataError(
         imagesFile,
-        `is ${(header.fileSize / 2 ** 30).toFixed(2)} GiB of ${descr}${fortranOrder ? ' in Fortran order' : ''}; only uint8 C-order .npy files are memory-mapped, others are read into memory up to 2 GiB: convert it (numpy: np.ascontiguousarray(images.astype(np.uint8))) or repack it with facenet pack`,
+        `is ${(header.fileSize / 2 ** 30).toFixed(2)} GiB of ${descr}${fortranOrder ? ' in Fortran order' : ''}; only uint8 C-order .npy files are read from the file on demand, others are read into memory up to 2 GiB: convert it (numpy: np.ascontiguousarray(images.astype(np.uint8))) or repack it with facenet pack`,
       )
     }
     const images = await readNpy(imagesFile)

@@ -8,6 +8,14 @@
  * Images are decoded and resized in parallel by the loader (sharp), exactly as training
  * decodes them without augmentation. Rows are appended as batches finish and the progress
  * is recorded in `OUT/pack.json`, so an interrupted pack resumes where it stopped.
+ *
+ * Two rules keep what is already there safe:
+ * - A file that may be in use is never changed in place. Rows go to
+ *   `OUT/images.npy.partial`, which is renamed to `images.npy` only when the pack is
+ *   complete (names.npy and index.json likewise through a temporary name). A trainer that
+ *   has the old images.npy open keeps reading the rows it opened.
+ * - Files that are not a pack's own are never overwritten: an OUT that holds images.npy,
+ *   names.npy or index.json without this pack's `pack.json` is refused.
  */
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
@@ -101,12 +109,15 @@ function onDisk<T>(file: string, write: () => T): T {
   }
 }
 
-function writeAtomic(file: string, text: string): void {
+function writeAtomic(file: string, data: string | Uint8Array): void {
   onDisk(file, () => {
-    writeFileSync(`${file}.tmp`, text)
+    writeFileSync(`${file}.tmp`, data)
     renameSync(`${file}.tmp`, file)
   })
 }
+
+/** The files a pack leaves in OUT, which an OUT without our pack.json must not already hold. */
+const OUTPUT_NAMES = ['images.npy', 'names.npy', 'index.json'] as const
 
 /**
  * Packs `dir` (one sub-folder per identity, as {@link ImageFolder} reads it) into `out`.
@@ -124,6 +135,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
   const total = folder.items.length
   await mkdir(out, { recursive: true })
   const files = { images: join(out, 'images.npy'), names: join(out, 'names.npy'), index: join(out, 'index.json'), progress: join(out, 'pack.json') }
+  const partial = `${files.images}.partial`
 
   let progress: Progress = { format: 'facenet-pack-progress', source, size, centerCrop, total, done: 0, rows: 0, skipped: [] }
   if (existsSync(files.progress)) {
@@ -141,14 +153,23 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
       )
     }
     progress = previous
+    // Finished already: nothing is read or written, so a run training on it is undisturbed.
+    if (progress.done === total && existsSync(files.images) && existsSync(files.names) && existsSync(files.index)) {
+      return { images: files.images, names: files.names, index: files.index, count: progress.rows, skipped: progress.skipped, resumed: progress.done, complete: true }
+    }
+    // The rows of an interrupted pack live in the partial file; without it, start over.
+    if (!existsSync(partial)) progress = { ...progress, done: 0, rows: 0, skipped: [] }
+  } else {
+    const foreign = OUTPUT_NAMES.map((name) => join(out, name)).find((file) => existsSync(file))
+    if (foreign) throw new OutputError(foreign, `exists and was not written by a pack into ${out} (no pack.json beside it); pack into another folder, or move it away`)
   }
   const resumed = progress.done
   const rowBytes = size * size * 3
-  const fd = onDisk(files.images, () => openSync(files.images, existsSync(files.images) ? 'r+' : 'w+'))
+  const fd = onDisk(partial, () => openSync(partial, existsSync(partial) ? 'r+' : 'w+'))
   const skipped = [...progress.skipped]
   try {
     // Whatever an interrupted run appended after its last recorded batch is dropped.
-    onDisk(files.images, () => {
+    onDisk(partial, () => {
       ftruncateSync(fd, HEADER_BYTES + progress.rows * rowBytes)
       writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
     })
@@ -171,7 +192,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     let position = HEADER_BYTES + progress.rows * rowBytes
     try {
       for await (const batch of loader) {
-        onDisk(files.images, () => writeSync(fd, batch.pixels, 0, batch.pixels.length, position))
+        onDisk(partial, () => writeSync(fd, batch.pixels, 0, batch.pixels.length, position))
         position += batch.pixels.length
         // Items up to the end of this sampler batch are done, decoded or skipped.
         const handled = Math.min(rest.length, (batch.batch + 1) * batchSize)
@@ -183,7 +204,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     } catch (error) {
       if (!options.signal?.aborted) throw error
     }
-    onDisk(files.images, () => writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0))
+    onDisk(partial, () => writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0))
   } finally {
     closeSync(fd)
   }
@@ -192,7 +213,8 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     const skippedFiles = new Set(skipped.map((s) => s.file))
     const names = folder.items.filter((item) => !skippedFiles.has(item.path)).map((item) => item.identity)
     if (names.length !== progress.rows) throw new DataError(files.images, `holds ${progress.rows} rows but ${names.length} images were packed; remove ${out} and pack again`)
-    onDisk(files.names, () => writeFileSync(files.names, namesNpy(names)))
+    // names.npy and index.json first: an images.npy always comes with the names of its rows.
+    writeAtomic(files.names, namesNpy(names))
     writeAtomic(
       files.index,
       JSON.stringify(
@@ -201,6 +223,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
         2,
       ) + '\n',
     )
+    renameSync(partial, files.images)
   }
   return { images: files.images, names: files.names, index: files.index, count: progress.rows, skipped, resumed, complete }
 }

@@ -2,7 +2,7 @@ import type { BindingBatchTransform, BindingImageBatch, BindingModel, BindingSte
 import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { BatchLoader, prefetched, type Batch, type LoaderOptions } from './loader'
-import { mappedImages } from './npy'
+import { fromCoreDataError, mappedImages, type NpyDataset } from './npy'
 import { checkAugment, checkCenterCrop, checkSize } from './preprocess'
 import type { ImageSource } from './source'
 
@@ -10,7 +10,7 @@ import type { ImageSource } from './source'
 const GATHERED = new WeakMap<Batch, { images: BindingImageBatch; transform: BindingBatchTransform }>()
 
 /**
- * Batches of a memory-mapped {@link NpyDataset}, gathered by the core into one tensor each
+ * Batches of an on-disk (uint8 C-order) {@link NpyDataset}, gathered by the core into one tensor each
  * and augmented on the model's device by the train step: no pixel is decoded, resized or
  * copied in JavaScript. While batch n trains on the model's worker, the gathers of batches
  * n+1…n+prefetch run on the dataset's own thread. The batches it yields have no `pixels`
@@ -23,7 +23,7 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
   readonly #pinned: boolean
 
   constructor(source: ImageSource, options: LoaderOptions & { pinned?: boolean }) {
-    if (!mappedImages(source)) throw new InvalidArgumentError('PackedBatchLoader needs an NpyDataset of uint8 C-order images (memory-mapped)')
+    if (!mappedImages(source)) throw new InvalidArgumentError('PackedBatchLoader needs an NpyDataset of uint8 C-order images (read from the file on demand)')
     this.source = source
     checkSize(options?.size)
     if (!options.sampler || typeof options.sampler.epochBatches !== 'function') {
@@ -64,13 +64,16 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
           }
           GATHERED.set(batch, { images: gathered, transform: { ...this.#transform, epoch: sampled.epoch, batch: sampled.batch } })
           return batch
+        }, (error: unknown) => {
+          // A file that shrank under the run, named as a DataError like every bad input.
+          throw fromCoreDataError(error, (this.source as NpyDataset).file)
         }),
       signal,
     )
   }
 }
 
-/** A {@link PackedBatchLoader} for a memory-mapped dataset, else the sharp {@link BatchLoader}. */
+/** A {@link PackedBatchLoader} for an on-disk uint8 dataset, else the sharp {@link BatchLoader}. */
 export function batchLoader(source: ImageSource, options: LoaderOptions & { device?: string }): AsyncIterable<Batch> {
   if (!mappedImages(source)) return new BatchLoader(source, options)
   return new PackedBatchLoader(source, { ...options, pinned: options.device?.startsWith('cuda') ?? false })

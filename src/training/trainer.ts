@@ -15,7 +15,7 @@ import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
-import { classIndex, classifies, phaseAt, usesTriplets } from './objective'
+import { classIndex, classifies, phaseAt, usesTriplets, type ResolvedLossPhase } from './objective'
 import { bindingTrainOptions, resolveOptions, type ResolvedOptions, type TrainerOptions } from './options'
 
 export type { OptimizerName, Schedule, TrainerOptions } from './options'
@@ -478,11 +478,34 @@ export class Trainer {
       if (classes > 0 && state.classes !== undefined && state.classes !== classes) {
         throw new InvalidArgumentError(`${file} was trained on ${state.classes} identities (the class head's rows), this data has ${classes}: resume on the data it was trained on`)
       }
+      // Another loss would train on with a class head and optimizer state made for the
+      // saved one, and the run's log would mix two objectives under one name.
+      const saved = state.options?.loss
+      if (Array.isArray(saved) && describeLoss(saved) !== describeLoss(this.options.loss)) {
+        throw new InvalidArgumentError(
+          `${file} was trained with the loss ${describeLoss(saved)}; this trainer's is ${describeLoss(this.options.loss)}. ` +
+            'Resume with the loss it was trained with, or start a new run from its weights (FaceNet.load) to train another loss',
+        )
+      }
     }
     if (!this.#configured) await this.#configure(1, classes)
     const json = await callBinding(() => modelBinding(this.model).loadCheckpoint(file))
     return checkState(file, json, header.step, samplerAt)
   }
+}
+
+/** A loss schedule in words, with every setting that shapes it: "arcface (margin 0.5, scale 64)". */
+function describeLoss(phases: readonly ResolvedLossPhase[]): string {
+  return phases
+    .map((p) => {
+      const settings = [
+        ...(p.type === 'arcface' || p.type === 'cosface' ? [`margin ${p.margin}`, `scale ${p.scale}`, ...(p.easyMargin ? ['easy margin'] : [])] : []),
+        ...(p.type === 'softmax-center' ? [`centre weight ${p.centerWeight}`] : []),
+        ...(p.type !== 'triplet' && p.tripletWeight > 0 ? [`+ ${p.tripletWeight} × triplet`] : []),
+      ]
+      return `${p.type}${settings.length ? ` (${settings.join(', ')})` : ''}${p.fromStep > 0 ? ` from step ${p.fromStep}` : ''}`
+    })
+    .join(', then ')
 }
 
 export type { MiningStats }

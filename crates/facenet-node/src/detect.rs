@@ -2,7 +2,7 @@
 
 use crate::error::{self, to_js};
 use crate::pixels::Pixels;
-use crate::worker::{Deferred, Worker};
+use crate::worker::{thread_count, Deferred, Worker, MAX_THREADS};
 use facenet::detect::{DetectOptions, Mtcnn};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
 use napi::{Env, Result};
@@ -36,18 +36,14 @@ pub fn load_detector(
     env: &Env,
     weights: String,
     device: Option<String>,
-    threads: Option<u32>,
+    threads: Option<f64>,
 ) -> Result<Object<'_>> {
     let device = facenet::parse_device(device.as_deref().unwrap_or("cpu")).map_err(to_js)?;
-    let worker = Arc::new(
-        Worker::spawn(
-            "facenet-mtcnn",
-            threads
-                .map(|t| t as usize)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        )
-        .map_err(|e| error::coded("ERR_TORCH", format!("could not start a worker thread: {e}")))?,
-    );
+    let threads = match threads {
+        Some(value) => thread_count(value)?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+    };
+    let worker = Arc::new(Worker::spawn("facenet-mtcnn", threads)?);
     let (deferred, promise): (Deferred<BindingDetector>, Object) = env.create_deferred()?;
     let handle = Arc::clone(&worker);
     worker.run(

@@ -133,10 +133,7 @@ fn start_model<'env, B>(
 where
     B: FnOnce() -> facenet::Result<(FaceNet, HashMap<String, String>)> + Send + 'static,
 {
-    let worker =
-        Arc::new(Worker::spawn(thread_name, threads).map_err(|e| {
-            error::coded("ERR_TORCH", format!("could not start a worker thread: {e}"))
-        })?);
+    let worker = Arc::new(Worker::spawn(thread_name, threads)?);
     let (deferred, promise): (Deferred<BindingModel>, Object) = env.create_deferred()?;
     let handle = Arc::clone(&worker);
     worker.run(
@@ -345,4 +342,21 @@ pub fn devices() -> BindingDevices {
 #[napi]
 pub fn libtorch_version() -> &'static str {
     facenet::LIBTORCH_VERSION
+}
+
+extern "C" {
+    /// POSIX `_exit(2)`: ends the process without running `atexit` handlers or C++ static
+    /// destructors.
+    fn _exit(status: std::os::raw::c_int) -> !;
+}
+
+/// Ends the process at once with `code`, for a second Ctrl-C. `process.exit` runs
+/// libtorch's static destructors while a worker thread may still be inside a forward or
+/// backward pass, which segfaults (exit 139) instead of exiting with the code asked for.
+/// Files are left as a SIGKILL leaves them, which every writer here is built to survive
+/// (temp file, then rename).
+#[napi]
+pub fn exit_immediately(code: i32) {
+    // SAFETY: `_exit` takes any status and never returns.
+    unsafe { _exit(code) }
 }

@@ -2,10 +2,11 @@
 //! Each call copies its arrays into tensors once and runs on a short-lived thread of its
 //! own, so neither the JS thread nor libuv's pool waits on it.
 
-use crate::error::{coded, from_panic, invalid, to_js};
+use crate::error::{coded, from_panic, to_js};
 use crate::options::{
     BindingDistance, BindingFallback, BindingMiner, BindingNegativeChoice, BindingReducer,
 };
+use crate::worker::thread_count;
 use crate::worker::Deferred;
 use facenet::loss::{triplet_loss_with_count, TripletLoss};
 use facenet::mining::{mine, mine_epoch_with, Miner, MiningStats, Triplets};
@@ -141,13 +142,12 @@ where
     W: FnOnce() -> Result<T> + Send + 'static,
     C: FnOnce(T) -> Result<V> + Send + 'static,
 {
-    if threads == 0 {
-        return Err(invalid("threads must be at least 1, got 0"));
-    }
+    let threads = thread_count(f64::from(threads))?;
     let (deferred, promise): (Deferred<V>, Object) = env.create_deferred()?;
     std::thread::Builder::new()
         .name("facenet-call".to_owned())
         .spawn(move || {
+            // Bounded by thread_count, so the cast cannot wrap.
             tch::set_num_threads(threads as i32);
             match catch_unwind(AssertUnwindSafe(work)) {
                 Ok(Ok(value)) => deferred.resolve(Box::new(move |_env| convert(value))),

@@ -4,7 +4,7 @@
 //! cross into JavaScript.
 
 use crate::error::{coded, invalid, to_js};
-use crate::worker::{Deferred, Worker};
+use crate::worker::{Deferred, Worker, MAX_THREADS};
 use crate::BindingModel;
 use facenet::augment::{self, AugmentOptions, Fit};
 use facenet::packed::{Layout, NpyImages};
@@ -26,9 +26,8 @@ pub fn open_npy_images(path: String) -> Result<BindingNpyImages> {
     let images = NpyImages::open(&path).map_err(to_js)?;
     // Off the JS thread and libuv's pool. A gather is memcpy from the page cache; the
     // intra-op threads serve only the CPU augmentation of `gather(…, augment)`.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let worker = Worker::spawn("facenet-npy", threads)
-        .map_err(|e| coded("ERR_TORCH", format!("could not start a worker thread: {e}")))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let worker = Worker::spawn("facenet-npy", threads)?;
     Ok(BindingNpyImages {
         images: Arc::new(images),
         worker: Arc::new(worker),
@@ -120,7 +119,7 @@ impl BindingNpyImages {
             move |_| {
                 let mut out = Vec::new();
                 for &row in &rows {
-                    out.extend_from_slice(images.row(row).map_err(to_js)?);
+                    out.extend_from_slice(&images.row(row).map_err(to_js)?);
                 }
                 Ok(out)
             },

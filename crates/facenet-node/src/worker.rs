@@ -2,7 +2,7 @@
 //! `Sync`) and runs every long operation, so neither the JS thread nor libuv's small pool
 //! (which sharp and fs need) is ever blocked by a forward or backward pass.
 
-use crate::error::{disposed, from_panic};
+use crate::error::{coded, disposed, from_panic, invalid};
 use facenet::FaceNet;
 use napi::bindgen_prelude::ToNapiValue;
 use napi::{Env, JsDeferred, Result};
@@ -21,6 +21,20 @@ pub struct WorkerState {
     pub detector: Option<facenet::detect::Mtcnn>,
 }
 
+/// The most intra-op threads a worker may ask for, as `FaceNet.create` documents.
+pub const MAX_THREADS: usize = 1024;
+
+/// A thread count from JS, where `-1` or `1.5` must be refused rather than wrapped or
+/// truncated by a `u32` conversion.
+pub fn thread_count(value: f64) -> Result<usize> {
+    if value.fract() != 0.0 || !(1.0..=MAX_THREADS as f64).contains(&value) {
+        return Err(invalid(format!(
+            "threads must be a whole number from 1 to {MAX_THREADS}, got {value}"
+        )));
+    }
+    Ok(value as usize)
+}
+
 type Job = Box<dyn FnOnce(&mut WorkerState) + Send>;
 
 /// A promise settled from the worker thread.
@@ -35,19 +49,29 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread. `threads` caps libtorch's intra-op parallelism; the cap is set
-    /// on the worker itself because OpenMP's setting is per calling thread.
-    pub fn spawn(name: &str, threads: usize) -> std::io::Result<Self> {
+    /// on the worker itself because OpenMP's setting is per calling thread. A count
+    /// outside 1..=[`MAX_THREADS`] is refused here: libtorch's `set_num_threads` throws on
+    /// one below 1, and a panic on the worker before its loop would leave every promise
+    /// sent to it unsettled.
+    pub fn spawn(name: &str, threads: usize) -> Result<Self> {
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(invalid(format!(
+                "threads must be a whole number from 1 to {MAX_THREADS}, got {threads}"
+            )));
+        }
         let (sender, receiver) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                // Bounded above, so the cast cannot wrap.
                 tch::set_num_threads(threads as i32);
                 let mut state = WorkerState::default();
                 for job in receiver {
                     job(&mut state);
                 }
                 // The model (and its GPU memory) is dropped here, on the thread that made it.
-            })?;
+            })
+            .map_err(|e| coded("ERR_TORCH", format!("could not start a worker thread: {e}")))?;
         let thread_id = thread.thread().id();
         Ok(Self {
             sender: Mutex::new(Some(sender)),

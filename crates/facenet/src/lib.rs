@@ -18,6 +18,7 @@ pub mod optim;
 pub mod packed;
 pub mod precision;
 pub mod preprocess;
+pub mod torch_file;
 pub mod train;
 pub mod weights;
 

@@ -1,11 +1,16 @@
 //! Packed datasets: an N×H×W×3 uint8 C-order `.npy` file (what `facenet pack` writes and
-//! the notebook trained on), memory-mapped. Opening reads only the header; a batch's rows
-//! are copied from the page cache straight into one tensor, so a file far larger than
-//! memory trains with the resident set bounded by the pages of the rows in use.
+//! the notebook trained on), read on demand. Opening reads only the header; a batch's rows
+//! are read (`pread`) from the page cache straight into one tensor, so a file far larger
+//! than memory trains with the resident set bounded by the rows in use.
+//!
+//! The rows are read, not memory-mapped: a mapped file that another process truncates
+//! kills the reader with SIGBUS on the next access, while a read past the new end is a
+//! short read that becomes a [`Error::Data`] naming the file. A file replaced by rename
+//! (what `facenet pack` does) keeps serving the rows it had, from the open descriptor.
 
 use crate::error::{Error, Result};
-use memmap2::Mmap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -19,10 +24,10 @@ pub enum Layout {
     ChannelsFirst,
 }
 
-/// A memory-mapped `.npy` of images.
+/// An open `.npy` of images, its rows read on demand.
 pub struct NpyImages {
     path: PathBuf,
-    map: Mmap,
+    file: File,
     data_offset: usize,
     count: i64,
     height: i64,
@@ -30,6 +35,10 @@ pub struct NpyImages {
 }
 
 const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// numpy writes headers of a few hundred bytes; a length field beyond this is corrupt and
+/// must not make `open` allocate it.
+const MAX_HEADER_BYTES: usize = 1 << 20;
 
 fn data_error(path: &Path, message: impl std::fmt::Display) -> Error {
     Error::Data(format!("{}: {message}", path.display()))
@@ -142,40 +151,49 @@ impl NpyImages {
         if !meta.is_file() {
             return Err(data_error(path, "is not a regular file"));
         }
-        // SAFETY: the map is read-only. A file truncated by another process while mapped
-        // would fault on access; the data length is checked here against the header, and
-        // packed datasets are written once, then only read.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| data_error(path, format!("cannot be memory-mapped ({e})")))?;
-        if map.len() < 10 || &map[..6] != MAGIC {
+        let file_len = meta.len();
+        let read = |offset: u64, len: usize| -> Result<Vec<u8>> {
+            let mut bytes = vec![0; len];
+            file.read_exact_at(&mut bytes, offset)
+                .map_err(|e| data_error(path, format!("cannot be read ({e})")))?;
+            Ok(bytes)
+        };
+        let prefix = read(0, file_len.min(12) as usize)?;
+        if prefix.len() < 10 || &prefix[..6] != MAGIC {
             return Err(data_error(path, "is not an .npy file (bad magic bytes)"));
         }
-        let major = map[6];
+        let major = prefix[6];
         let (len_bytes, header_len) = match major {
-            1 => (2, u16::from_le_bytes([map[8], map[9]]) as usize),
-            2 | 3 if map.len() >= 12 => (
+            1 => (2, u16::from_le_bytes([prefix[8], prefix[9]]) as usize),
+            2 | 3 if prefix.len() >= 12 => (
                 4,
-                u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize,
+                u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
             ),
             2 | 3 => return Err(data_error(path, "truncated .npy header")),
             _ => {
                 return Err(data_error(
                     path,
-                    format!("unsupported .npy format version {major}.{}", map[7]),
+                    format!("unsupported .npy format version {major}.{}", prefix[7]),
                 ))
             }
         };
         let data_offset = 8 + len_bytes + header_len;
-        if map.len() < data_offset {
+        if file_len < data_offset as u64 {
+            return Err(data_error(
+                path,
+                format!("truncated .npy header: needs {data_offset} bytes, file has {file_len}"),
+            ));
+        }
+        if header_len > MAX_HEADER_BYTES {
             return Err(data_error(
                 path,
                 format!(
-                    "truncated .npy header: needs {data_offset} bytes, file has {}",
-                    map.len()
+                    "malformed .npy header: {header_len} bytes long (numpy writes a few hundred)"
                 ),
             ));
         }
-        let text = std::str::from_utf8(&map[8 + len_bytes..data_offset])
+        let header_bytes = read((8 + len_bytes) as u64, header_len)?;
+        let text = std::str::from_utf8(&header_bytes)
             .map_err(|_| data_error(path, "malformed .npy header (not text)"))?;
         let header = parse_header(text).map_err(|e| {
             data_error(
@@ -219,7 +237,7 @@ impl NpyImages {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| data_error(path, format!("shape {shape:?} overflows")))?;
-        let actual = (map.len() - data_offset) as u64;
+        let actual = file_len - data_offset as u64;
         if actual < expected {
             return Err(data_error(
                 path,
@@ -239,7 +257,7 @@ impl NpyImages {
         }
         Ok(Self {
             path: path.to_owned(),
-            map,
+            file,
             data_offset,
             count: shape[0] as i64,
             height: shape[1] as i64,
@@ -271,8 +289,7 @@ impl NpyImages {
         (self.height * self.width * 3) as usize
     }
 
-    /// The H×W×3 bytes of image `index`, straight from the map.
-    pub fn row(&self, index: i64) -> Result<&[u8]> {
+    fn check_index(&self, index: i64) -> Result<()> {
         if !(0..self.count).contains(&index) {
             return Err(Error::invalid(format!(
                 "image index {index} is out of range 0..{} of {}",
@@ -280,30 +297,65 @@ impl NpyImages {
                 self.path.display()
             )));
         }
+        Ok(())
+    }
+
+    /// Reads the H×W×3 bytes of image `index` into `out` (exactly one row long). A file
+    /// that shrank since `open` (truncated or rewritten in place by another process) is a
+    /// [`Error::Data`] naming it, never a crash.
+    pub fn read_row(&self, index: i64, out: &mut [u8]) -> Result<()> {
+        self.check_index(index)?;
         let size = self.row_bytes();
-        let start = self.data_offset + index as usize * size;
-        Ok(&self.map[start..start + size])
+        debug_assert_eq!(out.len(), size);
+        let start = (self.data_offset + index as usize * size) as u64;
+        self.file.read_exact_at(out, start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                let now = self.file.metadata().map_or_else(
+                    |_| "an unknown size".to_owned(),
+                    |m| format!("{} bytes", m.len()),
+                );
+                data_error(
+                    &self.path,
+                    format!(
+                        "shrank while in use: image {index} ends at byte {}, the file now has {now}. \
+                         It was truncated or rewritten in place; write a new file and rename it over \
+                         this one instead (facenet pack does)",
+                        start + size as u64
+                    ),
+                )
+            } else {
+                data_error(&self.path, format!("cannot be read ({e})"))
+            }
+        })
+    }
+
+    /// The H×W×3 bytes of image `index`, read from the file.
+    pub fn row(&self, index: i64) -> Result<Vec<u8>> {
+        let mut out = vec![0; self.row_bytes()];
+        self.read_row(index, &mut out)?;
+        Ok(out)
     }
 
     /// Copies the rows `indices` (in that order, repeats allowed) into one uint8 tensor on
     /// the CPU: page-locked when `pinned` and CUDA is present, so that the copy to the GPU
     /// can run asynchronously.
     pub fn gather(&self, indices: &[i64], layout: Layout, pinned: bool) -> Result<Tensor> {
-        let rows = indices
-            .iter()
-            .map(|&i| self.row(i))
-            .collect::<Result<Vec<_>>>()?;
+        for &i in indices {
+            self.check_index(i)?;
+        }
         let shape = [indices.len() as i64, self.height, self.width, 3];
         let mut batch = Tensor::f_empty(shape, (Kind::Uint8, Device::Cpu))?;
         if pinned && tch::Cuda::is_available() {
             batch = batch.f_pin_memory(Device::Cuda(0))?;
         }
         let size = self.row_bytes();
-        let base = batch.data_ptr() as *mut u8;
-        for (k, row) in rows.iter().enumerate() {
-            // SAFETY: `batch` is a fresh contiguous uint8 tensor of indices.len() × size
-            // bytes, and each row slice is exactly `size` bytes of the map.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), base.add(k * size), size) };
+        // SAFETY: `batch` is a fresh contiguous uint8 CPU tensor of indices.len() × size
+        // bytes that nothing else references until this function returns it.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(batch.data_ptr() as *mut u8, indices.len() * size)
+        };
+        for (row, &index) in bytes.chunks_exact_mut(size).zip(indices) {
+            self.read_row(index, row)?;
         }
         match layout {
             Layout::ChannelsLast => Ok(batch),
@@ -388,6 +440,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), "ERR_INVALID_ARGUMENT");
         assert!(error.to_string().contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn a_file_truncated_while_open_is_a_data_error_naming_it() {
+        let (path, data) = images_file("shrinks.npy", 4, 2, 2);
+        let images = NpyImages::open(&path).unwrap();
+        // What `pack` did before it wrote into a new file: cut the rows back in place.
+        let keep = std::fs::metadata(&path).unwrap().len() - data.len() as u64 / 2;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        assert!(images.gather(&[0, 1], Layout::ChannelsLast, false).is_ok());
+        let error = images
+            .gather(&[0, 3], Layout::ChannelsLast, false)
+            .unwrap_err();
+        assert_eq!(error.code(), "ERR_DATA");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("shrank while in use"), "{message}");
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_keeps_serving_the_rows_it_had() {
+        let (path, data) = images_file("replaced.npy", 3, 1, 2);
+        let images = NpyImages::open(&path).unwrap();
+        let (other, _) = images_file("replacement.npy", 1, 1, 2);
+        std::fs::rename(&other, &path).unwrap();
+        let row = images.row(2).unwrap();
+        assert_eq!(row, data[12..18].to_vec());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Model weights as safetensors files: every variable of the model (batch-norm running
 //! statistics included) as little-endian F32, plus string metadata in the header that
 //! says how to rebuild the network (arch, embeddingDim, input size, normalization) and
-//! which library wrote it. Only safetensors is read: no pickle, no code execution.
+//! which library wrote it. PyTorch's own `torch.save` files (a state_dict in `.pt`/`.pth`)
+//! are read too, through [`crate::torch_file`]'s restricted unpickler, which builds only
+//! tensors and plain containers: nothing in a file is executed or imported.
 //!
 //! Writes are atomic: the file is written under a temporary name in the same directory,
 //! flushed to disk, then renamed over the destination, so a crash never leaves a
@@ -469,7 +471,8 @@ fn plain_state_dict_info(
         err(
             path,
             format!(
-                "tensor '{name}' of a '{}' model is missing (the header names no arch)",
+                "tensor '{name}' of a '{}' model is missing (the file does not name its arch: \
+                 is it a state_dict of that arch?)",
                 arch.name()
             ),
         )
@@ -499,7 +502,9 @@ fn ignorable(name: &str) -> bool {
 }
 
 /// Loads a model from a weights file onto `device`. `expected_arch`, when given, must
-/// match the file's; a file whose header names no arch (a plain state_dict) needs it. Every variable must be in the file with the same shape; tensors the
+/// match the file's; a file whose header names no arch (a plain state_dict, e.g. a `.pt`)
+/// needs it unless its tensor names say it. Every variable must be in the file with the
+/// same shape; tensors the
 /// model does not have are refused, except [`ignorable`] ones.
 pub fn load(path: &Path, device: Device, expected_arch: Option<Arch>) -> Result<FaceNet> {
     load_with_metadata(path, device, expected_arch).map(|(model, _)| model)
@@ -516,16 +521,102 @@ pub fn load_with_metadata(
     if crate::dlib::looks_like_dlib(&bytes) {
         return load_dlib(path, &bytes, device, expected_arch);
     }
-    let tensors = parse(path, &bytes)?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    // A `.pt` that is neither (not even safetensors under another name) is reported as a
+    // bad torch file, which is what its user meant it to be.
+    let misnamed = || is_torch_extension(path) && SafeTensors::read_metadata(&bytes).is_err();
+    if crate::torch_file::looks_like_torch(&bytes) || misnamed() {
+        let converted = torch_as_safetensors(path, &bytes)?;
+        return load_safetensors(path, &converted, device, expected_arch);
+    }
+    load_safetensors(path, &bytes, device, expected_arch)
+}
+
+/// The extensions `torch.save` files usually carry: such a file that is not safetensors
+/// either is reported as a bad torch file rather than as a bad safetensors file.
+fn is_torch_extension(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pt" | "pth")
+    )
+}
+
+/// The state_dict of a `torch.save` file as an in-memory safetensors file (F32, no
+/// metadata), so that it loads exactly as a plain state_dict exported with safetensors
+/// does. Tensors the model never takes ([`ignorable`], e.g. int64 batch-norm counters)
+/// are dropped; float16/bfloat16/float64 weights become float32.
+pub fn torch_as_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let tensors = crate::torch_file::read_state_dict(path, bytes)?;
+    let mut raws = Vec::with_capacity(tensors.len());
+    for tensor in tensors {
+        if ignorable(&tensor.name) {
+            continue;
+        }
+        if !tensor.dtype.is_float() {
+            return Err(err(
+                path,
+                format!(
+                    "tensor '{}' is {}; weights must be floating point",
+                    tensor.name,
+                    tensor.dtype.name()
+                ),
+            ));
+        }
+        let raw = Raw {
+            shape: tensor.shape.iter().map(|&d| d as usize).collect(),
+            bytes: tensor.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        raws.push((tensor.name, raw));
+    }
+    let data = raws.iter().map(|(name, raw)| (name.as_str(), raw));
+    safetensors::serialize(data, &None)
+        .map_err(|e| err(path, format!("could not convert the state_dict: {e}")))
+}
+
+/// The arch of a plain state_dict whose tensor names say it unambiguously: facenet-pytorch's
+/// `InceptionResnetV1` (its stem and its 512-d `last_linear`).
+fn recognised_arch(tensors: &SafeTensors<'_>) -> Option<Arch> {
+    let names = tensors.names();
+    let has = |n: &str| names.iter().any(|name| name.as_str() == n);
+    (has("conv2d_1a.conv.weight")
+        && has("repeat_1.0.branch0.conv.weight")
+        && has("last_linear.weight"))
+    .then_some(Arch::InceptionResnetV1)
+}
+
+/// [`load_with_metadata`] for the bytes of a safetensors file.
+fn load_safetensors(
+    path: &Path,
+    bytes: &[u8],
+    device: Device,
+    expected_arch: Option<Arch>,
+) -> Result<(FaceNet, HashMap<String, String>)> {
+    let tensors = parse(path, bytes)?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| err(path, format!("not a valid safetensors file: {e:?}")))?;
-    let info = match (header.metadata(), expected_arch) {
+    let recognised = recognised_arch(&tensors);
+    let has_arch = header
+        .metadata()
+        .as_ref()
+        .is_some_and(|m| m.contains_key("arch"));
+    if let (false, Some(expected), Some(found)) = (has_arch, expected_arch, recognised) {
+        if expected != found {
+            return Err(err(
+                path,
+                format!(
+                    "the tensor names are those of a '{}' model, not '{}'",
+                    found.name(),
+                    expected.name()
+                ),
+            ));
+        }
+    }
+    let info = match (header.metadata(), expected_arch.or(recognised)) {
         (Some(meta), _) if meta.contains_key("arch") => info_from_metadata(path, meta)?,
         (meta, Some(arch)) => plain_state_dict_info(path, &tensors, arch, meta.as_ref())?,
         (_, None) => {
             return Err(err(
                 path,
-                "the header does not name an arch (a plain state_dict, not written by \
+                "the file does not name an arch (a plain state_dict, not written by \
                  facenet-torch?); pass the arch to load it",
             ))
         }
@@ -840,6 +931,26 @@ mod tests {
             assert_eq!(e.code(), "ERR_WEIGHTS", "{e}");
             assert!(e.to_string().contains(&*bad.to_string_lossy()), "{e}");
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_pt_name_reads_safetensors_content_and_reports_other_bytes_as_not_torch() {
+        let dir = temp_dir("pt-name");
+        let misnamed = dir.join("tiny.pt");
+        save(&tiny(4), &misnamed).unwrap();
+        assert_eq!(
+            load(&misnamed, Device::Cpu, None).unwrap().config().arch,
+            Arch::Tiny
+        );
+        let garbage = dir.join("garbage.pth");
+        fs::write(&garbage, b"neither zip nor pickle").unwrap();
+        let e = load(&garbage, Device::Cpu, None).unwrap_err();
+        assert_eq!(e.code(), "ERR_WEIGHTS");
+        assert!(
+            e.to_string().contains("garbage.pth: not a torch.save file"),
+            "{e}"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
