@@ -126,7 +126,7 @@ test('4: the API refuses detection options outside the documented bounds', async
     await t.throwsAsync(detector.detect(image, options as never), { instanceOf: InvalidArgumentError }, JSON.stringify(options))
   }
   for (const threads of [0, -1, 100_000, 1.5]) {
-    await t.throwsAsync(FaceDetector.load({ threads }), { instanceOf: InvalidArgumentError, message: /threads must be an integer from 1 to 1024/ })
+    await t.throwsAsync(FaceDetector.load({ threads }), { instanceOf: InvalidArgumentError, message: /threads must be a whole number from 1 to 1024/ })
   }
   await t.throwsAsync(alignFaces([PHOTO], { detector, size: 4096 }), { instanceOf: InvalidArgumentError, message: /align size must be an integer 1\.\.1024/ })
   // At the bounds, detection runs.

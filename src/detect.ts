@@ -130,7 +130,8 @@ export class FaceDetector implements Disposable {
 
   static async load(options: DetectorLoadOptions = {}): Promise<FaceDetector> {
     checkKeys('FaceDetector.load', options, LOAD_KEYS)
-    const threads = integerIn('threads', options.threads ?? Math.min(availableParallelism(), DETECT_BOUNDS.threads.max), DETECT_BOUNDS.threads.min, DETECT_BOUNDS.threads.max)
+    // The binding checks threads (1 to 1024) for every worker, with one message.
+    const threads = options.threads ?? Math.min(availableParallelism(), DETECT_BOUNDS.threads.max)
     const weights = options.weights ?? MTCNN_WEIGHTS
     if (typeof weights !== 'string' || weights.length === 0) throw new InvalidArgumentError(`weights must be a file path, got ${String(weights)}`)
     const native = await callBinding(() => binding.loadDetector(weights, options.device ?? 'cpu', threads))
