@@ -60,7 +60,9 @@ test("precision 'bf16' embeds under bfloat16 autocast: float32 unit vectors clos
   const full = await m.embed(images)
   const half = await m.embed(images, { precision: 'bf16' })
   t.true(half instanceof Float32Array)
-  for (const norm of rowNorms(half, 128)) t.true(Math.abs(norm - 1) < 1e-3, `norm ${norm}`)
+  // Normalised again in float32 after autocast: a float32 unit vector on every CPU,
+  // whatever its bf16 kernels round to.
+  for (const norm of rowNorms(half, 128)) t.true(Math.abs(norm - 1) < 1e-5, `norm ${norm}`)
   t.notDeepEqual(Array.from(half), Array.from(full), 'bit-identical to fp32: autocast did not run')
   for (let row = 0; row < 2; row++) {
     let cosine = 0

@@ -320,17 +320,21 @@ test('5: a FIFO, a character device and a folder given to embedFiles are DataErr
   await mkdir(folder)
   const model = await FaceNet.create({ arch: 'tiny', embeddingDim: 8, device: 'cpu', threads: 1 })
   try {
-    for (const path of [fifo, '/dev/zero', folder]) {
+    for (const [path, kind] of [
+      [fifo, 'a FIFO'],
+      ['/dev/zero', 'a character device'],
+      [folder, 'a directory'],
+    ] as const) {
       const error = await t.throwsAsync(embedFiles(model, [join(faces, 'Tony_Blair', (await readdir(join(faces, 'Tony_Blair')))[0]!), path]), { instanceOf: DataError })
       t.is(error!.file, path)
-      t.regex(error!.message, /is not a regular file$/)
+      t.true(error!.message.endsWith(`is not a regular file (${kind})`), error!.message)
     }
   } finally {
     model.dispose()
   }
   const run = await cli('embed', fifo, '--model', join(dir, 'finite.safetensors'), ...CPU)
   t.is(run.code, 1)
-  t.regex(run.stderr, /pipe\.jpg: is not a regular file \[ERR_DATA\]/)
+  t.regex(run.stderr, /pipe\.jpg: is not a regular file \(a FIFO\) \[ERR_DATA\]/)
 })
 
 // ── 6. results before optional output ───────────────────────────────────────────────

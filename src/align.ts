@@ -7,10 +7,10 @@ import { availableParallelism } from 'node:os'
 import { dirname } from 'node:path'
 import sharp from 'sharp'
 import { binding } from './binding'
-import { FaceDetector } from './detect'
+import { FaceDetector, inFilePixels } from './detect'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
-import { decodePhoto } from './data/preprocess'
+import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
 import { ALIGN_MODES, FACE_SELECTIONS, quotedList, type AlignMode, type FaceSelection, type OnBadImage } from './options'
 import type { ImageBatch } from './model'
 
@@ -35,12 +35,20 @@ export interface FaceFinder {
 /**
  * The most pixels a photo is decoded at for detection and alignment; larger photos are
  * downscaled (aspect kept) to fit, and their boxes and landmarks are reported in the
- * file's own pixels. 4096 × 4096 (16.8 MP) keeps every phone photo at full size.
+ * file's own pixels. 4096 × 4096 (16.8 MP) keeps every phone photo at full size; the same
+ * limit as `FaceDetector.detectFiles`.
  */
-export const ALIGN_MAX_PIXELS = 4096 * 4096
+export const ALIGN_MAX_PIXELS = MAX_PHOTO_PIXELS
+
+/**
+ * The largest crop side. Each crop is warped in float32 with its sampling grid, about
+ * 20 bytes a pixel: 20 MB at 1024, but 340 MB at 4096, times every face of a round.
+ * Face models take 96 to 224 pixels.
+ */
+export const ALIGN_MAX_SIZE = 1024
 
 export interface AlignOptions {
-  /** Side of the square crops in pixels. Default `160` (facenet-pytorch's `image_size`); `150` in `'dlib'` mode. */
+  /** Side of the square crops in pixels, 1 to {@link ALIGN_MAX_SIZE} (1024). Default `160` (facenet-pytorch's `image_size`); `150` in `'dlib'` mode. */
   size?: number
   /**
    * `'template'` (default): the least-squares similarity (rotation, uniform scale,
@@ -114,13 +122,13 @@ export interface ResolvedAlign {
 }
 
 export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 'all'): ResolvedAlign {
-  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: availableParallelism(), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
-  if (!Number.isInteger(o.size) || o.size < 1 || o.size > 4096) throw new InvalidArgumentError(`align size must be an integer 1..4096, got ${String(o.size)}`)
+  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: Math.min(availableParallelism(), 1024), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
+  if (!Number.isInteger(o.size) || o.size < 1 || o.size > ALIGN_MAX_SIZE) throw new InvalidArgumentError(`align size must be an integer 1..${ALIGN_MAX_SIZE}, got ${String(o.size)}`)
   if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be ${quotedList(ALIGN_MODES)}, got ${String(o.mode)}`)
   if (!(typeof o.margin === 'number' && o.margin >= 0 && o.margin < o.size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${o.size}, got ${String(o.margin)}`)
   if (!FACE_SELECTIONS.includes(o.faces)) throw new InvalidArgumentError(`faces must be ${quotedList(FACE_SELECTIONS)}, got ${String(o.faces)}`)
-  if (!Number.isInteger(o.threads) || o.threads < 1) throw new InvalidArgumentError(`threads must be a positive integer, got ${String(o.threads)}`)
-  if (!(o.maxPixels >= 1)) throw new InvalidArgumentError(`maxPixels must be ≥ 1, got ${String(o.maxPixels)}`)
+  if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) throw new InvalidArgumentError(`threads must be an integer from 1 to 1024, got ${String(o.threads)}`)
+  if (!Number.isInteger(o.maxPixels) || o.maxPixels < 1 || o.maxPixels > MAX_PHOTO_PIXELS) throw new InvalidArgumentError(`maxPixels must be an integer from 1 to ${MAX_PHOTO_PIXELS}, got ${String(o.maxPixels)}`)
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(o.batchSize)}`)
   if (options.onBadImage !== undefined && options.onBadImage !== 'error' && options.onBadImage !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(options.onBadImage)}`)
   return { size: o.size, mode: o.mode, margin: o.margin, faces: o.faces, device: o.device, threads: o.threads, maxPixels: o.maxPixels, batchSize: o.batchSize }
@@ -136,8 +144,9 @@ interface Photo {
   data: Uint8Array
   height: number
   width: number
-  /** Decoded pixels per file pixel. */
-  scale: number
+  /** Decoded pixels per file pixel, across and down. */
+  scaleX: number
+  scaleY: number
 }
 
 function checkFace(face: FaceGeometry, where: string): void {
@@ -164,10 +173,11 @@ export function selectFaces(faces: readonly FaceGeometry[], selection: FaceSelec
   return [best]
 }
 
-/** Box and landmarks of a face in decoded pixels, from file pixels. */
-function scaled(face: FaceGeometry, s: number): FaceGeometry {
-  if (s === 1) return face
-  return { ...face, box: face.box.map((v) => v * s), landmarks: face.landmarks.map(([x, y]) => [x! * s, y! * s]) }
+/** Box and landmarks of a face in decoded pixels, from file pixels (the inverse of `inFilePixels`). */
+function scaled(face: FaceGeometry, sx: number, sy: number): FaceGeometry {
+  if (sx === 1 && sy === 1) return face
+  const [x1, y1, x2, y2] = face.box as number[]
+  return { ...face, box: [x1! * sx, y1! * sy, x2! * sx, y2! * sy], landmarks: face.landmarks.map(([x, y]) => [x! * sx, y! * sy]) }
 }
 
 /** Warps the chosen faces of `photos` in one native call. */
@@ -186,7 +196,7 @@ async function warp(photos: readonly Photo[], picked: readonly { image: number; 
   const faces = new Float32Array(picked.length * 14)
   const faceImages = new Uint32Array(picked.length)
   picked.forEach(({ image, face }, i) => {
-    const f = scaled(face, photos[image]!.scale)
+    const f = scaled(face, photos[image]!.scaleX, photos[image]!.scaleY)
     faces.set([...f.box, ...f.landmarks.flat()] as number[], i * 14)
     faceImages[i] = image
   })
@@ -209,7 +219,7 @@ function photosOfBatch(images: ImageBatch): Photo[] {
     throw new ShapeError(`images must be N×H×W×3 uint8 (got shape [${images.shape.join(', ')}])`)
   }
   const per = h * w * 3
-  return Array.from({ length: n }, (_, i) => ({ data: images.data.subarray(i * per, (i + 1) * per) as Uint8Array, height: h, width: w, scale: 1 }))
+  return Array.from({ length: n }, (_, i) => ({ data: images.data.subarray(i * per, (i + 1) * per) as Uint8Array, height: h, width: w, scaleX: 1, scaleY: 1 }))
 }
 
 /**
@@ -248,7 +258,7 @@ export async function* alignBatches(
               } catch (error) {
                 if (options.onBadImage !== 'skip' || !(error instanceof DataError)) throw error
                 bad.push({ index: start + i, file: path, reason: error.message })
-                return { data: new Uint8Array(3), height: 1, width: 1, scale: 1 }
+                return { data: new Uint8Array(3), height: 1, width: 1, scaleX: 1, scaleY: 1 }
               }
             }),
           )
@@ -260,7 +270,7 @@ export async function* alignBatches(
           const p = photos[i]!
           const [faces] = await (await detector()).detect({ data: p.data, shape: [1, p.height, p.width, 3] })
           // The detector saw decoded pixels; report file pixels.
-          found = (faces ?? []).map((f) => scaled(f, 1 / p.scale))
+          found = (faces ?? []).map((f) => inFilePixels(f, p.scaleX, p.scaleY))
         }
         found.forEach((f, k) => checkFace(f, `image ${start + i}, face ${k}`))
         detections.push([...found])

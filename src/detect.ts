@@ -4,11 +4,12 @@
  */
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import sharp from 'sharp'
 import type * as Native from '../index'
 import { binding } from './binding'
+import { integerIn } from './check'
+import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
 import type { Device } from './device'
-import { callBinding, DataError, DisposedError } from './errors'
+import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError } from './errors'
 import type { ImageBatch } from './model'
 
 /** One detected face, in the input image's pixel coordinates. */
@@ -21,18 +22,90 @@ export interface DetectedFace {
   landmarks: [number, number][]
 }
 
+/**
+ * The accepted range of each detection option; values outside are refused with an
+ * `InvalidArgumentError` (the CLI's flags use the same bounds). Each bound keeps one
+ * photo's detection within a few GB and a finite time:
+ * - `minFaceSize` ≥ 12, P-Net's window: smaller faces would need the photo upscaled
+ *   (by 12/minFaceSize per side: 1 px means 144× the pixels);
+ * - `factor` ≤ 0.95: the pyramid has log(12/side)/log(factor) levels, which grows
+ *   without bound as the factor nears 1 (0.999999 is millions of levels);
+ * - thresholds ≥ 0.01: at 0 every window of every level is a candidate for R- and O-Net;
+ * - `maxPixels` ≤ {@link MAX_PHOTO_PIXELS}; `threads` 1 to 1024.
+ */
+export const DETECT_BOUNDS = {
+  minFaceSize: { min: 12, max: 100_000 },
+  factor: { min: 0.1, max: 0.95 },
+  threshold: { min: 0.01, max: 1 },
+  maxPixels: { min: 1, max: 4096 * 4096 },
+  threads: { min: 1, max: 1024 },
+} as const
+
 export interface DetectOptions {
-  /** Smallest face searched for, in pixels. Default 20 (facenet-pytorch's). */
+  /** Smallest face searched for, in pixels, 12 or more (P-Net's window). Default 20 (facenet-pytorch's). */
   minFaceSize?: number
-  /** Scale step of the image pyramid. Default 0.709. */
+  /** Scale step of the image pyramid, 0.1 to 0.95. Default 0.709. */
   factor?: number
-  /** P-, R-, O-Net probability thresholds. Default `[0.6, 0.7, 0.7]`. */
+  /** P-, R-, O-Net probability thresholds, each 0.01 to 1. Default `[0.6, 0.7, 0.7]`. */
   thresholds?: readonly [number, number, number]
   /**
    * Photos decoded from paths with more pixels than this are downscaled to fit before
-   * detection; boxes and landmarks are mapped back to the original pixels. Default 4,000,000.
+   * detection; boxes and landmarks are mapped back to the original pixels. Default and
+   * most: {@link MAX_PHOTO_PIXELS} (4096 × 4096), the limit `alignFaces` uses too, so
+   * a photo gets the same boxes from both.
    */
   maxPixels?: number
+}
+
+const DETECT_KEYS = ['minFaceSize', 'factor', 'thresholds', 'maxPixels'] as const
+const LOAD_KEYS = ['device', 'threads', 'weights'] as const
+
+function numberIn(name: string, value: unknown, bounds: { min: number; max: number }): number {
+  if (typeof value !== 'number' || !(value >= bounds.min && value <= bounds.max)) {
+    throw new InvalidArgumentError(`${name} must be a number from ${bounds.min} to ${bounds.max}, got ${String(value)}`)
+  }
+  return value
+}
+
+/** {@link DetectOptions} checked against {@link DETECT_BOUNDS}; undefined stays undefined (the core's default). */
+export function checkDetectOptions(options: DetectOptions, what = 'detect'): DetectOptions {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`${what}: options must be an object, got ${String(options)}`)
+  const out: DetectOptions = {}
+  if (options.minFaceSize !== undefined) out.minFaceSize = numberIn('minFaceSize', options.minFaceSize, DETECT_BOUNDS.minFaceSize)
+  if (options.factor !== undefined) out.factor = numberIn('factor', options.factor, DETECT_BOUNDS.factor)
+  if (options.thresholds !== undefined) {
+    const t: unknown = options.thresholds
+    if (!Array.isArray(t) || t.length !== 3) {
+      throw new InvalidArgumentError(`thresholds must be three numbers (P-, R-, O-Net) such as [0.6, 0.7, 0.7], got ${t === null ? 'null' : JSON.stringify(t) ?? String(t)}`)
+    }
+    out.thresholds = t.map((v: unknown, i) => numberIn(`thresholds[${i}]`, v, DETECT_BOUNDS.threshold)) as [number, number, number]
+  }
+  if (options.maxPixels !== undefined) out.maxPixels = integerIn('maxPixels', options.maxPixels, DETECT_BOUNDS.maxPixels.min, DETECT_BOUNDS.maxPixels.max)
+  return out
+}
+
+/**
+ * An {@link ImageBatch} checked as `FaceNet.embed` checks one: a typed array, a shape of four
+ * whole numbers that fit the binding's 32-bit counts (1.5 or 2³² + 1 would be truncated to
+ * 1 there), 3 channels, and exactly the values the shape needs.
+ */
+function checkBatch(images: ImageBatch): ImageBatch {
+  if (typeof images !== 'object' || images === null || !(images.data instanceof Uint8Array || images.data instanceof Float32Array)) {
+    throw new InvalidArgumentError(`images must be { data: Uint8Array | Float32Array, shape: [N, H, W, 3] }, got ${images === null ? 'null' : Array.isArray(images) ? 'an array' : typeof images}`)
+  }
+  const shape: unknown = images.shape
+  if (!Array.isArray(shape) || shape.length !== 4) throw new ShapeError(`images.shape must be [N, H, W, 3], got ${JSON.stringify(shape) ?? String(shape)}`)
+  for (const dim of shape) {
+    if (!Number.isInteger(dim) || (dim as number) < 0 || (dim as number) > 0xffffffff) {
+      throw new ShapeError(`images.shape must hold whole numbers from 0 to 2^32 − 1, got [${shape.join(', ')}]`)
+    }
+  }
+  const [n, h, w, c] = shape as number[]
+  if (c !== 3) throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
+  if (n! * h! * w! * 3 !== images.data.length) {
+    throw new ShapeError(`images.shape [${shape.join(', ')}] needs ${n! * h! * w! * 3} values, images.data holds ${images.data.length}`)
+  }
+  return images
 }
 
 export interface DetectorLoadOptions {
@@ -47,8 +120,6 @@ export interface DetectorLoadOptions {
 /** Where the package ships facenet-pytorch's MTCNN weights. */
 export const MTCNN_WEIGHTS = join(__dirname, '..', 'weights', 'mtcnn', 'mtcnn.safetensors')
 
-const DEFAULT_MAX_PIXELS = 4_000_000
-
 /** A loaded MTCNN; reuse it across calls and `dispose()` it when done. */
 export class FaceDetector implements Disposable {
   readonly #binding: Native.BindingDetector
@@ -58,9 +129,12 @@ export class FaceDetector implements Disposable {
   }
 
   static async load(options: DetectorLoadOptions = {}): Promise<FaceDetector> {
-    const native = await callBinding(() =>
-      binding.loadDetector(options.weights ?? MTCNN_WEIGHTS, options.device ?? 'cpu', options.threads ?? availableParallelism()),
-    )
+    checkKeys('FaceDetector.load', options, LOAD_KEYS)
+    // The binding checks threads (1 to 1024) for every worker, with one message.
+    const threads = options.threads ?? Math.min(availableParallelism(), DETECT_BOUNDS.threads.max)
+    const weights = options.weights ?? MTCNN_WEIGHTS
+    if (typeof weights !== 'string' || weights.length === 0) throw new InvalidArgumentError(`weights must be a file path, got ${String(weights)}`)
+    const native = await callBinding(() => binding.loadDetector(weights, options.device ?? 'cpu', threads))
     return new FaceDetector(native)
   }
 
@@ -71,12 +145,15 @@ export class FaceDetector implements Disposable {
    */
   async detect(images: ImageBatch, options: DetectOptions = {}): Promise<DetectedFace[][]> {
     if (this.#binding.disposed) throw new DisposedError('the face detector was disposed')
-    const [n, h, w] = images.shape
+    const { data, shape } = checkBatch(images)
+    checkKeys('detect', options ?? {}, DETECT_KEYS)
+    const o = checkDetectOptions(options ?? {})
+    const [n, h, w] = shape
     const out = await callBinding(() =>
-      this.#binding.detect(images.data, n, h, w, {
-        minFaceSize: options.minFaceSize,
-        factor: options.factor,
-        thresholds: options.thresholds ? [...options.thresholds] : undefined,
+      this.#binding.detect(data, n, h, w, {
+        minFaceSize: o.minFaceSize,
+        factor: o.factor,
+        thresholds: o.thresholds ? [...o.thresholds] : undefined,
       }),
     )
     const result: DetectedFace[][] = []
@@ -96,17 +173,15 @@ export class FaceDetector implements Disposable {
 
   /** Decodes each photo with sharp (any colour space, alpha dropped, EXIF-oriented) and detects. */
   async detectFiles(paths: readonly string[], options: DetectOptions = {}): Promise<DetectedFace[][]> {
+    if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string')) throw new InvalidArgumentError('paths must be an array of file paths')
+    checkKeys('detectFiles', options ?? {}, DETECT_KEYS)
+    const o = checkDetectOptions(options ?? {})
     const result: DetectedFace[][] = []
     for (const path of paths) {
-      const { data, width, height, scale } = await decodePhoto(path, options.maxPixels ?? DEFAULT_MAX_PIXELS)
-      const [faces] = await this.detect({ data, shape: [1, height, width, 3] }, options)
-      result.push(
-        (faces ?? []).map((f) => ({
-          box: f.box.map((c) => c / scale) as DetectedFace['box'],
-          score: f.score,
-          landmarks: f.landmarks.map(([x, y]) => [x / scale, y / scale] as [number, number]),
-        })),
-      )
+      // alignFaces' decoder and pixel limit, so both report the same boxes for a photo.
+      const photo = await decodePhoto(path, o.maxPixels ?? MAX_PHOTO_PIXELS)
+      const [faces] = await this.detect({ data: photo.data, shape: [1, photo.height, photo.width, 3] }, o)
+      result.push((faces ?? []).map((f) => inFilePixels(f, photo.scaleX, photo.scaleY)))
     }
     return result
   }
@@ -120,19 +195,18 @@ export class FaceDetector implements Disposable {
   }
 }
 
-async function decodePhoto(path: string, maxPixels: number): Promise<{ data: Uint8Array; width: number; height: number; scale: number }> {
-  try {
-    const image = sharp(path, { limitInputPixels: false }).autoOrient()
-    const meta = await image.metadata()
-    const w0 = meta.autoOrient?.width ?? meta.width
-    const h0 = meta.autoOrient?.height ?? meta.height
-    const scale = w0 * h0 > maxPixels ? Math.sqrt(maxPixels / (w0 * h0)) : 1
-    const pipeline = scale < 1 ? image.resize(Math.max(1, Math.round(w0 * scale)), Math.max(1, Math.round(h0 * scale))) : image
-    const { data, info } = await pipeline.toColorspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true })
-    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`)
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, scale: info.width / w0 }
-  } catch (error) {
-    throw new DataError(path, `could not decode the image: ${(error as Error).message}`, { cause: error })
+/**
+ * A face found in a decoded photo, in the file's pixels. Each axis has its own scale: the
+ * downscaled sides are rounded to whole pixels separately. `alignFaces` maps back with
+ * this too, so both report the same numbers.
+ */
+export function inFilePixels<F extends { box: readonly number[]; landmarks: readonly (readonly number[])[] }>(face: F, scaleX: number, scaleY: number): F {
+  if (scaleX === 1 && scaleY === 1) return face
+  const [x1, y1, x2, y2] = face.box as [number, number, number, number]
+  return {
+    ...face,
+    box: [x1 / scaleX, y1 / scaleY, x2 / scaleX, y2 / scaleY],
+    landmarks: face.landmarks.map(([x, y]) => [x! / scaleX, y! / scaleY]),
   }
 }
 
@@ -144,9 +218,13 @@ export async function detectFaces(
   images: ImageBatch | readonly string[],
   options: DetectOptions & DetectorLoadOptions = {},
 ): Promise<DetectedFace[][]> {
-  const detector = await FaceDetector.load(options)
+  checkKeys('detectFaces', options ?? {}, [...DETECT_KEYS, ...LOAD_KEYS])
+  const { device, threads, weights, ...detect } = options ?? {}
+  // Checked before the detector is loaded: a bad option costs no load.
+  checkDetectOptions(detect)
+  const detector = await FaceDetector.load({ ...(device === undefined ? {} : { device }), ...(threads === undefined ? {} : { threads }), ...(weights === undefined ? {} : { weights }) })
   try {
-    return Array.isArray(images) ? await detector.detectFiles(images as readonly string[], options) : await detector.detect(images as ImageBatch, options)
+    return Array.isArray(images) ? await detector.detectFiles(images as readonly string[], detect) : await detector.detect(images as ImageBatch, detect)
   } finally {
     detector.dispose()
   }

@@ -19,11 +19,33 @@ export type FaceNetErrorCode =
   | 'ERR_LIBTORCH_SETUP'
   | 'ERR_NATIVE_ADDON'
 
+/**
+ * The longest message an error keeps: room for two paths of PATH_MAX (4096) and the
+ * sentence around them. A value echoed into a message (a name read from a file, a string
+ * passed where a number was expected) can be megabytes long; the middle is left out.
+ */
+export const MAX_MESSAGE_LENGTH = 10_000
+
+function bounded(message: string): string {
+  if (message.length <= MAX_MESSAGE_LENGTH) return message
+  const keep = MAX_MESSAGE_LENGTH / 2
+  return `${message.slice(0, keep)} … (${message.length - 2 * keep} characters left out) … ${message.slice(-keep)}`
+}
+
+/**
+ * A user's text (an identity name, a token) quoted for a message: in full up to `max`
+ * characters, else its start and its length, so a 1M-character name costs a short line.
+ */
+export function quoted(text: string, max = 100): string {
+  if (text.length <= max) return JSON.stringify(text)
+  return `${JSON.stringify(text.slice(0, max))}… (${text.length} characters)`
+}
+
 export class FaceNetError extends Error {
   readonly code: FaceNetErrorCode
 
   constructor(code: FaceNetErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options)
+    super(bounded(message), options)
     this.code = code
     this.name = new.target.name
   }

@@ -18,10 +18,11 @@
  * This file must not import the addon (it runs first) nor anything that does.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { constants, homedir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { LibtorchNotFoundError } from './errors'
+import { isRegularFileSync, readRegularFileSync } from './regular-file'
 
 /** The one torch release the addon is built for (tch 0.24). */
 export const TORCH_VERSION = '2.11.0'
@@ -83,14 +84,14 @@ function isDir(path: string): boolean {
 /** The torch version recorded in a torch package (`version.py`) or libtorch (`build-version`). */
 export function readTorchVersion(torchDir: string): string | undefined {
   try {
-    const source = readFileSync(join(torchDir, 'version.py'), 'utf8')
+    const source = readRegularFileSync(join(torchDir, 'version.py'), 'utf8')
     const match = /^__version__\s*=\s*['"]([^'"]+)['"]/m.exec(source)
     if (match) return match[1]
   } catch {
     // not a pip torch package; try libtorch's layout
   }
   try {
-    return readFileSync(join(torchDir, 'build-version'), 'utf8').trim() || undefined
+    return readRegularFileSync(join(torchDir, 'build-version'), 'utf8').trim() || undefined
   } catch {
     return undefined
   }
@@ -101,16 +102,19 @@ export function isSupportedVersion(version: string): boolean {
   return version === TORCH_VERSION || version.startsWith(`${TORCH_VERSION}+`)
 }
 
-/** torch package folders a root may hold: itself, `torch/`, or a venv's site-packages. */
+/**
+ * torch package folders a root may hold: itself, `torch/`, or a venv's site-packages. Only
+ * a regular `libtorch_cpu.so` counts (dlopen of a FIFO would block the load for ever).
+ */
 function torchDirsUnder(root: string): string[] {
   const found: string[] = []
-  if (existsSync(join(root, 'lib', 'libtorch_cpu.so'))) found.push(root)
-  if (existsSync(join(root, 'torch', 'lib', 'libtorch_cpu.so'))) found.push(join(root, 'torch'))
+  if (isRegularFileSync(join(root, 'lib', 'libtorch_cpu.so'))) found.push(root)
+  if (isRegularFileSync(join(root, 'torch', 'lib', 'libtorch_cpu.so'))) found.push(join(root, 'torch'))
   const lib = join(root, 'lib')
   if (isDir(lib)) {
     for (const entry of readdirSync(lib).filter((name) => /^python3\.\d+$/.test(name)).sort()) {
       const torch = join(lib, entry, 'site-packages', 'torch')
-      if (existsSync(join(torch, 'lib', 'libtorch_cpu.so'))) found.push(torch)
+      if (isRegularFileSync(join(torch, 'lib', 'libtorch_cpu.so'))) found.push(torch)
     }
   }
   return found
@@ -129,7 +133,7 @@ function whyNoTorch(root: string): string {
 
 /** Whether `torchDir`'s libtorch_cuda can load: the wheel's CUDA libraries sit beside it. */
 function hasCudaLibraries(torchDir: string): boolean {
-  if (!existsSync(join(torchDir, 'lib', 'libtorch_cuda.so'))) return false
+  if (!isRegularFileSync(join(torchDir, 'lib', 'libtorch_cuda.so'))) return false
   // A pip install puts the nvidia-* wheels next to torch/; a libtorch folder bundles them.
   const nvidia = join(dirname(torchDir), 'nvidia')
   return isDir(nvidia) ? existsSync(join(nvidia, 'cudnn')) : basename(torchDir) !== 'torch'
@@ -201,7 +205,7 @@ export function findLibtorch(env: NodeJS.ProcessEnv = process.env): { location?:
   const python = env.FACENET_TORCH_PYTHON || 'python3'
   const probe = pythonTorchDir(python)
   if (probe.dir) {
-    const location = existsSync(join(probe.dir, 'lib', 'libtorch_cpu.so'))
+    const location = isRegularFileSync(join(probe.dir, 'lib', 'libtorch_cpu.so'))
       ? consider(probe.dir, 'python', `python ${python}`)
       : (searched.push({ place: `python ${python}`, result: `${probe.dir} has no lib/libtorch_cpu.so` }), undefined)
     if (location) return { location, searched }
@@ -219,7 +223,7 @@ export function setupStatusFile(home: string): string {
 /** The last recorded setup failure under `home`, if the last setup failed. */
 export function lastSetupFailure(home: string): string | undefined {
   try {
-    const status = JSON.parse(readFileSync(setupStatusFile(home), 'utf8')) as { ok?: boolean; error?: string; at?: string }
+    const status = JSON.parse(readRegularFileSync(setupStatusFile(home), 'utf8')) as { ok?: boolean; error?: string; at?: string }
     return status.ok === false && status.error ? `${status.error} (${status.at ?? 'earlier'})` : undefined
   } catch {
     return undefined

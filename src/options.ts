@@ -4,7 +4,7 @@
  * the binding declares the same sets as `#[napi(string_enum)]` enums, and
  * `__test__/options.spec.ts` holds the two sides equal.
  */
-import { InvalidArgumentError } from './errors'
+import { InvalidArgumentError, quoted } from './errors'
 
 /**
  * Architectures of the model zoo (input size in pixels, height×width):
@@ -109,6 +109,6 @@ export function oneOf<T extends string>(
   ErrorClass: new (message: string) => Error = InvalidArgumentError,
 ): T {
   if (typeof value === 'string' && (values as readonly string[]).includes(value)) return value as T
-  const shown = typeof value === 'string' ? `'${value}'` : String(value)
+  const shown = typeof value !== 'string' ? String(value) : value.length > 60 ? quoted(value, 60) : `'${value}'`
   throw new ErrorClass(`unknown ${name} ${shown}; expected ${quotedList(values)}`)
 }

@@ -1,8 +1,9 @@
 import { unlinkSync } from 'node:fs'
-import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { link, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { BusyError, OutputError } from './errors'
+import { readRegularFile } from './regular-file'
 
 /** The lock file a run folder holds while a process writes to it. */
 export const LOCK_FILE = '.facenet.lock'
@@ -48,7 +49,7 @@ function parseHolder(text: string): Holder | undefined {
 
 async function readText(file: string): Promise<string | undefined> {
   try {
-    return await readFile(file, 'utf8')
+    return await readRegularFile(file, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw error

@@ -1,13 +1,15 @@
 /** `facenet align RAW_DIR OUT_DIR`: identity folders of photos in, aligned face crops out. */
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises'
 import { join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
-import { alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { ALIGN_MAX_SIZE, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
 import { OutputError } from '../errors'
 import { derivedNames, faceName, refuseOutputInInput } from './derived-names'
 import { listImages } from './model'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
+import { readRegularFile } from '../regular-file'
+import { DataError } from '../errors'
 
 /** The alignment flags `align` shares with `embed`, `compare`, `identify` and `cluster`. */
 export const ALIGN_FLAGS: Record<string, FlagSpec> = {
@@ -39,12 +41,12 @@ export function alignOptionsOf(o: { alignSize?: number; alignMode?: (typeof ALIG
 }
 
 const schema = z.strictObject({
-  size: positiveInt.max(4096).default(160),
+  size: positiveInt.max(ALIGN_MAX_SIZE).default(160),
   mode: z.enum(ALIGN_MODES).default('template'),
   margin: z.number().nonnegative().default(0),
   faces: z.enum(FACE_SELECTIONS).default('largest'),
   device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
-  threads: positiveInt.optional(),
+  threads: positiveInt.max(1024).optional(),
   batchSize: positiveInt.default(32),
   quality: z.number().int().min(1).max(100).default(95),
   onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
@@ -57,7 +59,7 @@ export const alignSpec: CommandSpec<typeof schema> = {
   usage: 'facenet align RAW_DIR OUT_DIR [--size 160] [--mode template|margin] [--faces largest|all]',
   positionals: { name: 'folders (RAW_DIR OUT_DIR)', min: 2, max: 2 },
   flags: {
-    size: { kind: 'number', value: 'N', help: 'side of the square crops in pixels (default 160)' },
+    size: { kind: 'number', value: 'N', help: `side of the square crops in pixels, 1 to ${ALIGN_MAX_SIZE} (default 160)` },
     mode: { kind: 'string', value: 'MODE', help: "'template' (default): 5-point similarity onto the ArcFace template; 'margin': facenet-pytorch's box + margin" },
     margin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, as facenet-pytorch)" },
     faces: { kind: 'string', value: 'WHICH', help: "'largest' (default): one crop per photo; 'all': every face (NAME_1.jpg, NAME_2.jpg… beside NAME.jpg)" },
@@ -85,6 +87,8 @@ interface Summary {
   noFace: string[]
   multipleFaces: { file: string; faces: number }[]
   bad: { file: string; reason: string }[]
+  /** Files under RAW_DIR that are not images by their extension, so were not read. */
+  notImages?: string[]
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -119,19 +123,25 @@ export async function alignCommand(argv: string[]): Promise<number> {
   }
   const resolved = resolveAlign(options, o.faces)
   const key = alignKey(resolved)
-  const all = await listImages(rawDir)
+  const notImages: string[] = []
+  const all = await listImages(rawDir, (path) => notImages.push(relative(rawDir, path)))
   if (all.length === 0) throw new UsageError(`no images under ${rawDir}`)
   await mkdir(outDir, { recursive: true })
   const summaryPath = join(outDir, SUMMARY)
   let summary: Summary = { options: key, photos: all.length, written: 0, noFace: [], multipleFaces: [], bad: [] }
-  const previous = await readFile(summaryPath, 'utf8').then(
+  const previous = await readRegularFile(summaryPath, 'utf8').then(
     (text) => JSON.parse(text) as Summary,
-    () => undefined,
+    (error: unknown) => {
+      // Absent or unparsable: a fresh run. A FIFO or device in its place is refused.
+      if (error instanceof DataError) throw error
+      return undefined
+    },
   )
   if (previous) {
     if (previous.options !== key) throw new UsageError(`${outDir} was aligned with other options (${previous.options}); use another OUT_DIR`)
     summary = { ...previous, photos: all.length }
   }
+  summary.notImages = notImages
   // One name per output, by the rule of derived-names.ts: x.jpg, x.png and x.webp, or a
   // photo g_1.jpg beside the second face of g.jpg, never write over each other.
   const rels = all.map((path) => relative(rawDir, path))
@@ -191,16 +201,16 @@ export async function alignCommand(argv: string[]): Promise<number> {
   }
   await writeAtomic(summaryPath, JSON.stringify(summary, null, 1))
   progress(true)
-  const result = { out: outDir, photos: all.length, aligned: done, resumedFrom: done0, written: summary.written, noFace: summary.noFace.length, multipleFaces: summary.multipleFaces.length, bad: summary.bad.length, summary: summaryPath }
+  const result = { out: outDir, photos: all.length, aligned: done, resumedFrom: done0, written: summary.written, noFace: summary.noFace.length, multipleFaces: summary.multipleFaces.length, bad: summary.bad.length, notImages: notImages.length, summary: summaryPath }
   if (parsed.json) console.log(JSON.stringify(result))
-  else console.log(`${all.length} photos → ${outDir}: ${summary.noFace.length} without a face, ${summary.multipleFaces.length} with several, ${summary.bad.length} skipped (${summaryPath})`)
+  else console.log(`${all.length} photos → ${outDir}: ${summary.noFace.length} without a face, ${summary.multipleFaces.length} with several, ${summary.bad.length} skipped${notImages.length > 0 ? `, ${notImages.length} other files not read (not images)` : ''} (${summaryPath})`)
   return EXIT.ok
 }
 
 async function readDetections(file: string): Promise<Record<string, FaceGeometry[] | undefined>> {
   let value: unknown
   try {
-    value = JSON.parse(await readFile(file, 'utf8'))
+    value = JSON.parse(await readRegularFile(file, 'utf8'))
   } catch (error) {
     throw new UsageError(`--detections: cannot read ${file} as JSON (${(error as Error).message})`)
   }

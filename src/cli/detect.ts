@@ -3,29 +3,32 @@ import { mkdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import sharp from 'sharp'
 import { z } from 'zod'
-import { FaceDetector, type DetectedFace } from '../detect'
+import { DETECT_BOUNDS, FaceDetector, type DetectedFace } from '../detect'
 import type { Device } from '../device'
+import { ON_BAD_IMAGE } from '../options'
 import { DataError } from '../errors'
 import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
 import { drawnPaths } from './derived-names'
 
-const probability = z.number().gt(0).lt(1)
+const B = DETECT_BOUNDS
+const probability = z.number().min(B.threshold.min).max(B.threshold.max)
 
 const schema = z.strictObject({
   draw: z.string().min(1).optional(),
-  minFaceSize: z.number().positive().default(20),
-  factor: z.number().gt(0).lt(1).default(0.709),
+  minFaceSize: z.number().min(B.minFaceSize.min).max(B.minFaceSize.max).default(20),
+  factor: z.number().min(B.factor.min).max(B.factor.max).default(0.709),
   thresholds: z.array(z.string()).transform((texts, ctx) => {
     const values = texts.flatMap((t) => t.split(',')).map(Number)
     if (values.length !== 3 || !values.every((v) => probability.safeParse(v).success)) {
-      ctx.addIssue({ code: 'custom', message: `expected three probabilities in (0, 1) such as 0.6,0.7,0.7, got ${JSON.stringify(texts.join(','))}` })
+      ctx.addIssue({ code: 'custom', message: `expected three probabilities from ${B.threshold.min} to ${B.threshold.max} such as 0.6,0.7,0.7, got ${JSON.stringify(texts.join(','))}` })
       return z.NEVER
     }
     return values as [number, number, number]
   }).optional(),
-  maxPixels: positiveInt.default(4_000_000),
+  maxPixels: positiveInt.max(B.maxPixels.max).default(B.maxPixels.max),
   device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
-  threads: positiveInt.optional(),
+  threads: positiveInt.max(B.threads.max).optional(),
+  onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
 })
 
 export const detectSpec: CommandSpec<typeof schema> = {
@@ -35,17 +38,19 @@ export const detectSpec: CommandSpec<typeof schema> = {
   positionals: { name: 'photos', min: 1 },
   flags: {
     draw: { kind: 'string', value: 'OUT', help: 'draw boxes, landmarks and scores: a PNG file for one photo, a folder (PHOTO-NAME.png each) for several' },
-    minFaceSize: { kind: 'number', value: 'PX', help: 'smallest face searched for (default 20, facenet-pytorch\'s)' },
-    factor: { kind: 'number', value: 'F', help: 'scale step of the image pyramid (default 0.709)' },
-    thresholds: { kind: 'strings', value: 'P,R,O', help: 'P-, R-, O-Net probability thresholds (default 0.6,0.7,0.7)' },
-    maxPixels: { kind: 'number', value: 'N', help: 'photos with more pixels are downscaled for detection; coordinates stay in the original pixels (default 4000000)' },
+    minFaceSize: { kind: 'number', value: 'PX', help: `smallest face searched for, ${B.minFaceSize.min} (P-Net's window) or more (default 20, facenet-pytorch's)` },
+    factor: { kind: 'number', value: 'F', help: `scale step of the image pyramid, ${B.factor.min} to ${B.factor.max} (default 0.709)` },
+    thresholds: { kind: 'strings', value: 'P,R,O', help: `P-, R-, O-Net probability thresholds, each ${B.threshold.min} to ${B.threshold.max} (default 0.6,0.7,0.7)` },
+    maxPixels: { kind: 'number', value: 'N', help: `photos with more pixels are downscaled for detection; coordinates stay in the original pixels (default and most ${B.maxPixels.max}, as align)` },
     device: { kind: 'string', value: 'DEV', help: "'auto' (default: the first CUDA GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'" },
-    threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
+    threads: { kind: 'number', value: 'N', help: `libtorch threads, 1 to ${B.threads.max} (default: the CPU count)` },
+    onBadImage: { kind: 'string', value: 'WHAT', help: "'error' (default): report an unreadable photo, go on with the others, exit 1; 'skip': report it and exit 0" },
   },
   schema,
   notes: [
     'Prints one line per face: box x1,y1,x2,y2, score, and the 5 landmarks (eyes, nose, mouth corners).',
     'A photo without a face prints "no face"; it is not an error.',
+    'An unreadable photo is reported on stderr (and with --json as {"file", "error": {"code", "message"}}); the other photos are still detected.',
   ],
 }
 
@@ -112,11 +117,22 @@ export async function detectCommand(argv: string[]): Promise<number> {
   if (drawDir) await mkdir(drawDir, { recursive: true })
   else if (draw) await mkdir(dirname(draw), { recursive: true })
   const detector = await FaceDetector.load({ device: o.device as Device, ...(o.threads ? { threads: o.threads } : {}) })
-  const results: { file: string; faces: DetectedFace[]; drawn?: string }[] = []
+  const results: ({ file: string; faces: DetectedFace[]; drawn?: string } | { file: string; error: { code: string; message: string } })[] = []
+  let bad = 0
   try {
     for (const [i, photo] of photos.entries()) {
-      const [faces] = await detector.detectFiles([photo], { minFaceSize: o.minFaceSize, factor: o.factor, maxPixels: o.maxPixels, ...(o.thresholds ? { thresholds: o.thresholds } : {}) })
-      const result: (typeof results)[number] = { file: photo, faces: faces! }
+      let faces: DetectedFace[]
+      try {
+        ;[faces] = (await detector.detectFiles([photo], { minFaceSize: o.minFaceSize, factor: o.factor, maxPixels: o.maxPixels, ...(o.thresholds ? { thresholds: o.thresholds } : {}) })) as [DetectedFace[]]
+      } catch (error) {
+        // One unreadable photo must not cost the results of the others.
+        if (!(error instanceof DataError)) throw error
+        bad++
+        results.push({ file: photo, error: { code: error.code, message: error.message } })
+        process.stderr.write(`bad image: ${error.message}\n`)
+        continue
+      }
+      const result: { file: string; faces: DetectedFace[]; drawn?: string } = { file: photo, faces }
       if (draw) {
         result.drawn = drawnTo ? drawnTo[i]! : draw
         await drawFaces(photo, faces!, result.drawn).catch((error: unknown) => {
@@ -133,5 +149,6 @@ export async function detectCommand(argv: string[]): Promise<number> {
     detector.dispose()
   }
   if (parsed.json) console.log(JSON.stringify(results))
-  return EXIT.ok
+  if (bad > 0) process.stderr.write(`${bad} of ${photos.length} photos could not be read${o.onBadImage === 'skip' ? ' (skipped)' : ''}\n`)
+  return bad > 0 && o.onBadImage === 'error' ? EXIT.failure : EXIT.ok
 }

@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { LfwPairs } from '../data/lfw-pairs'
@@ -13,6 +13,7 @@ import { counted, EXIT, MODEL_FLAGS, modelSchema, parseCommand, positiveInt, pri
 import { lfwRoot } from './train'
 import { ALIGNING, aligning, aligns, alignWith } from './use'
 import { storedAlignment } from '../inference'
+import { readRegularFile } from '../regular-file'
 
 const schema = z.strictObject({
   ...modelSchema,
@@ -54,7 +55,7 @@ export const evalSpec: CommandSpec<typeof schema> = {
 async function trainingLog(modelFile: string): Promise<LossPoint[] | undefined> {
   let text: string
   try {
-    text = await readFile(join(dirname(modelFile), 'train.jsonl'), 'utf8')
+    text = await readRegularFile(join(dirname(modelFile), 'train.jsonl'), 'utf8')
   } catch {
     return undefined
   }

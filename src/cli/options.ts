@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { z } from 'zod'
 import { ARCHS, quotedList } from '../options'
+import { readRegularFile } from '../regular-file'
+import { DataError } from '../errors'
 
 /**
  * Exit codes of the `facenet` command (also listed by `facenet --help`):
@@ -164,8 +165,9 @@ export async function parseCommand<S extends z.ZodObject>(
 async function readConfig(file: string): Promise<Record<string, unknown>> {
   let text: string
   try {
-    text = await readFile(file, 'utf8')
+    text = await readRegularFile(file, 'utf8')
   } catch (error) {
+    if (error instanceof DataError) throw new UsageError(`--config: ${error.message}`)
     throw new UsageError(`--config: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`)
   }
   let value: unknown

@@ -1,5 +1,5 @@
 import { existsSync, renameSync, writeFileSync } from 'node:fs'
-import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
+import { readdir, rm, rmdir, stat } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
@@ -18,6 +18,7 @@ import { ARCHS, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS }
 import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
+import { readRegularFile } from '../regular-file'
 
 const FLOAT32_MAX = 3.4028234663852886e38
 
@@ -194,7 +195,7 @@ function splitResume(argv: string[]): { argv: string[]; resumePath?: string } {
 
 async function readJson(file: string): Promise<Record<string, unknown> | undefined> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
+    return JSON.parse(await readRegularFile(file, 'utf8')) as Record<string, unknown>
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new UsageError(`${file} is not valid JSON (${(error as Error).message})`)

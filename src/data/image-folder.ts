@@ -1,9 +1,10 @@
 import { readdir, stat } from 'node:fs/promises'
 import { basename, extname, join, resolve } from 'node:path'
-import { DataError, InvalidArgumentError } from '../errors'
+import { DataError, InvalidArgumentError, quoted } from '../errors'
 import type { CropResult, FolderAlignOptions } from './align-cache'
 import { decodeCheck } from './preprocess'
 import { badData, countLabels, defaultWarn, type ImageInput, type ImageSource, type OnBadImage, type SkippedImage } from './source'
+import { notRegularProblem } from '../regular-file'
 
 export interface ImageFolderItem {
   /** Absolute path of the image file. */
@@ -187,7 +188,7 @@ export class ImageFolder implements ImageSource {
     const wanted = new Set(identities)
     const known = new Set(this.identities)
     for (const name of wanted) {
-      if (!known.has(name)) throw new InvalidArgumentError(`identity ${JSON.stringify(name)} is not in ${this.root}`)
+      if (!known.has(name)) throw new InvalidArgumentError(`identity ${quoted(name)} is not in ${this.root}`)
     }
     const kept = this.identities.filter((name) => wanted.has(name))
     const relabel = new Map(kept.map((name, i) => [name, i]))
@@ -217,7 +218,8 @@ async function checkFile(path: string, verify: boolean): Promise<string | undefi
   let size: number
   try {
     const info = await stat(path)
-    if (!info.isFile()) return 'is not a regular file'
+    const special = notRegularProblem(info)
+    if (special) return special
     size = info.size
   } catch (error) {
     return `cannot be read (${readProblem(error, basename(path))})`

@@ -1,6 +1,6 @@
-import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { DataError, InvalidArgumentError } from '../errors'
+import { InvalidArgumentError } from '../errors'
+import { regularFileSize } from '../regular-file'
 import type { ImageInput, ImageSource } from './source'
 
 /**
@@ -35,13 +35,7 @@ export class ImageList implements ImageSource {
   async input(index: number): Promise<ImageInput> {
     const path = this.paths[index]
     if (path === undefined) throw new InvalidArgumentError(`image index ${index} is outside 0..${this.paths.length - 1}`)
-    let regular: boolean
-    try {
-      regular = (await stat(path)).isFile()
-    } catch (cause) {
-      throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
-    }
-    if (!regular) throw new DataError(path, 'is not a regular file')
+    await regularFileSize(path)
     return { kind: 'file', path }
   }
 }

@@ -1,7 +1,8 @@
-import { readFile, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
-import { DataError, InvalidArgumentError } from '../errors'
+import { DataError, InvalidArgumentError, quoted } from '../errors'
 import { badData, defaultWarn, type OnBadImage, type SkippedImage } from './source'
+import { readRegularFile } from '../regular-file'
 
 export interface LfwPair {
   /** Absolute paths of the two images, inside the data root. */
@@ -63,8 +64,9 @@ export class LfwPairs {
     const path = resolve(file)
     let text: string
     try {
-      text = await readFile(path, 'utf8')
+      text = await readRegularFile(path, 'utf8')
     } catch (cause) {
+      if (cause instanceof DataError) throw cause
       throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
     }
     return LfwPairs.fromText(text, path, options)
@@ -105,7 +107,7 @@ export class LfwPairs {
       fail(lines.length + 1, `expected ${expected - 1} pair lines for ${folds} fold(s) × ${perFold} matched + ${perFold} mismatched, found ${lines.length - 1}`)
     }
     const imagePath = (name: string, n: number, line: number): string => {
-      if (!SAFE_NAME.test(name) || name === '.' || name === '..') fail(line, `invalid identity name ${JSON.stringify(name)}`)
+      if (!SAFE_NAME.test(name) || name === '.' || name === '..') fail(line, `invalid identity name ${quoted(name)}`)
       const p = resolve(root, name, `${name}_${String(n).padStart(4, '0')}${ext}`)
       const rel = relative(root, p)
       if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep).length !== 2) fail(line, `image path escapes the data root: ${p}`)

@@ -2,10 +2,17 @@ import { readdir, stat } from 'node:fs/promises'
 import { extname, join, resolve } from 'node:path'
 import { DataError } from '../errors'
 
-const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp'])
+/**
+ * What the photo decoder (sharp) reads: `detect`, `align`, `embed` and the rest list the
+ * same files, so a GIF or TIFF that `detect` reads is not silently left out by `align`.
+ */
+export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff'])
 
-/** Image files under `dir`, recursively, in code-point order. */
-export async function listImages(dir: string): Promise<string[]> {
+/**
+ * Image files under `dir`, recursively, in code-point order. Other files are passed to
+ * `onOther` (when given), so a command can count and list what it did not read.
+ */
+export async function listImages(dir: string, onOther?: (path: string) => void): Promise<string[]> {
   const root = resolve(dir)
   let info
   try {
@@ -27,6 +34,7 @@ export async function listImages(dir: string): Promise<string[]> {
       const path = join(at, entry.name)
       if (entry.isDirectory()) await walk(path)
       else if (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) out.push(path)
+      else onOther?.(path)
     }
   }
   await walk(root)

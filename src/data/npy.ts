@@ -4,6 +4,7 @@ import sharp from 'sharp'
 import type { BindingNpyImages } from '../../index'
 import { DataError, fromBindingError, InvalidArgumentError } from '../errors'
 import { countLabels, type ImageInput, type ImageSource } from './source'
+import { notRegularProblem } from '../regular-file'
 
 /** A parsed `.npy` array: its dtype descriptor, shape, order, and data bytes. */
 export interface NpyArray {
@@ -148,7 +149,8 @@ async function readNpyHeader(path: string): Promise<NpyHeader & { fileSize: numb
   try {
     const info = await stat(path)
     // A FIFO or device would be read without end; a regular file can be sized first.
-    if (!info.isFile()) throw new DataError(path, 'is not a regular file')
+    const special = notRegularProblem(info)
+    if (special) throw new DataError(path, special)
     handle = await open(path, 'r')
     let probe = Buffer.alloc(Math.min(info.size, HEADER_PROBE))
     await handle.read(probe, 0, probe.length, 0)
@@ -174,7 +176,8 @@ async function readNpy(path: string): Promise<NpyArray> {
   try {
     const info = await stat(path)
     // A FIFO or device would be read without end; a regular file can be sized first.
-    if (!info.isFile()) throw new DataError(path, 'is not a regular file')
+    const special = notRegularProblem(info)
+    if (special) throw new DataError(path, special)
     if (info.size > MAX_NPY_BYTES) {
       throw new DataError(
         path,

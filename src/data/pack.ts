@@ -94,9 +94,26 @@ interface Progress {
   skipped: SkippedImage[]
 }
 
+/**
+ * Runs one write of `file`, turning a system error into an `OutputError` that names the
+ * file: a write to a descriptor (ENOSPC on a full disk, EDQUOT, EIO) carries no path.
+ */
+function onDisk<T>(file: string, write: () => T): T {
+  try {
+    return write()
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === undefined) throw error
+    const hint = code === 'ENOSPC' || code === 'EDQUOT' ? ': the disk is full; free space and run the same command again to continue' : ''
+    throw new OutputError(file, `could not be written (${code})${hint}`, { cause: error })
+  }
+}
+
 function writeAtomic(file: string, data: string | Uint8Array): void {
-  writeFileSync(`${file}.tmp`, data)
-  renameSync(`${file}.tmp`, file)
+  onDisk(file, () => {
+    writeFileSync(`${file}.tmp`, data)
+    renameSync(`${file}.tmp`, file)
+  })
 }
 
 /** The files a pack leaves in OUT, which an OUT without our pack.json must not already hold. */
@@ -148,12 +165,14 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
   }
   const resumed = progress.done
   const rowBytes = size * size * 3
-  const fd = openSync(partial, existsSync(partial) ? 'r+' : 'w+')
+  const fd = onDisk(partial, () => openSync(partial, existsSync(partial) ? 'r+' : 'w+'))
   const skipped = [...progress.skipped]
   try {
     // Whatever an interrupted run appended after its last recorded batch is dropped.
-    ftruncateSync(fd, HEADER_BYTES + progress.rows * rowBytes)
-    writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    onDisk(partial, () => {
+      ftruncateSync(fd, HEADER_BYTES + progress.rows * rowBytes)
+      writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    })
     const rest = folder.items.slice(progress.done)
     const list = new ImageList(
       rest.map((item) => item.path),
@@ -173,7 +192,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     let position = HEADER_BYTES + progress.rows * rowBytes
     try {
       for await (const batch of loader) {
-        writeSync(fd, batch.pixels, 0, batch.pixels.length, position)
+        onDisk(partial, () => writeSync(fd, batch.pixels, 0, batch.pixels.length, position))
         position += batch.pixels.length
         // Items up to the end of this sampler batch are done, decoded or skipped.
         const handled = Math.min(rest.length, (batch.batch + 1) * batchSize)
@@ -185,7 +204,7 @@ export async function packImageFolder(dir: string, out: string, options: PackOpt
     } catch (error) {
       if (!options.signal?.aborted) throw error
     }
-    writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0)
+    onDisk(partial, () => writeSync(fd, imagesHeader(progress.rows, size), 0, HEADER_BYTES, 0))
   } finally {
     closeSync(fd)
   }

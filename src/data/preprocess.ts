@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises'
 import sharp, { type Sharp } from 'sharp'
 import { DataError, InvalidArgumentError } from '../errors'
 import type { Rng } from './rng'
 import type { ImageInput } from './source'
+import { readRegularFile, regularFileSize } from '../regular-file'
 
 /** The network's input size, e.g. a model's `info.inputSize`. */
 export interface InputSize {
@@ -113,8 +113,9 @@ function decodeProblem(cause: unknown): string {
 async function readImageFile(path: string): Promise<Buffer> {
   let bytes: Buffer
   try {
-    bytes = await readFile(path)
+    bytes = await readRegularFile(path)
   } catch (cause) {
+    if (cause instanceof DataError) throw cause
     throw new DataError(path, `cannot be read (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause })
   }
   if (bytes.length === 0) throw new DataError(path, 'is empty (0 bytes)')
@@ -212,13 +213,24 @@ export async function decodeCheck(path: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * The most pixels a photo is decoded at for detection and alignment (4096 × 4096, 16.8 MP:
+ * every phone photo at full size). `detectFiles` and `alignFaces` share it, and this
+ * decoder, so one photo gets the same boxes from both.
+ */
+export const MAX_PHOTO_PIXELS = 4096 * 4096
+
 /** A photo decoded at its own size: H×W×3 uint8 RGB, channels last. */
 export interface DecodedPhoto {
   data: Buffer
   height: number
   width: number
-  /** Decoded pixels per pixel of the file: below 1 when the photo was downscaled. */
-  scale: number
+  /**
+   * Decoded pixels per pixel of the file, across and down: below 1 when the photo was
+   * downscaled. The two differ slightly, as each side is rounded to whole pixels.
+   */
+  scaleX: number
+  scaleY: number
 }
 
 /**
@@ -228,6 +240,8 @@ export interface DecodedPhoto {
  * {@link DataError}s naming the file.
  */
 export async function decodePhoto(path: string, maxPixels: number): Promise<DecodedPhoto> {
+  // libvips opens the path itself: a FIFO would block it and /dev/zero fill memory.
+  await regularFileSize(path)
   try {
     const img = sharp(path, SHARP_INPUT).autoOrient()
     const meta = await img.metadata()
@@ -239,7 +253,7 @@ export async function decodePhoto(path: string, maxPixels: number): Promise<Deco
     const sized = scale < 1 ? img.resize(Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), { fit: 'fill' }) : img
     const { data, info } = await sized.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`)
-    return { data, height: info.height, width: info.width, scale: info.width / Math.max(1, width) }
+    return { data, height: info.height, width: info.width, scaleX: info.width / Math.max(1, width), scaleY: info.height / Math.max(1, height) }
   } catch (cause) {
     if (cause instanceof DataError) throw cause
     await readImageFile(path)

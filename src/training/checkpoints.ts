@@ -2,12 +2,13 @@
  * Checkpoint files: their names (`step-00000042.ckpt`, sorting by step), the training
  * state each carries, retention, and the newest of a folder.
  */
-import { open, readdir, rm } from 'node:fs/promises'
+import { open, readdir, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { SamplerState, ShuffleSamplerState } from '../data/sampler'
-import { InvalidArgumentError, WeightsError } from '../errors'
+import { DataError, InvalidArgumentError, WeightsError } from '../errors'
 import { isRunning } from '../run-lock'
 import type { ResolvedOptions } from './options'
+import { notRegularProblem } from '../regular-file'
 
 const CHECKPOINT = /^step-(\d+)\.ckpt$/
 /** What the core's atomic write names a checkpoint while it writes it: `.step-N.ckpt.tmp-PID-N`. */
@@ -52,6 +53,9 @@ export interface CheckpointState {
 /** The `checkpoint` and `step` metadata of a checkpoint's safetensors header, read without its tensors. */
 export async function readCheckpointHeader(file: string): Promise<{ checkpoint?: string; step?: string }> {
   let handle
+  // Opening a FIFO blocks until a writer comes; refuse it (and devices) unopened.
+  const special = await stat(file).then(notRegularProblem, () => undefined)
+  if (special) throw new DataError(file, special)
   try {
     handle = await open(file, 'r')
   } catch {

@@ -3,10 +3,11 @@
  * cut back to a checkpoint's step when a run resumes from it.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { OutputError } from '../errors'
+import { DataError, OutputError } from '../errors'
 import type { CheckpointState } from './checkpoints'
+import { readRegularFile } from '../regular-file'
 
 /**
  * Cuts `file` back to what the checkpoint `state` had seen: step lines up to its step,
@@ -16,9 +17,10 @@ import type { CheckpointState } from './checkpoints'
 export async function trimLog(file: string, state: CheckpointState): Promise<void> {
   let text: string
   try {
-    text = await readFile(file, 'utf8')
+    text = await readRegularFile(file, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
+    if (error instanceof DataError) throw error
     throw new OutputError(file, `cannot be read to resume its log (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error })
   }
   const keep = text.split('\n').filter((line) => {

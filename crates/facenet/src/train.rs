@@ -184,8 +184,8 @@ impl TrainState {
         // compare small distance differences, so they run on float32 copies.
         let embeddings = with_precision(device, self.config.precision, || {
             model.forward_t(&input, true)
-        })?
-        .f_to_kind(Kind::Float)?;
+        })?;
+        let embeddings = model.float32_embeddings(embeddings, self.config.precision)?;
         if embeddings.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
             return Err(Error::NonFinite(format!(
                 "the embeddings are NaN or infinite at step {step} (check the input pixels); the weights were not updated"

@@ -375,9 +375,45 @@ fn view_tensor(
     Ok(Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?)
 }
 
-/// The bytes of a file, with an error naming it.
+/// The bytes of a file, with an error naming it. Every weights, checkpoint and detector
+/// file is read here: a FIFO would block the worker for ever and a device such as
+/// `/dev/zero` would be read until memory runs out, so anything but a regular file is
+/// refused from its metadata, before it is opened.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let meta =
+        fs::metadata(path).map_err(|e| err(path, format!("could not read the file: {e}")))?;
+    if !meta.is_file() {
+        return Err(err(
+            path,
+            format!("is not a regular file ({})", file_kind(&meta.file_type())),
+        ));
+    }
     fs::read(path).map_err(|e| err(path, format!("could not read the file: {e}")))
+}
+
+/// What a non-regular file is, in words, for messages.
+fn file_kind(kind: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a plain file"
+    }
 }
 
 /// Every tensor of a safetensors file whose name starts with `prefix`, as CPU float
@@ -760,6 +796,18 @@ fn copy_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn read_file_refuses_devices_and_directories_before_reading() {
+        let zero = read_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(
+            zero.contains("/dev/zero: is not a regular file (a character device)"),
+            "{zero}"
+        );
+        let dir = read_file(Path::new("/")).unwrap_err().to_string();
+        assert!(dir.contains("is not a regular file (a directory)"), "{dir}");
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

@@ -342,6 +342,22 @@ impl FaceNet {
         self.net.forward_t(input, train)
     }
 
+    /// The network's output under `precision` as float32 rows. Under bf16 autocast the last
+    /// linear layer, and so the L2 normalisation after it, rounds to bf16 (8 bits of
+    /// mantissa): norms come out up to ~2e-3 from 1, depending on the CPU's bf16 kernels.
+    /// The embedding is a float32 unit vector, so normalising archs divide by the norm
+    /// again here, in float32, outside autocast. fp32 output is returned as it is.
+    pub fn float32_embeddings(&self, embeddings: Tensor, precision: Precision) -> Result<Tensor> {
+        let embeddings = embeddings.f_to_kind(Kind::Float)?;
+        if precision == Precision::Fp32 || !self.config.arch.normalizes() {
+            return Ok(embeddings);
+        }
+        let norm = embeddings
+            .f_norm_scalaropt_dim(2, [1], true)?
+            .f_clamp_min(1e-12)?;
+        Ok(embeddings.f_div(&norm)?)
+    }
+
     /// Embeds a batch of N×H×W×3 images (uint8, or float32 pixel values in 0..255) held
     /// on the CPU. Returns N×D float embeddings of unit norm, on the CPU.
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
@@ -363,11 +379,8 @@ impl FaceNet {
             let embeddings = with_precision(self.device(), precision, || {
                 self.net.forward_t(&input, false)
             })?;
-            chunks.push(
-                embeddings
-                    .f_to_kind(Kind::Float)?
-                    .f_to_device(Device::Cpu)?,
-            );
+            let embeddings = self.float32_embeddings(embeddings, precision)?;
+            chunks.push(embeddings.f_to_device(Device::Cpu)?);
             start += len;
         }
         if chunks.is_empty() {
@@ -434,6 +447,19 @@ mod tests {
         assert_eq!(embeddings.size(), [3, 64]);
         let norms = Vec::<f32>::try_from(embeddings.norm_scalaropt_dim(2, [1], false)).unwrap();
         for norm in norms {
+            assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+        }
+    }
+
+    #[test]
+    fn bf16_embeddings_are_float32_unit_vectors() {
+        let model = FaceNet::new(ModelConfig::new(Arch::Tiny)).unwrap();
+        let images = random_images(4, model.input_size(), 3);
+        let embeddings = model.embed_with(&images, Precision::Bf16).unwrap();
+        assert_eq!(embeddings.kind(), Kind::Float);
+        let norms = Vec::<f32>::try_from(embeddings.norm_scalaropt_dim(2, [1], false)).unwrap();
+        for norm in norms {
+            // bf16 rounding alone leaves norms ~1e-3 from 1; float32 division, ~1e-7.
             assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
         }
     }
