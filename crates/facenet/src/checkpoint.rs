@@ -138,6 +138,8 @@ mod tests {
                 classes,
                 seed: 9,
                 precision: Default::default(),
+                freeze: Default::default(),
+                lr_groups: Vec::new(),
             },
         )
         .unwrap();
