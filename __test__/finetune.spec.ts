@@ -1,10 +1,11 @@
 import test from 'ava'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { FaceNet, ImageFolder, InvalidArgumentError, Trainer } from '../src'
 import { pretrainedWeights } from '../src/model'
 import { LFW_IDENTITIES } from '../scripts/reliability-train'
+import { startCli } from './helpers'
 
 const root = resolve(__dirname, '..', 'data', 'lfw')
 const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `facenet-finetune-${tag}-`))
@@ -98,4 +99,39 @@ test('a harmonic v1 of another embedding dimension or input size is refused when
   t.throws(() => new Trainer(v2, { harmonic: { with: v1 } }), { instanceOf: InvalidArgumentError, message: /16-d vectors .*32-d/ })
   t.throws(() => new Trainer(v2, { harmonic: { with: other } }), { instanceOf: InvalidArgumentError, message: /96×96 .*64×64/ })
   t.throws(() => new Trainer(v2, { harmonic: { with: v2 } }), { instanceOf: InvalidArgumentError, message: /not the model being trained/ })
+})
+
+test('facenet train --from keeps the source model\'s shape and alignment and stores a threshold chosen on held-out identities', async (t) => {
+  const dir = tmp('cli')
+  const faces = join(dir, 'faces')
+  for (const name of ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair', 'Ariel_Sharon']) {
+    for (const file of readdirSync(join(root, name)).sort().slice(0, 5)) cpSync(join(root, name, file), join(faces, name, file))
+  }
+  const source = join(dir, 'source.safetensors')
+  {
+    using model = await FaceNet.create({ arch: 'tiny', embeddingDim: 32, device: 'cpu', seed: 7, threads: 1, tiny: { inputSize: 48 } })
+    await model.save(source, { metadata: { alignment: 'dlib', threshold: '9' } })
+  }
+  const out = join(dir, 'run')
+  const flags = ['--data', faces, '--batch-identities', '3', '--batch-images', '4', '--negatives', '0', '--max-steps', '2', '--device', 'cpu', '--threads', '1']
+  const run = await startCli(['train', '--from', source, '--train-last-blocks', '2', '--holdout', '2', ...flags, '--out', out]).done
+  t.is(run.code, 0, run.stderr)
+  t.regex(run.stderr, /threshold [\d.]+ chosen on \d+ pairs of 2 held-out identities/)
+  using tuned = await FaceNet.load(join(out, 'model.safetensors'), { device: 'cpu', threads: 1 })
+  t.deepEqual(tuned.inputSize, { height: 48, width: 48 })
+  t.is(tuned.embeddingDim, 32)
+  t.is(tuned.metadata.alignment, 'dlib')
+  t.not(tuned.metadata.threshold, '9')
+  t.true(Number(tuned.metadata.threshold) > 0)
+  t.regex(tuned.metadata.thresholdFrom!, /held-out pairs of 2 identities/)
+
+  const notModel = join(dir, 'notes.txt')
+  writeFileSync(notModel, 'not a model')
+  const bad = await startCli(['train', '--from', notModel, ...flags, '--out', join(dir, 'bad')]).done
+  t.not(bad.code, 0)
+  t.regex(bad.stderr, /notes\.txt/)
+  t.false(existsSync(join(dir, 'bad', 'checkpoints')))
+  const shaped = await startCli(['train', '--from', source, '--arch', 'tiny', ...flags, '--out', join(dir, 'shaped')]).done
+  t.is(shaped.code, 2)
+  t.regex(shaped.stderr, /--from keeps the source model's shape; drop --arch/)
 })

@@ -288,6 +288,7 @@ impl BindingModel {
     /// A harmonic step (FaceNet §7): `v1` holds N×embeddingDim embeddings of the same
     /// pixels by the old, frozen model; triplets mix both versions' embeddings.
     #[napi(ts_return_type = "Promise<BindingStepStats>")]
+    #[allow(clippy::too_many_arguments)]
     pub fn train_step_harmonic<'env>(
         &self,
         env: &'env Env,
@@ -301,7 +302,7 @@ impl BindingModel {
         let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
         let prepared = (|| -> Result<(Pixels, Tensor, Tensor)> {
             let images = Pixels::new(pixels, count, height, width)?;
-            if labels.len() != count as usize || count == 0 || v1.len() % count as usize != 0 {
+            if labels.len() != count as usize || count == 0 || !v1.len().is_multiple_of(count as usize) {
                 return Err(coded(
                     "ERR_SHAPE",
                     format!(
