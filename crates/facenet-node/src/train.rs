@@ -302,7 +302,10 @@ impl BindingModel {
         let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
         let prepared = (|| -> Result<(Pixels, Tensor, Tensor)> {
             let images = Pixels::new(pixels, count, height, width)?;
-            if labels.len() != count as usize || count == 0 || !v1.len().is_multiple_of(count as usize) {
+            if labels.len() != count as usize
+                || count == 0
+                || !v1.len().is_multiple_of(count as usize)
+            {
                 return Err(coded(
                     "ERR_SHAPE",
                     format!(
