@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const make = (widths: number[], s: number) => FaceNet.create({ arch: 'tiny', embeddingDim: 64, device: 'cpu', seed: s, threads: 2, tiny: { widths } })
   const fit = async (model: FaceNet, options: TrainerOptions) => {
     const started = Date.now()
-    await new Trainer(model, options).fit(folder, { epochs: 1000, maxSteps: steps })
+    await new Trainer(model, options).fit(folder, { epochs: 1000, maxSteps: steps, onStep: (s) => s.step % 20 === 0 && console.error(`step ${s.step} loss ${s.loss.toFixed(4)}`) })
     return (Date.now() - started) / 1000
   }
   const v1 = await make([32, 64, 128, 256], seed)
