@@ -3,7 +3,7 @@
  * v2 = a narrower/deeper `tiny` trained on the same data, once on its own and once
  * harmonically with v1. Fold 10's 600 pairs are scored with both images embedded by v1,
  * both by v2, and one by each (a by v1, b by v2); accuracy is 10-fold cross-validated
- * inside fold 10 (threshold from the other 9 sub-folds).
+ * inside fold 10 (threshold from the other 9 sub-folds of 30 same and 30 different pairs).
  *
  *   nice node --import tsx bench/harmonic.ts [steps] [seed]
  */
@@ -33,7 +33,12 @@ async function main(): Promise<void> {
   const t3 = await fit(harmonic, { ...recipe, harmonic: { with: v1 } })
 
   const test = await loadPairImages(lfw, v1.inputSize, { folds: [9], centerCrop: 0.7 })
-  const pairs = test.pairs[0]!
+  // pairs.txt lists a fold's 300 same pairs, then its 300 different ones: interleaved, so that
+  // each contiguous sub-fold of the cross-validation holds 30 of each.
+  const listed = test.pairs[0]!
+  const sames = listed.filter((p) => p.same)
+  const differents = listed.filter((p) => !p.same)
+  const pairs = sames.flatMap((p, i) => [p, differents[i]!])
   const embed = (m: FaceNet) => m.embed(test.images)
   const [e1, eAlone, eHarm] = await Promise.all([embed(v1), embed(alone), embed(harmonic)])
   const dim = 64
