@@ -41,6 +41,11 @@ export declare class BindingModel {
    */
   trainStep(pixels: Uint8Array | Float32Array, labels: Int32Array, count: number, height: number, width: number, triplets?: Int32Array | undefined | null): Promise<BindingStepStats>
   /**
+   * A harmonic step (FaceNet §7): `v1` holds N×embeddingDim embeddings of the same
+   * pixels by the old, frozen model; triplets mix both versions' embeddings.
+   */
+  trainStepHarmonic(pixels: Uint8Array | Float32Array, labels: Int32Array, count: number, height: number, width: number, v1: Float32Array): Promise<BindingStepStats>
+  /**
    * Writes weights, optimizer state, step counters and `state` (the trainer's JSON)
    * to `path` atomically.
    */
@@ -226,6 +231,12 @@ export interface BindingLossPhase {
   centerWeight: number
 }
 
+/** Parameters under `prefixes` learn at `lr`. */
+export interface BindingLrGroup {
+  prefixes: Array<string>
+  lr: number
+}
+
 export interface BindingMined {
   /** anchors, then positives, then negatives: 3 × triplets indices. */
   triplets: Int32Array
@@ -348,6 +359,12 @@ export interface BindingTrainOptions {
   classes?: number
   /** Return each step's `distributions` (for histograms); off when absent. */
   recordDistributions?: boolean
+  /** Layer-name prefixes to freeze. */
+  freezePrefixes?: Array<string>
+  /** Freeze every block but the last N. */
+  trainLastBlocks?: number
+  /** Per-group learning rates, the first matching group winning. */
+  lrGroups?: Array<BindingLrGroup>
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */

@@ -28,9 +28,9 @@ interface RunOutput {
 }
 
 /** Runs scripts/reliability-train.ts's `lfw` recipe; `killAfterCheckpoint` SIGKILLs it once that step's checkpoint exists. */
-function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number, packed?: string): Promise<RunOutput> {
+function runTraining(out: string, steps: number, resume?: string, killAfterCheckpoint?: number, packed?: string, recipe = 'lfw'): Promise<RunOutput> {
   return new Promise((done, fail) => {
-    const args = ['--import', 'tsx', runScript, join(out, 'checkpoints'), String(steps), '--recipe', 'lfw', '--save', join(out, 'final.safetensors'), ...(resume ? ['--resume', resume] : []), ...(packed ? ['--packed', packed] : [])]
+    const args = ['--import', 'tsx', runScript, join(out, 'checkpoints'), String(steps), '--recipe', recipe, '--save', join(out, 'final.safetensors'), ...(resume ? ['--resume', resume] : []), ...(packed ? ['--packed', packed] : [])]
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     const lines: RunOutput['lines'] = []
     let buffer = ''
@@ -62,21 +62,21 @@ function runTraining(out: string, steps: number, resume?: string, killAfterCheck
   })
 }
 
-async function killAndResume(t: ExecutionContext, packed?: string): Promise<void> {
+async function killAndResume(t: ExecutionContext, packed?: string, recipe = 'lfw'): Promise<void> {
   const steps = 8
   const straight = tmp('straight')
-  const whole = await runTraining(straight, steps, undefined, undefined, packed)
+  const whole = await runTraining(straight, steps, undefined, undefined, packed, recipe)
   t.is(whole.lines.length, steps)
 
   const broken = tmp('killed')
-  const killed = await runTraining(broken, steps, undefined, 3, packed)
+  const killed = await runTraining(broken, steps, undefined, 3, packed, recipe)
   t.is(killed.signal, 'SIGKILL')
   const checkpoint = await latestCheckpoint(join(broken, 'checkpoints'))
   t.truthy(checkpoint)
   const resumedFrom = Number(/step-(\d+)\.ckpt$/.exec(checkpoint!)![1])
   t.true(resumedFrom >= 3 && resumedFrom < steps, `resumed from step ${resumedFrom}`)
 
-  const resumed = await runTraining(broken, steps, checkpoint, undefined, packed)
+  const resumed = await runTraining(broken, steps, checkpoint, undefined, packed, recipe)
   t.deepEqual(
     resumed.lines.map((l) => l.step),
     Array.from({ length: steps - resumedFrom }, (_, i) => resumedFrom + 1 + i),
@@ -98,6 +98,10 @@ test('on a packed (memory-mapped) dataset too, a run killed with SIGKILL and res
   await packImageFolder(folder, packed, { size: 64 })
   await killAndResume(t, packed)
 })
+
+test('a fine-tune of the pretrained model (frozen blocks, per-group rates) killed with SIGKILL and resumed repeats the uninterrupted run exactly', (t) =>
+  killAndResume(t, undefined, 'finetune'),
+)
 
 test('timers keep firing while fit() trains', async (t) => {
   const model = await FaceNet.create({ arch: 'tiny', device: 'cpu', seed: 3 })

@@ -8,6 +8,8 @@
  * - `generated` (default): a handful of generated images, AdaGrad, no augmentation.
  * - `lfw`: six identities of the shipped LFW, decoded and augmented, SGD with momentum,
  *   so that a resume must restore the momentum buffers and the augmentation's generator.
+ * - `finetune`: the `lfw` data and optimizer on the pretrained `dlib-resnet-v1`, all but its
+ *   last two blocks frozen and the last residual unit at a tenth of the head's rate.
  *
  *   node --import=tsx scripts/reliability-train.ts <checkpointDir> [maxSteps] [--recipe lfw] [--packed DIR] [--resume FILE] [--save FILE]
  */
@@ -92,6 +94,25 @@ const RECIPES: Record<string, Recipe> = {
     }),
     epochs: 100,
   },
+  finetune: {
+    model: () => FaceNet.pretrained('dlib-resnet-v1', { device: 'cpu', threads: 1 }),
+    data: async () => (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
+    options: (checkpointDir) => ({
+      optimizer: 'sgd',
+      momentum: 0.9,
+      lr: 0.01,
+      trainLastBlocks: 2,
+      lrGroups: [{ prefixes: ['units.13'], lr: 0.001 }],
+      identitiesPerBatch: 3,
+      imagesPerIdentity: 4,
+      negativesPerBatch: 0,
+      checkpointDir,
+      checkpointEvery: 1,
+      keepCheckpoints: 100,
+      seed: 5,
+    }),
+    epochs: 100,
+  },
 }
 
 async function main(): Promise<void> {
@@ -101,7 +122,7 @@ async function main(): Promise<void> {
   })
   const [dir, maxStepsArg] = positionals
   const recipe = RECIPES[values.recipe]
-  if (!dir || !recipe) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps] [--recipe generated|lfw] [--packed DIR] [--resume FILE] [--save FILE]')
+  if (!dir || !recipe) throw new Error('usage: reliability-train.ts <checkpointDir> [maxSteps] [--recipe generated|lfw|finetune] [--packed DIR] [--resume FILE] [--save FILE]')
   const model = await recipe.model()
   const trainer = new Trainer(model, recipe.options(dir))
   const resume = values.resume ?? (await latestCheckpoint(dir))

@@ -4,11 +4,14 @@ import { constants } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
+import { Rng } from '../rng'
 import { LfwPairs } from '../data/lfw-pairs'
 import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
-import { FaceNet } from '../model'
+import { FaceNet, PRETRAINED_MODELS, type PretrainedModel } from '../model'
+import { chooseThreshold } from '../training/threshold'
+import { THRESHOLD_KEY } from '../threshold'
 import { binding } from '../binding'
 import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
@@ -64,6 +67,10 @@ const recipe = {
     )
     .optional(),
   inputSize: positiveInt.max(1024).optional(),
+  from: z.string().min(1).optional(),
+  freeze: z.preprocess((value) => (typeof value === 'string' ? value.split(',') : value), z.array(z.string().min(1)).min(1)).optional(),
+  trainLastBlocks: positiveInt.optional(),
+  holdout: z.number().int().min(0).optional(),
   epochs: positiveInt.default(10),
   mining: z.enum(MINING_MODES).default('online'),
   miner: z.enum(MINERS).default('semi-hard'),
@@ -126,6 +133,10 @@ export const trainSpec: CommandSpec<typeof schema> = {
     embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
     tinyWidths: { kind: 'string', value: 'W,W,…', help: "arch 'tiny': channels per stage (default 32,64,128,256)" },
     inputSize: { kind: 'number', value: 'PX', help: "arch 'tiny': input side in pixels (default 64)" },
+    from: { kind: 'string', value: 'MODEL', help: `fine-tune MODEL (${PRETRAINED_MODELS.join(', ')}, a .safetensors or a dlib .dat): its arch, input size, preprocessing and alignment are kept` },
+    freeze: { kind: 'string', value: 'P,P,…', help: 'with --from: freeze the layers under these name prefixes (see facenet model summary)' },
+    trainLastBlocks: { kind: 'number', value: 'N', help: 'with --from: freeze every block but the last N' },
+    holdout: { kind: 'number', value: 'N', help: 'with --from: identities held out to choose the stored threshold on (default 10%, at least 2; 0 keeps none and stores no threshold)' },
     epochs: { kind: 'number', value: 'N', help: 'epochs in total, resumed ones included (default 10)' },
     minutes: { kind: 'number', value: 'M', help: 'stop (with a checkpoint) after M minutes of this run' },
     maxSteps: { kind: 'number', value: 'N', help: 'stop (with a checkpoint) at step N in total' },
@@ -294,6 +305,13 @@ function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | Loss
   return { loss: o.tripletFrom !== undefined ? [first, { type: 'triplet', fromStep: o.tripletFrom }] : first, tripletMargin }
 }
 
+/** The model `--from` names: a pretrained one by name, else a weights file (safetensors or dlib .dat). */
+async function loadSource(from: string, device: Device, threads: number | undefined): Promise<FaceNet> {
+  const options = { device, ...(threads ? { threads } : {}) }
+  if ((PRETRAINED_MODELS as readonly string[]).includes(from)) return FaceNet.pretrained(from as PretrainedModel, options)
+  return FaceNet.load(resolve(from), options)
+}
+
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
 /**
@@ -327,6 +345,12 @@ export async function train(rawArgv: string[]): Promise<number> {
   if (resumePath !== undefined) o.resume = resumePath
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
   if ((o.tinyWidths !== undefined || o.inputSize !== undefined) && o.arch !== 'tiny') throw new UsageError(`--tiny-widths and --input-size shape --arch tiny, not '${o.arch}'`)
+  if (o.from !== undefined) {
+    const shaping = (['arch', 'embeddingDim', 'tinyWidths', 'inputSize'] as const).filter((k) => argv.some((a) => a === `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`))
+    if (shaping.length > 0) throw new UsageError(`--from keeps the source model's shape; drop ${shaping.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`)
+  } else if (o.freeze !== undefined || o.trainLastBlocks !== undefined || o.holdout !== undefined) {
+    throw new UsageError('--freeze, --train-last-blocks and --holdout shape a fine-tune: give --from MODEL')
+  }
   const { loss, tripletMargin } = lossOptions(o)
   if (o.batchIdentities === 1 && o.negatives === 0) {
     throw new UsageError('--batch-identities 1 with --negatives 0 makes batches of one identity, which hold no triplets; raise either')
@@ -381,6 +405,24 @@ export async function train(rawArgv: string[]): Promise<number> {
   } else {
     folder = await open(resolve(o.data!))
   }
+  // A fine-tune's threshold is chosen again on identities it never trained on.
+  let heldOut: ImageFolder | undefined
+  if (o.from !== undefined) {
+    const multi = folder.identities.filter((_, label) => folder.counts[label]! >= 2)
+    const count = o.holdout ?? Math.max(2, Math.round(multi.length / 10))
+    if (count > 0) {
+      if (count >= multi.length) throw new UsageError(`--holdout ${count}: the data has ${multi.length} identities with 2 or more images; hold out fewer (or --holdout 0)`)
+      const rng = new Rng(o.seed, 0x401d)
+      const order = [...multi]
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = rng.int(i + 1)
+        ;[order[i], order[j]] = [order[j]!, order[i]!]
+      }
+      const held = new Set(order.slice(0, count))
+      heldOut = folder.subset(held)
+      folder = folder.subset(folder.identities.filter((name) => !held.has(name)))
+    }
+  }
 
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
@@ -401,7 +443,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     }
   }
 
-  using model = await FaceNet.create({
+  using model = o.from !== undefined ? await loadSource(o.from, o.device as Device, o.threads) : await FaceNet.create({
     arch: o.arch,
     embeddingDim: o.embeddingDim,
     seed: o.seed,
@@ -434,6 +476,8 @@ export async function train(rawArgv: string[]): Promise<number> {
     ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
     ...(o.negatives !== undefined ? { negativesPerBatch: o.negatives } : {}),
     ...(o.tripletsPerBatch !== undefined ? { tripletsPerBatch: o.tripletsPerBatch } : {}),
+    ...(o.freeze !== undefined ? { freeze: o.freeze } : {}),
+    ...(o.trainLastBlocks !== undefined ? { trainLastBlocks: o.trainLastBlocks } : {}),
   }
   let trainer: Trainer
   let stepsPerEpoch: number | undefined
@@ -507,7 +551,18 @@ export async function train(rawArgv: string[]): Promise<number> {
   // The checkpoint holds the run; the model file is a convenience that may fail on its own
   // (a full disk) without hiding what the run did.
   let saveError: FaceNetError | undefined
-  await model.save(modelFile, { metadata: { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) } }).catch((error: unknown) => {
+  const metadata: Record<string, string> = { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
+  if (o.from !== undefined) {
+    // The source's alignment (its alignment metadata) goes with its weights; its threshold does not survive training.
+    const kept = Object.fromEntries(Object.entries(model.metadata).filter(([key]) => key !== THRESHOLD_KEY && !key.startsWith('threshold')))
+    Object.assign(metadata, kept, { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps), fineTunedFrom: o.from })
+    if (heldOut) {
+      const chosen = await chooseThreshold(model, heldOut, { seed: o.seed, centerCrop: o.centerCrop })
+      Object.assign(metadata, { [META.threshold]: String(chosen.threshold), [META.thresholdMetric]: chosen.metric, [META.thresholdFrom]: `${chosen.pairs} held-out pairs of ${heldOut.identities.length} identities (accuracy ${(100 * chosen.accuracy).toFixed(2)}%)` })
+      say(`threshold ${chosen.threshold.toFixed(4)} chosen on ${chosen.pairs} pairs of ${heldOut.identities.length} held-out identities (accuracy ${(100 * chosen.accuracy).toFixed(2)}%)`)
+    }
+  }
+  await model.save(modelFile, { metadata }).catch((error: unknown) => {
     saveError = error instanceof FaceNetError ? error : new OutputError(modelFile, String((error as Error)?.message ?? error))
   })
   const summary = {

@@ -3,6 +3,7 @@
  * configuration the binding takes.
  */
 import type { AugmentOptions } from '../data/preprocess'
+import type { FaceNet } from '../model'
 import type { OnBadImage } from '../data/source'
 import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
@@ -145,6 +146,46 @@ export interface TrainerOptions {
    * `'skip'` leaves it out of its batch and reports it through `onWarning`.
    */
   onBadImage?: OnBadImage
+  /**
+   * Fine-tuning: layer-name prefixes to freeze (e.g. `['stem', 'units.0']`; a prefix ends at a
+   * `.`, so `'units.1'` does not cover `'units.10'`). Frozen parameters get no gradient and
+   * no optimizer state and come out bit-identical; their batch-norm running statistics are
+   * held too (the layers still normalise with batch statistics while training). Layer names
+   * are those of {@link FaceNet.summary}. Default: none.
+   */
+  freeze?: readonly string[]
+  /**
+   * Fine-tuning: freeze every block but the last N. Blocks are the summary's layer names
+   * without their last part, in forward order, counting those with parameters (for
+   * `'dlib-resnet-v1'`: `stem`, `units.0` … `units.13`, `fc`; so `1` trains only the
+   * embedding layer). Combines with `freeze`. Default: train every block.
+   */
+  trainLastBlocks?: number
+  /**
+   * Per-group learning rates: parameters under a group's `prefixes` learn at its `lr`
+   * instead of `lr` (the schedule and warm-up scale every group alike; the first group that
+   * matches wins). E.g. `[{ prefixes: ['units'], lr: 0.001 }]` with `lr: 0.01`.
+   */
+  lrGroups?: readonly LrGroup[]
+  /**
+   * Harmonic training (FaceNet §7): `with` is the old model (v1), frozen, which only embeds
+   * each batch (the same augmented pixels, in inference mode). Triplets are mined over both
+   * models' embeddings of the batch, mixing versions in anchors, positives and negatives, so
+   * that the new model's embeddings compare directly with v1's. v1 may be another arch, with
+   * the same embedding dimension and input size. Triplet loss only, on an image folder (not
+   * a packed dataset).
+   */
+  harmonic?: HarmonicOptions
+}
+
+export interface HarmonicOptions {
+  with: FaceNet
+}
+
+/** Parameters under `prefixes` learn at `lr` (see {@link TrainerOptions.lrGroups}). */
+export interface LrGroup {
+  prefixes: readonly string[]
+  lr: number
 }
 
 export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
@@ -152,10 +193,17 @@ export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
   'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
   'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
   'keepCheckpoints', 'logFile', 'tensorboard', 'prefetch', 'precision', 'onBadImage', 'loss', 'batchSize',
+  'freeze', 'trainLastBlocks', 'lrGroups', 'harmonic',
 ]
 
 /** The options with their defaults filled in, as checkpoints record them. */
-export type ResolvedOptions = Required<Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'tensorboard' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss'>> & {
+export type ResolvedOptions = Required<
+  Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'tensorboard' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss' | 'freeze' | 'trainLastBlocks' | 'lrGroups' | 'harmonic'>
+> & {
+  freeze: string[]
+  /** 0: every block trains. */
+  trainLastBlocks: number
+  lrGroups: LrGroup[]
   loss: ResolvedLossPhase[]
   schedule: Schedule
   eps: number
@@ -208,11 +256,33 @@ export function resolveOptions(options: TrainerOptions): ResolvedOptions {
     keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
     prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
     precision: oneOf('precision', options.precision ?? 'fp32', PRECISIONS),
+    freeze: prefixList('freeze', options.freeze ?? []),
+    trainLastBlocks: options.trainLastBlocks === undefined ? 0 : positiveInteger('trainLastBlocks', options.trainLastBlocks),
+    lrGroups: lrGroupList(options.lrGroups ?? []),
   }
   if (!Number.isInteger(resolved.checkpointEvery) || resolved.checkpointEvery < 0) {
     throw new InvalidArgumentError(`checkpointEvery must be an integer ≥ 0, got ${String(resolved.checkpointEvery)}`)
   }
   return resolved
+}
+
+/** Layer-name prefixes: non-empty strings. */
+function prefixList(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || value.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new InvalidArgumentError(`${name} must be an array of layer-name prefixes (non-empty strings), got ${JSON.stringify(value)}`)
+  }
+  return [...(value as string[])]
+}
+
+function lrGroupList(value: unknown): LrGroup[] {
+  if (!Array.isArray(value)) throw new InvalidArgumentError(`lrGroups must be an array of { prefixes, lr }, got ${JSON.stringify(value)}`)
+  return value.map((group: unknown, i) => {
+    checkKeys(`lrGroups[${i}]`, group as object, ['prefixes', 'lr'])
+    const { prefixes, lr } = group as LrGroup
+    if (prefixes === undefined || prefixes.length === 0) throw new InvalidArgumentError(`lrGroups[${i}].prefixes must list at least one layer-name prefix`)
+    if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) throw new InvalidArgumentError(`lrGroups[${i}].lr must be a positive number, got ${String(lr)}`)
+    return { prefixes: prefixList(`lrGroups[${i}].prefixes`, prefixes), lr: float32(`lrGroups[${i}].lr`, lr) }
+  })
 }
 
 /** A batch size: a step needs 2 images or more. */
@@ -255,5 +325,18 @@ export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: nu
     maxGradNorm: o.maxGradNorm,
     ...scheduleFields(o.schedule, Math.max(1, totalSteps)),
   }
-  return { optimizer, mining, reducer: o.reducer, normalize: true, seed: o.seed, precision: o.precision, phases: bindingPhases(o.loss), classes, recordDistributions }
+  return {
+    optimizer,
+    mining,
+    reducer: o.reducer,
+    normalize: true,
+    seed: o.seed,
+    precision: o.precision,
+    phases: bindingPhases(o.loss),
+    classes,
+    recordDistributions,
+    freezePrefixes: o.freeze,
+    ...(o.trainLastBlocks > 0 ? { trainLastBlocks: o.trainLastBlocks } : {}),
+    lrGroups: o.lrGroups.map((g) => ({ prefixes: [...g.prefixes], lr: g.lr })),
+  }
 }

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { type Batch } from '../data/loader'
 import { batchLoader, gatheredTrainStep } from '../data/packed-loader'
+import { mappedImages } from '../data/npy'
 import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { ImageSource, OnBadImage } from '../data/source'
 import { nonNegative, positiveInteger } from '../check'
@@ -16,11 +17,11 @@ import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, typ
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
 import { classIndex, classifies, phaseAt, usesTriplets, type ResolvedLossPhase } from './objective'
-import { bindingTrainOptions, resolveOptions, type ResolvedOptions, type TrainerOptions } from './options'
+import { bindingTrainOptions, resolveOptions, type HarmonicOptions, type ResolvedOptions, type TrainerOptions } from './options'
 import { TrainingBoard } from './board'
 import { evenSample, type ProjectorSample } from './tensorboard'
 
-export type { OptimizerName, Schedule, TrainerOptions } from './options'
+export type { HarmonicOptions, LrGroup, OptimizerName, Schedule, TrainerOptions } from './options'
 
 /** Pairs to validate on after each epoch, with their images decoded at the model's input size. */
 export interface Validation {
@@ -129,6 +130,26 @@ function checkTrainable(data: ImageSource, o: ResolvedOptions): void {
   }
 }
 
+/** The v1 of harmonic training, refused before any step where it cannot pair with `model`. */
+function checkHarmonic(model: FaceNet, harmonic: HarmonicOptions, o: ResolvedOptions): FaceNet {
+  checkKeys('harmonic', harmonic, ['with'])
+  const v1 = harmonic.with
+  if (v1 === model) throw new InvalidArgumentError('harmonic.with must be the old model (v1), not the model being trained')
+  modelBinding(v1)
+  if (v1.disposed) throw new InvalidArgumentError('harmonic.with is a disposed model')
+  if (v1.embeddingDim !== model.embeddingDim) {
+    throw new InvalidArgumentError(`harmonic.with embeds ${v1.embeddingDim}-d vectors (${v1.arch}), the model being trained ${model.embeddingDim}-d: harmonic embeddings need one dimension`)
+  }
+  const [a, b] = [v1.inputSize, model.inputSize]
+  if (a.height !== b.height || a.width !== b.width) {
+    throw new InvalidArgumentError(`harmonic.with takes ${a.height}×${a.width} images, the model being trained ${b.height}×${b.width}: v1 embeds the same batch pixels, so their input sizes must match`)
+  }
+  if (o.mining !== 'online' || o.loss.some((p) => p.type !== 'triplet')) {
+    throw new InvalidArgumentError("harmonic training uses the triplet loss with mining 'online' (its triplets mix both models' embeddings of each batch)")
+  }
+  return v1
+}
+
 const COLLAPSE_DISTANCE = 1e-3
 const COLLAPSE_PATIENCE = 20
 
@@ -170,6 +191,8 @@ export class Trainer {
   readonly #logFile?: string
   readonly #tensorboard?: string
   readonly #onBadImage: OnBadImage
+  /** The frozen v1 of harmonic training. */
+  readonly #v1?: FaceNet
   #configured = false
   #step = 0
 
@@ -180,6 +203,7 @@ export class Trainer {
     if (!ON_BAD_IMAGE.includes(this.#onBadImage)) {
       throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${JSON.stringify(this.#onBadImage)}`)
     }
+    if (options.harmonic !== undefined) this.#v1 = checkHarmonic(model, options.harmonic, this.options)
     this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
     this.#logFile = options.logFile ? resolve(options.logFile) : undefined
     if (options.tensorboard !== undefined && (typeof options.tensorboard !== 'string' || options.tensorboard === '')) {
@@ -227,6 +251,9 @@ export class Trainer {
     const labels = options.validation?.labels
     if (labels !== undefined && (!Array.isArray(labels) || labels.length !== options.validation!.images.shape[0])) {
       throw new InvalidArgumentError(`validation.labels must hold one label per validation image (${options.validation!.images.shape[0]}), got ${Array.isArray(labels) ? labels.length : typeof labels}`)
+    }
+    if (this.#v1 && mappedImages(data)) {
+      throw new InvalidArgumentError('harmonic training reads each batch\'s pixels to embed them with v1: train on an image folder, not a packed dataset')
     }
     // Two runs interleaving their steps on one set of weights would both "succeed" with a
     // model neither of them trained.
@@ -508,6 +535,10 @@ export class Trainer {
 
   async #trainStep(batch: Batch, triplets: Int32Array | undefined, lastCheckpoint: string | undefined) {
     try {
+      if (this.#v1) {
+        const v1 = await this.#v1.embed({ data: batch.pixels, shape: batch.shape })
+        return await callBinding(() => modelBinding(this.model).trainStepHarmonic(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], v1))
+      }
       const gathered = gatheredTrainStep(batch)
       if (gathered) return await callBinding(() => gathered(modelBinding(this.model), triplets))
       return await callBinding(() => modelBinding(this.model).trainStep(batch.pixels, batch.labels, batch.shape[0], batch.shape[1], batch.shape[2], triplets))

@@ -11,6 +11,7 @@ use crate::options::{
 use crate::pixels::Pixels;
 use crate::worker::Deferred;
 use crate::BindingModel;
+use facenet::freeze::{Freeze, LrGroup};
 use facenet::loss::margin::MarginLoss;
 use facenet::loss::objective::{LossPhase, LossSchedule};
 use facenet::loss::TripletLoss;
@@ -58,6 +59,19 @@ pub struct BindingTrainOptions {
     pub classes: Option<i64>,
     /// Return each step's `distributions` (for histograms); off when absent.
     pub record_distributions: Option<bool>,
+    /// Layer-name prefixes to freeze.
+    pub freeze_prefixes: Option<Vec<String>>,
+    /// Freeze every block but the last N.
+    pub train_last_blocks: Option<u32>,
+    /// Per-group learning rates, the first matching group winning.
+    pub lr_groups: Option<Vec<BindingLrGroup>>,
+}
+
+/// Parameters under `prefixes` learn at `lr`.
+#[napi(object)]
+pub struct BindingLrGroup {
+    pub prefixes: Vec<String>,
+    pub lr: f64,
 }
 
 /// One phase of the loss schedule, its fields resolved by the TS layer.
@@ -184,6 +198,19 @@ fn parse_train_options(o: &BindingTrainOptions) -> Result<TrainConfig> {
         seed: o.seed as u64,
         precision: o.precision.map_or_else(Default::default, Into::into),
         record_distributions: o.record_distributions.unwrap_or(false),
+        freeze: Freeze {
+            prefixes: o.freeze_prefixes.clone().unwrap_or_default(),
+            train_last_blocks: o.train_last_blocks.map(|n| n as usize),
+        },
+        lr_groups: o
+            .lr_groups
+            .iter()
+            .flatten()
+            .map(|g| LrGroup {
+                prefixes: g.prefixes.clone(),
+                lr: g.lr,
+            })
+            .collect(),
     })
 }
 
@@ -267,6 +294,61 @@ impl BindingModel {
                         let training = state.training.as_mut().ok_or_else(not_configured)?;
                         training
                             .step(model, images, &labels, triplets)
+                            .map(step_to_js)
+                            .map_err(to_js)
+                    })
+                },
+                |_env, stats| Ok(stats),
+            ),
+            Err(error) => deferred.reject(error),
+        }
+        Ok(promise)
+    }
+
+    /// A harmonic step (FaceNet §7): `v1` holds N×embeddingDim embeddings of the same
+    /// pixels by the old, frozen model; triplets mix both versions' embeddings.
+    #[napi(ts_return_type = "Promise<BindingStepStats>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_harmonic<'env>(
+        &self,
+        env: &'env Env,
+        pixels: Either<Uint8Array, Float32Array>,
+        labels: Int32Array,
+        count: u32,
+        height: u32,
+        width: u32,
+        v1: Float32Array,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
+        let prepared = (|| -> Result<(Pixels, Tensor, Tensor)> {
+            let images = Pixels::new(pixels, count, height, width)?;
+            if labels.len() != count as usize
+                || count == 0
+                || !v1.len().is_multiple_of(count as usize)
+            {
+                return Err(coded(
+                    "ERR_SHAPE",
+                    format!(
+                        "{} labels and {} v1 values for {count} images",
+                        labels.len(),
+                        v1.len()
+                    ),
+                ));
+            }
+            let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+            let dim = (v1.len() / count as usize) as i64;
+            let v1 = Tensor::from_slice(&v1).view([i64::from(count), dim]);
+            Ok((images, Tensor::from_slice(&labels), v1))
+        })();
+        match prepared {
+            Ok((images, labels, v1)) => self.worker.run(
+                deferred,
+                move |state| {
+                    images.with_tensor(|images| {
+                        let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
+                        let training = state.training.as_mut().ok_or_else(not_configured)?;
+                        training
+                            .harmonic_step(model, images, &labels, &v1)
                             .map(step_to_js)
                             .map_err(to_js)
                     })

@@ -139,6 +139,8 @@ mod tests {
                 seed: 9,
                 precision: Default::default(),
                 record_distributions: false,
+                freeze: Default::default(),
+                lr_groups: Vec::new(),
             },
         )
         .unwrap();

@@ -11,6 +11,7 @@ pub mod distance;
 pub mod dlib;
 pub mod error;
 pub mod foreach;
+pub mod freeze;
 pub mod loss;
 pub mod mining;
 pub mod model;

@@ -196,6 +196,9 @@ pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
 pub struct Optimizer {
     config: OptimizerConfig,
     params: Vec<(String, Tensor)>,
+    /// Each parameter's learning rate as a multiple of the scheduled one (its group's
+    /// rate over the base rate), aligned with `params`.
+    lr_scales: Vec<f64>,
     /// state[slot][param]
     state: Vec<Vec<Tensor>>,
     /// Completed updates; Adam's bias correction reads it.
@@ -208,10 +211,32 @@ impl Optimizer {
     }
 
     /// An optimizer over named parameters, e.g. a model's and a loss's class weights.
-    pub fn over(mut params: Vec<(String, Tensor)>, config: OptimizerConfig) -> Result<Self> {
+    pub fn over(params: Vec<(String, Tensor)>, config: OptimizerConfig) -> Result<Self> {
+        Self::over_scaled(
+            params.into_iter().map(|(n, t)| (n, t, 1.0)).collect(),
+            config,
+        )
+    }
+
+    /// An optimizer whose parameters each carry a learning-rate multiple of the scheduled
+    /// rate (per-group learning rates: a backbone at a tenth of the head's, say).
+    pub fn over_scaled(
+        mut scaled: Vec<(String, Tensor, f64)>,
+        config: OptimizerConfig,
+    ) -> Result<Self> {
         config.validate()?;
         // A stable order, so checkpoints and updates do not depend on hash-map order.
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        scaled.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some((name, _, scale)) = scaled
+            .iter()
+            .find(|(_, _, scale)| !(scale.is_finite() && *scale > 0.0))
+        {
+            return Err(Error::invalid(format!(
+                "parameter '{name}' has a learning-rate multiple of {scale}; it must be a positive number"
+            )));
+        }
+        let lr_scales = scaled.iter().map(|(_, _, scale)| *scale).collect();
+        let params: Vec<(String, Tensor)> = scaled.into_iter().map(|(n, t, _)| (n, t)).collect();
         let state = config
             .kind
             .slots()
@@ -226,6 +251,7 @@ impl Optimizer {
         Ok(Self {
             config,
             params,
+            lr_scales,
             state,
             updates: 0,
         })
@@ -237,6 +263,11 @@ impl Optimizer {
 
     pub fn updates(&self) -> i64 {
         self.updates
+    }
+
+    /// The names of the parameters this optimizer updates, in update order.
+    pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(name, _)| name.as_str())
     }
 
     /// The parameters that received a gradient in the last backward pass: their indices,
@@ -290,64 +321,88 @@ impl Optimizer {
     /// step count that the schedule reads: see [`OptimizerConfig::lr_at`]). Each rule is a
     /// few multi-tensor ops over all parameters, as torch.optim's foreach implementations.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        let wd = self.config.weight_decay;
-        let t = (self.updates + 1) as f64;
         let _no_grad = tch::no_grad_guard();
         let (indices, params, grads) = self.live();
-        if !params.is_empty() {
-            let grads = if wd != 0.0 && !matches!(self.config.kind, OptimizerKind::AdamW { .. }) {
-                foreach::add(&grads, &params, wd)?
-            } else {
-                grads
-            };
-            match self.config.kind {
-                OptimizerKind::Sgd { momentum, nesterov } => {
-                    let update = if momentum != 0.0 {
-                        let bufs = self.slot(0, &indices);
-                        if self.updates == 0 {
-                            foreach::copy_(&bufs, &grads)?;
-                        } else {
-                            foreach::mul_scalar_(&bufs, momentum)?;
-                            foreach::add_(&bufs, &grads, 1.0)?;
-                        }
-                        if nesterov {
-                            foreach::add(&grads, &bufs, momentum)?
-                        } else {
-                            bufs
-                        }
-                    } else {
-                        grads
-                    };
-                    foreach::add_(&params, &update, -lr)?;
-                }
-                OptimizerKind::Adagrad { eps } => {
-                    let sums = self.slot(0, &indices);
-                    foreach::addcmul_(&sums, &grads, &grads, 1.0)?;
-                    let std = foreach::sqrt(&sums)?;
-                    foreach::add_scalar_(&std, eps)?;
-                    foreach::addcdiv_(&params, &grads, &std, -lr)?;
-                }
-                OptimizerKind::Adam { beta1, beta2, eps }
-                | OptimizerKind::AdamW { beta1, beta2, eps } => {
-                    if let OptimizerKind::AdamW { .. } = self.config.kind {
-                        foreach::mul_scalar_(&params, 1.0 - lr * wd)?;
-                    }
-                    let exp_avg = self.slot(0, &indices);
-                    let exp_avg_sq = self.slot(1, &indices);
-                    foreach::mul_scalar_(&exp_avg, beta1)?;
-                    foreach::add_(&exp_avg, &grads, 1.0 - beta1)?;
-                    foreach::mul_scalar_(&exp_avg_sq, beta2)?;
-                    foreach::addcmul_(&exp_avg_sq, &grads, &grads, 1.0 - beta2)?;
-                    let bias1 = 1.0 - beta1.powf(t);
-                    let bias2 = 1.0 - beta2.powf(t);
-                    let denom = foreach::sqrt(&exp_avg_sq)?;
-                    foreach::div_scalar_(&denom, bias2.sqrt())?;
-                    foreach::add_scalar_(&denom, eps)?;
-                    foreach::addcdiv_(&params, &exp_avg, &denom, -lr / bias1)?;
+        // One pass of the rule per distinct learning-rate multiple (one pass without groups).
+        let mut scales: Vec<f64> = indices.iter().map(|&i| self.lr_scales[i]).collect();
+        scales.sort_by(f64::total_cmp);
+        scales.dedup();
+        for scale in scales {
+            let mut group = (Vec::new(), Vec::new(), Vec::new());
+            for (k, &index) in indices.iter().enumerate() {
+                if self.lr_scales[index] == scale {
+                    group.0.push(index);
+                    group.1.push(params[k].shallow_clone());
+                    group.2.push(grads[k].shallow_clone());
                 }
             }
+            self.update(&group.0, &group.1, group.2, lr * scale)?;
         }
         self.updates += 1;
+        Ok(())
+    }
+
+    /// The update rule over some parameters (`indices` into `self.params`) at rate `lr`.
+    fn update(
+        &self,
+        indices: &[usize],
+        params: &[Tensor],
+        grads: Vec<Tensor>,
+        lr: f64,
+    ) -> Result<()> {
+        let wd = self.config.weight_decay;
+        let t = (self.updates + 1) as f64;
+        let grads = if wd != 0.0 && !matches!(self.config.kind, OptimizerKind::AdamW { .. }) {
+            foreach::add(&grads, params, wd)?
+        } else {
+            grads
+        };
+        match self.config.kind {
+            OptimizerKind::Sgd { momentum, nesterov } => {
+                let update = if momentum != 0.0 {
+                    let bufs = self.slot(0, indices);
+                    if self.updates == 0 {
+                        foreach::copy_(&bufs, &grads)?;
+                    } else {
+                        foreach::mul_scalar_(&bufs, momentum)?;
+                        foreach::add_(&bufs, &grads, 1.0)?;
+                    }
+                    if nesterov {
+                        foreach::add(&grads, &bufs, momentum)?
+                    } else {
+                        bufs
+                    }
+                } else {
+                    grads
+                };
+                foreach::add_(params, &update, -lr)?;
+            }
+            OptimizerKind::Adagrad { eps } => {
+                let sums = self.slot(0, indices);
+                foreach::addcmul_(&sums, &grads, &grads, 1.0)?;
+                let std = foreach::sqrt(&sums)?;
+                foreach::add_scalar_(&std, eps)?;
+                foreach::addcdiv_(params, &grads, &std, -lr)?;
+            }
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                if let OptimizerKind::AdamW { .. } = self.config.kind {
+                    foreach::mul_scalar_(params, 1.0 - lr * wd)?;
+                }
+                let exp_avg = self.slot(0, indices);
+                let exp_avg_sq = self.slot(1, indices);
+                foreach::mul_scalar_(&exp_avg, beta1)?;
+                foreach::add_(&exp_avg, &grads, 1.0 - beta1)?;
+                foreach::mul_scalar_(&exp_avg_sq, beta2)?;
+                foreach::addcmul_(&exp_avg_sq, &grads, &grads, 1.0 - beta2)?;
+                let bias1 = 1.0 - beta1.powf(t);
+                let bias2 = 1.0 - beta2.powf(t);
+                let denom = foreach::sqrt(&exp_avg_sq)?;
+                foreach::div_scalar_(&denom, bias2.sqrt())?;
+                foreach::add_scalar_(&denom, eps)?;
+                foreach::addcdiv_(params, &exp_avg, &denom, -lr / bias1)?;
+            }
+        }
         Ok(())
     }
 
@@ -553,5 +608,37 @@ mod tests {
             .unwrap();
         assert!(fresh.state_tensors()[0].1.equal(&saved[0].1));
         assert_eq!(fresh.updates(), 1);
+    }
+
+    #[test]
+    fn each_parameter_steps_at_its_groups_rate() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = vs.root().zeros("head", &[1]);
+        let body = vs.root().zeros("body", &[1]);
+        let config = OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            },
+            lr: 0.1,
+            ..Default::default()
+        };
+        let params = vec![
+            ("head".to_owned(), head.shallow_clone(), 1.0),
+            ("body".to_owned(), body.shallow_clone(), 0.1),
+        ];
+        let mut optimizer = Optimizer::over_scaled(params, config).unwrap();
+        let loss = (&head - 3.0).square().sum(Kind::Float) * 0.5
+            + (&body - 3.0).square().sum(Kind::Float) * 0.5;
+        loss.backward();
+        optimizer.step(0.1).unwrap();
+        // g = −3 for both: the head moves by 0.1·3, the body by a tenth of that.
+        close(
+            &[head.double_value(&[0]), body.double_value(&[0])],
+            &[0.3, 0.03],
+        );
+        let bad = vec![("w".to_owned(), head.shallow_clone(), 0.0)];
+        let err = Optimizer::over_scaled(bad, config).err().unwrap();
+        assert!(err.to_string().contains("'w'"), "{err}");
     }
 }

@@ -7,12 +7,13 @@
 use crate::distance::row_distance;
 use crate::error::{Error, Result};
 use crate::foreach;
+use crate::freeze::{self, Freeze, LrGroup};
 use crate::loss::margin::{check_labels, margin_loss_in_range};
 use crate::loss::objective::{ClassHead, LossSchedule};
 use crate::loss::{triplet_loss_with_count, TripletLoss};
 use crate::mining::{mine, Miner, MiningStats, SplitMix64, Triplets};
 use crate::model::{check_image_batch, FaceNet};
-use crate::optim::{trainable, Optimizer, OptimizerConfig};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{with_precision, Precision};
 use crate::preprocess::to_network_input;
 use tch::{Device, Kind, Tensor};
@@ -36,6 +37,11 @@ pub struct TrainConfig {
     /// Also return each step's per-example values ([`StepDistributions`]) for histograms.
     /// Off by default: they cost one extra device-to-host copy per step.
     pub record_distributions: bool,
+    /// Layers a fine-tune leaves as they are: no gradient, no optimizer state, and their
+    /// batch-norm statistics held.
+    pub freeze: Freeze,
+    /// Per-group learning rates (e.g. the backbone below the head).
+    pub lr_groups: Vec<LrGroup>,
 }
 
 /// Per-example values of one step, read back only when [`TrainConfig::record_distributions`]
@@ -75,6 +81,9 @@ pub struct TrainState {
     config: TrainConfig,
     optimizer: Optimizer,
     head: Option<ClassHead>,
+    /// Frozen layers' batch-norm statistics (live tensor, value to hold): training-mode
+    /// forwards move them, and each step puts them back.
+    frozen_buffers: Vec<(Tensor, Tensor)>,
     /// Completed steps, skipped ones included; the schedule and the seeds read it.
     steps: i64,
 }
@@ -93,15 +102,36 @@ impl TrainState {
             model.device(),
             (mix_seed(config.seed, -1) >> 1) as i64,
         )?;
-        let mut params = trainable(model.var_store());
-        params.extend(head.iter().flat_map(ClassHead::parameters));
-        let optimizer = Optimizer::over(params, config.optimizer)?;
+        let plan = freeze::plan(
+            model,
+            &config.freeze,
+            &config.lr_groups,
+            config.optimizer.lr,
+        )?;
+        let mut params = plan.trainable;
+        params.extend(
+            head.iter()
+                .flat_map(ClassHead::parameters)
+                .map(|(name, tensor)| (name, tensor, 1.0)),
+        );
+        let optimizer = Optimizer::over_scaled(params, config.optimizer)?;
+        let frozen_buffers = snapshot(plan.frozen_buffers.into_iter().map(|(_, t)| t))?;
         Ok(Self {
             config,
             optimizer,
             head,
+            frozen_buffers,
             steps: 0,
         })
+    }
+
+    /// Puts the frozen layers' batch-norm statistics back to their held values.
+    fn hold_frozen_buffers(&self) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        for (live, held) in &self.frozen_buffers {
+            live.shallow_clone().f_copy_(held)?;
+        }
+        Ok(())
     }
 
     /// The classification losses' class weights (and centres), when a phase uses them.
@@ -135,6 +165,12 @@ impl TrainState {
     ) -> Result<()> {
         self.optimizer.load_state(lookup, updates)?;
         self.steps = steps;
+        // The checkpoint's weights were just loaded: its frozen statistics are the ones to hold.
+        self.frozen_buffers = snapshot(
+            self.frozen_buffers
+                .iter()
+                .map(|(live, _)| live.shallow_clone()),
+        )?;
         Ok(())
     }
 
@@ -148,6 +184,33 @@ impl TrainState {
         images: &Tensor,
         labels: &Tensor,
         triplets: Option<Triplets>,
+    ) -> Result<StepStats> {
+        self.step_with(model, images, labels, triplets, None)
+    }
+
+    /// A step of harmonic training (FaceNet §7): `v1` holds the same images' embeddings by
+    /// the old, frozen model (N×D). Triplets are mined over the 2N embeddings of both
+    /// versions, with labels shared, and every triplet with at least one member from the
+    /// model being trained is kept (the ones wholly from v1 carry no gradient), so that
+    /// the new embeddings are pulled towards the old ones of the same identity and pushed
+    /// from the old ones of others.
+    pub fn harmonic_step(
+        &mut self,
+        model: &FaceNet,
+        images: &Tensor,
+        labels: &Tensor,
+        v1: &Tensor,
+    ) -> Result<StepStats> {
+        self.step_with(model, images, labels, None, Some(v1))
+    }
+
+    fn step_with(
+        &mut self,
+        model: &FaceNet,
+        images: &Tensor,
+        labels: &Tensor,
+        triplets: Option<Triplets>,
+        v1: Option<&Tensor>,
     ) -> Result<StepStats> {
         check_image_batch(images, model.input_size())?;
         let n = images.size()[0];
@@ -169,6 +232,20 @@ impl TrainState {
                 "triplets were given for step {step}, whose loss phase does not use the triplet loss"
             )));
         }
+        if v1.is_some() && (triplets.is_some() || phase.class_loss.is_some()) {
+            return Err(Error::invalid(format!(
+                "harmonic training mines its own triplets with the triplet loss alone; step {step} was given triplets or has a classification loss"
+            )));
+        }
+        let dim = model.config().embedding_dim;
+        if let Some(v1) = v1 {
+            if v1.size() != [n, dim] {
+                return Err(Error::shape(format!(
+                    "the v1 embeddings must be {n}×{dim} (one per image, the trained model's dimension), got shape {:?}",
+                    v1.size()
+                )));
+            }
+        }
         let step_seed = mix_seed(self.config.seed, step);
         // Dropout draws from libtorch's global generator.
         tch::manual_seed((step_seed >> 1) as i64);
@@ -186,13 +263,38 @@ impl TrainState {
             model.forward_t(&input, true)
         })?;
         let embeddings = model.float32_embeddings(embeddings, self.config.precision)?;
+        self.hold_frozen_buffers()?;
         if embeddings.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
             return Err(Error::NonFinite(format!(
                 "the embeddings are NaN or infinite at step {step} (check the input pixels); the weights were not updated"
             )));
         }
 
+        // Harmonic steps score triplets over both versions' embeddings: this model's first,
+        // then v1's (constants), rows i and n + i being the same image.
+        let (embeddings, labels) = match v1 {
+            Some(v1) => {
+                let v1 = v1.f_to_device(device)?.f_to_kind(Kind::Float)?.f_detach()?;
+                (
+                    Tensor::f_cat(&[&embeddings, &v1], 0)?,
+                    Tensor::f_cat(&[&labels, &labels], 0)?,
+                )
+            }
+            None => (embeddings, labels),
+        };
         let (triplets, mining) = match triplets {
+            None if v1.is_some() => {
+                let (mined, _) = mine(
+                    &embeddings.detach(),
+                    &labels,
+                    &self.config.miner,
+                    self.config.loss.distance,
+                    step_seed,
+                )?;
+                let kept = harmonic_triplets(mined, n)?;
+                let stats = describe_given(&embeddings.detach(), &kept, &self.config.loss)?;
+                (kept, stats)
+            }
             None if !phase.uses_triplets() => (Triplets::empty(device), MiningStats::default()),
             Some(given) => {
                 check_triplets(&given, n)?;
@@ -208,7 +310,9 @@ impl TrainState {
                 step_seed,
             )?,
         };
-        let mean_pairwise_distance = mean_pairwise_squared_distance(&embeddings.detach())?;
+        // This model's rows only: the collapse guard watches the network being trained.
+        let mean_pairwise_distance =
+            mean_pairwise_squared_distance(&embeddings.detach().f_narrow(0, 0, n)?)?;
         let distributions = if self.config.record_distributions {
             Some(step_distributions(
                 &embeddings.detach(),
@@ -310,6 +414,29 @@ impl TrainState {
             distributions,
         })
     }
+}
+
+/// The triplets of a harmonic pool (rows 0..n this model's, n..2n v1's) that involve this
+/// model: a triplet wholly of v1 rows is a constant.
+pub fn harmonic_triplets(mined: Triplets, n: i64) -> Result<Triplets> {
+    let from_v1 = |index: &Tensor| index.f_ge(n);
+    let all_v1 = from_v1(&mined.anchors)?
+        .f_logical_and(&from_v1(&mined.positives)?)?
+        .f_logical_and(&from_v1(&mined.negatives)?)?;
+    let keep = all_v1.f_logical_not()?.f_nonzero()?.f_squeeze_dim(1)?;
+    Ok(Triplets {
+        anchors: mined.anchors.f_index_select(0, &keep)?,
+        positives: mined.positives.f_index_select(0, &keep)?,
+        negatives: mined.negatives.f_index_select(0, &keep)?,
+    })
+}
+
+/// Each tensor with a copy of its current value.
+fn snapshot(tensors: impl Iterator<Item = Tensor>) -> Result<Vec<(Tensor, Tensor)>> {
+    let _no_grad = tch::no_grad_guard();
+    tensors
+        .map(|t| Ok((t.shallow_clone(), t.f_detach_copy()?)))
+        .collect()
 }
 
 fn on_device(triplets: Triplets, device: Device) -> Result<Triplets> {
@@ -520,6 +647,8 @@ mod tests {
             seed: 3,
             precision: Precision::Fp32,
             record_distributions: false,
+            freeze: Freeze::default(),
+            lr_groups: Vec::new(),
         }
     }
 
@@ -754,5 +883,114 @@ mod tests {
         let stats = state.step(&model, &images, &labels, None).unwrap();
         assert!(!stats.updated);
         assert_eq!(state.step_count(), 1);
+    }
+
+    #[test]
+    fn harmonic_steps_match_a_brute_force_triplet_loss_over_both_versions() {
+        use crate::loss::Reducer;
+        use crate::preprocess::to_network_input;
+        let model = tiny(4);
+        let margin = 0.5;
+        let config = TrainConfig {
+            miner: Miner::BatchAll { margin },
+            loss: TripletLoss {
+                margin,
+                reducer: Reducer::MeanActive,
+                ..TripletLoss::default()
+            },
+            ..config(0.05)
+        };
+        let mut state = TrainState::new(&model, config).unwrap();
+        let (images, labels) = toy_batch();
+        // The v1 side: unit rows from another model, constants of the step.
+        let v1 = tiny(5).embed(&images).unwrap();
+        let v2 = model
+            .forward_t(
+                &to_network_input(&images, Device::Cpu, model.config().normalization).unwrap(),
+                true,
+            )
+            .detach();
+        let pool = Tensor::cat(&[&v2, &v1], 0);
+        let label: Vec<i64> = Vec::<i64>::try_from(&labels).unwrap();
+        let n = label.len();
+        let d = |i: usize, j: usize| {
+            (pool.get(i as i64) - pool.get(j as i64))
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[])
+        };
+        let (mut sum, mut count, mut mixed) = (0.0, 0, 0);
+        for a in 0..2 * n {
+            for p in 0..2 * n {
+                for q in 0..2 * n {
+                    let same = label[a % n] == label[p % n] && a != p;
+                    if !same || label[q % n] == label[a % n] || (a >= n && p >= n && q >= n) {
+                        continue;
+                    }
+                    let hinge = d(a, p) - d(a, q) + margin;
+                    if hinge > 0.0 {
+                        sum += hinge;
+                        count += 1;
+                        if (a >= n) != (p >= n) || (a >= n) != (q >= n) {
+                            mixed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            count > 0 && mixed > 0,
+            "{count} triplets, {mixed} mixing versions"
+        );
+        let stats = state.harmonic_step(&model, &images, &labels, &v1).unwrap();
+        assert_eq!(stats.mining.triplets, count);
+        let expected = sum / count as f64;
+        assert!(
+            (stats.loss - expected).abs() < 1e-4,
+            "{} vs {expected}",
+            stats.loss
+        );
+        // v1 is only read: its embeddings do not move.
+        assert!(tiny(5).embed(&images).unwrap().equal(&v1));
+        let wrong = Tensor::zeros([8, 64], (Kind::Float, Device::Cpu));
+        let err = state
+            .harmonic_step(&model, &images, &labels, &wrong)
+            .unwrap_err();
+        assert_eq!(err.code(), "ERR_SHAPE");
+        assert!(err.to_string().contains("8×128"), "{err}");
+    }
+
+    #[test]
+    fn frozen_layers_keep_their_weights_and_statistics() {
+        let model = tiny(1);
+        let config = TrainConfig {
+            freeze: Freeze {
+                prefixes: vec![],
+                train_last_blocks: Some(2),
+            },
+            ..config(0.05)
+        };
+        let mut state = TrainState::new(&model, config).unwrap();
+        let before: Vec<(String, Tensor)> = model
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.copy()))
+            .collect();
+        let (images, labels) = toy_batch();
+        for _ in 0..3 {
+            assert!(state.step(&model, &images, &labels, None).unwrap().updated);
+        }
+        let after = model.var_store().variables();
+        for (name, old) in &before {
+            let unchanged = old.equal(&after[name]);
+            let trains = name.starts_with("fc.") || name.starts_with("bn.");
+            assert_eq!(unchanged, !trains, "{name}");
+        }
+        // No optimizer state for frozen parameters.
+        assert!(state
+            .optimizer()
+            .parameter_names()
+            .all(|n| n.starts_with("fc.") || n.starts_with("bn.")));
     }
 }
