@@ -9,7 +9,7 @@ use crate::options::{
     BindingLossKind, BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule,
 };
 use crate::pixels::Pixels;
-use crate::worker::Deferred;
+use crate::worker::{Deferred, Worker};
 use crate::BindingModel;
 use facenet::freeze::{Freeze, LrGroup};
 use facenet::loss::margin::MarginLoss;
@@ -18,6 +18,7 @@ use facenet::loss::TripletLoss;
 use facenet::mining::Triplets;
 use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use facenet::train::{StepStats, TrainConfig, TrainState};
+use facenet::FaceNet;
 use napi::bindgen_prelude::{Either, Float32Array, Int32Array, Object, Uint8Array};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -279,29 +280,17 @@ impl BindingModel {
                     format!("{} labels for {count} images", labels.len()),
                 ));
             }
-            let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
             let triplets = triplets.as_deref().map(triplets_from).transpose()?;
-            Ok((images, Tensor::from_slice(&labels), triplets))
+            Ok((images, label_tensor(&labels), triplets))
         })();
-        match prepared {
-            Ok((images, labels, triplets)) => self.worker.run(
-                deferred,
-                move |state| {
-                    // The step's first copy of the pixels is the network input; nothing it
-                    // returns views them.
-                    images.with_tensor(|images| {
-                        let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
-                        let training = state.training.as_mut().ok_or_else(not_configured)?;
-                        training
-                            .step(model, images, &labels, triplets)
-                            .map(step_to_js)
-                            .map_err(to_js)
-                    })
-                },
-                |_env, stats| Ok(stats),
-            ),
-            Err(error) => deferred.reject(error),
-        }
+        run_step(
+            &self.worker,
+            deferred,
+            prepared,
+            |training, model, images, labels, triplets| {
+                training.step(model, images, labels, triplets)
+            },
+        );
         Ok(promise)
     }
 
@@ -335,28 +324,18 @@ impl BindingModel {
                     ),
                 ));
             }
-            let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
             let dim = (v1.len() / count as usize) as i64;
             let v1 = Tensor::from_slice(&v1).view([i64::from(count), dim]);
-            Ok((images, Tensor::from_slice(&labels), v1))
+            Ok((images, label_tensor(&labels), v1))
         })();
-        match prepared {
-            Ok((images, labels, v1)) => self.worker.run(
-                deferred,
-                move |state| {
-                    images.with_tensor(|images| {
-                        let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
-                        let training = state.training.as_mut().ok_or_else(not_configured)?;
-                        training
-                            .harmonic_step(model, images, &labels, &v1)
-                            .map(step_to_js)
-                            .map_err(to_js)
-                    })
-                },
-                |_env, stats| Ok(stats),
-            ),
-            Err(error) => deferred.reject(error),
-        }
+        run_step(
+            &self.worker,
+            deferred,
+            prepared,
+            |training, model, images, labels, v1| {
+                training.harmonic_step(model, images, labels, &v1)
+            },
+        );
         Ok(promise)
     }
 
@@ -399,6 +378,44 @@ impl BindingModel {
             |_env, state| Ok(state),
         );
         Ok(promise)
+    }
+}
+
+/// Int32 labels from JS as the int64 tensor the core indexes with.
+fn label_tensor(labels: &Int32Array) -> Tensor {
+    let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    Tensor::from_slice(&labels)
+}
+
+/// Runs one training step on the worker once its inputs are `prepared` (or rejects with
+/// why they could not be): the pixels' first copy is the network input, and nothing the
+/// step returns views them.
+fn run_step<X, F>(
+    worker: &std::sync::Arc<Worker>,
+    deferred: Deferred<BindingStepStats>,
+    prepared: Result<(Pixels, Tensor, X)>,
+    step: F,
+) where
+    X: Send + 'static,
+    F: FnOnce(&mut TrainState, &FaceNet, &Tensor, &Tensor, X) -> facenet::Result<StepStats>
+        + Send
+        + 'static,
+{
+    match prepared {
+        Ok((images, labels, extra)) => worker.run(
+            deferred,
+            move |state| {
+                images.with_tensor(|images| {
+                    let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
+                    let training = state.training.as_mut().ok_or_else(not_configured)?;
+                    step(training, model, images, &labels, extra)
+                        .map(step_to_js)
+                        .map_err(to_js)
+                })
+            },
+            |_env, stats| Ok(stats),
+        ),
+        Err(error) => deferred.reject(error),
     }
 }
 
