@@ -71,46 +71,37 @@ interface Recipe {
   epochs: number
 }
 
+/** The LFW recipes' optimizer and batches; the fine-tune adds its freezing on top. */
+function lfwOptions(checkpointDir: string): TrainerOptions {
+  return {
+    optimizer: 'sgd',
+    momentum: 0.9,
+    lr: 0.01,
+    identitiesPerBatch: 3,
+    imagesPerIdentity: 4,
+    negativesPerBatch: 0,
+    checkpointDir,
+    checkpointEvery: 1,
+    keepCheckpoints: 100,
+    seed: 5,
+  }
+}
+
+const lfwFolder = async (): Promise<ImageSource> => (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES)
+
 const RECIPES: Record<string, Recipe> = {
   generated: { model: createModel, data: async () => makeSource(), options: trainerOptions, epochs: 1_000_000 },
   lfw: {
     model: () => FaceNet.create({ arch: 'tiny', seed: 1, device: 'cpu', threads: 1 }),
-    // `--packed DIR`: the same identities from a `facenet pack` output, memory-mapped.
-    data: async (packed) =>
-      packed
-        ? await NpyDataset.open({ images: join(packed, 'images.npy'), names: join(packed, 'names.npy') })
-        : (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
-    options: (checkpointDir) => ({
-      optimizer: 'sgd',
-      momentum: 0.9,
-      lr: 0.01,
-      identitiesPerBatch: 3,
-      imagesPerIdentity: 4,
-      negativesPerBatch: 0,
-      checkpointDir,
-      checkpointEvery: 1,
-      keepCheckpoints: 100,
-      seed: 5,
-    }),
+    // `--packed DIR`: the same identities from a `facenet pack` output.
+    data: async (packed) => (packed ? await NpyDataset.open({ images: join(packed, 'images.npy'), names: join(packed, 'names.npy') }) : await lfwFolder()),
+    options: lfwOptions,
     epochs: 100,
   },
   finetune: {
     model: () => FaceNet.pretrained('dlib-resnet-v1', { device: 'cpu', threads: 1 }),
-    data: async () => (await ImageFolder.open(resolve(__dirname, '..', 'data', 'lfw'))).subset(LFW_IDENTITIES),
-    options: (checkpointDir) => ({
-      optimizer: 'sgd',
-      momentum: 0.9,
-      lr: 0.01,
-      trainLastBlocks: 2,
-      lrGroups: [{ prefixes: ['units.13'], lr: 0.001 }],
-      identitiesPerBatch: 3,
-      imagesPerIdentity: 4,
-      negativesPerBatch: 0,
-      checkpointDir,
-      checkpointEvery: 1,
-      keepCheckpoints: 100,
-      seed: 5,
-    }),
+    data: lfwFolder,
+    options: (checkpointDir) => ({ ...lfwOptions(checkpointDir), trainLastBlocks: 2, lrGroups: [{ prefixes: ['units.13'], lr: 0.001 }] }),
     epochs: 100,
   },
 }

@@ -2,7 +2,8 @@
  * The checks of numbers at the public boundary, each written once. Values checked here
  * travel on unchecked: the binding and the core trust what the TS layer hands them.
  */
-import { InvalidArgumentError } from './errors'
+import { InvalidArgumentError, ShapeError } from './errors'
+import type { ImageBatch } from './model'
 
 /** A seed: any non-negative integer that a double holds exactly. */
 export function checkSeed(value: unknown, name = 'seed'): number {
@@ -42,4 +43,25 @@ export function float32(name: string, value: number): number {
     throw new InvalidArgumentError(`${name} must be at most ${FLOAT32_MAX.toExponential(2)} (float32's largest), got ${String(value)}`)
   }
   return value
+}
+
+/**
+ * An N×H×W×3 pixel batch as `embed` and `detect` take it: a Uint8Array or Float32Array, and
+ * a shape of four whole numbers that fit the binding's 32-bit counts (1.5 or 2³² + 1 would
+ * be truncated there) with 3 channels. The values' count is the binding's to check.
+ */
+export function checkImageBatch(images: unknown): ImageBatch {
+  const batch = images as ImageBatch | null | undefined
+  if (typeof batch !== 'object' || batch === null || !(batch.data instanceof Uint8Array || batch.data instanceof Float32Array)) {
+    throw new InvalidArgumentError(`images must be { data: Uint8Array | Float32Array, shape: [N, H, W, 3] }, got ${batch === null ? 'null' : Array.isArray(batch) ? 'an array' : typeof batch}`)
+  }
+  const shape: unknown = batch.shape
+  if (!Array.isArray(shape) || shape.length !== 4) throw new ShapeError(`images.shape must be [N, H, W, 3], got ${JSON.stringify(shape) ?? String(shape)}`)
+  for (const dim of shape) {
+    if (!Number.isInteger(dim) || (dim as number) < 0 || (dim as number) > 0xffffffff) {
+      throw new ShapeError(`images.shape must hold non-negative integers below 2^32, got [${shape.join(', ')}]`)
+    }
+  }
+  if (shape[3] !== 3) throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
+  return batch
 }

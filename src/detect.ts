@@ -6,10 +6,10 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import type * as Native from '../index'
 import { binding } from './binding'
-import { integerIn } from './check'
+import { checkImageBatch, integerIn } from './check'
 import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
 import type { Device } from './device'
-import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError } from './errors'
+import { callBinding, checkKeys, DisposedError, InvalidArgumentError } from './errors'
 import type { ImageBatch } from './model'
 
 /** One detected face, in the input image's pixel coordinates. */
@@ -84,30 +84,6 @@ export function checkDetectOptions(options: DetectOptions, what = 'detect'): Det
   return out
 }
 
-/**
- * An {@link ImageBatch} checked as `FaceNet.embed` checks one: a typed array, a shape of four
- * whole numbers that fit the binding's 32-bit counts (1.5 or 2³² + 1 would be truncated to
- * 1 there), 3 channels, and exactly the values the shape needs.
- */
-function checkBatch(images: ImageBatch): ImageBatch {
-  if (typeof images !== 'object' || images === null || !(images.data instanceof Uint8Array || images.data instanceof Float32Array)) {
-    throw new InvalidArgumentError(`images must be { data: Uint8Array | Float32Array, shape: [N, H, W, 3] }, got ${images === null ? 'null' : Array.isArray(images) ? 'an array' : typeof images}`)
-  }
-  const shape: unknown = images.shape
-  if (!Array.isArray(shape) || shape.length !== 4) throw new ShapeError(`images.shape must be [N, H, W, 3], got ${JSON.stringify(shape) ?? String(shape)}`)
-  for (const dim of shape) {
-    if (!Number.isInteger(dim) || (dim as number) < 0 || (dim as number) > 0xffffffff) {
-      throw new ShapeError(`images.shape must hold whole numbers from 0 to 2^32 − 1, got [${shape.join(', ')}]`)
-    }
-  }
-  const [n, h, w, c] = shape as number[]
-  if (c !== 3) throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
-  if (n! * h! * w! * 3 !== images.data.length) {
-    throw new ShapeError(`images.shape [${shape.join(', ')}] needs ${n! * h! * w! * 3} values, images.data holds ${images.data.length}`)
-  }
-  return images
-}
-
 export interface DetectorLoadOptions {
   /** Default `'cpu'`. */
   device?: Device
@@ -145,7 +121,7 @@ export class FaceDetector implements Disposable {
    */
   async detect(images: ImageBatch, options: DetectOptions = {}): Promise<DetectedFace[][]> {
     if (this.#binding.disposed) throw new DisposedError('the face detector was disposed')
-    const { data, shape } = checkBatch(images)
+    const { data, shape } = checkImageBatch(images)
     checkKeys('detect', options ?? {}, DETECT_KEYS)
     const o = checkDetectOptions(options ?? {})
     const [n, h, w] = shape

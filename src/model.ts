@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
-import { integerIn } from './check'
+import { checkImageBatch, integerIn } from './check'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError, UnknownArchError } from './errors'
 import { ARCHS, DEFAULT_ARCH, NORMALIZATIONS, oneOf, PRECISIONS, type Arch, type Normalization, type Precision } from './options'
 
@@ -356,10 +356,7 @@ export class FaceNet implements Disposable {
     if (this.disposed) throw new DisposedError()
     checkKeys('embed', options, ['precision'])
     const { data, shape } = this.#asBatch(images)
-    const [count, height, width, channels] = shape
-    if (channels !== 3) {
-      throw new ShapeError(`images must have 3 channels (RGB, channels last), got shape [${shape.join(', ')}]`)
-    }
+    const [count, height, width] = shape
     const precision = options.precision === undefined ? undefined : oneOf('precision', options.precision, PRECISIONS)
     return callBinding(() => this.#binding.embed(data, count, height, width, precision))
   }
@@ -387,17 +384,6 @@ export class FaceNet implements Disposable {
       }
       return { data: images, shape: [images.length / perImage, height, width, 3] }
     }
-    if (!images || !(images.data instanceof Uint8Array || images.data instanceof Float32Array)) {
-      throw new InvalidArgumentError('images.data must be a Uint8Array or a Float32Array')
-    }
-    if (!Array.isArray(images.shape) || images.shape.length !== 4) {
-      throw new ShapeError(`images.shape must be [N, H, W, 3], got ${JSON.stringify(images.shape)}`)
-    }
-    for (const dim of images.shape) {
-      if (!Number.isInteger(dim) || dim < 0 || dim > 0xffffffff) {
-        throw new ShapeError(`images.shape must hold non-negative integers, got [${images.shape.join(', ')}]`)
-      }
-    }
-    return images
+    return checkImageBatch(images)
   }
 }

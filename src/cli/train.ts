@@ -551,11 +551,12 @@ export async function train(rawArgv: string[]): Promise<number> {
   // The checkpoint holds the run; the model file is a convenience that may fail on its own
   // (a full disk) without hiding what the run did.
   let saveError: FaceNetError | undefined
-  const metadata: Record<string, string> = { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
+  // A fine-tune keeps the source's metadata (its alignment) with its weights, but not its
+  // threshold (nor the threshold's metric and provenance), which training moved.
+  const inherited = o.from === undefined ? {} : Object.fromEntries(Object.entries(model.metadata).filter(([key]) => !key.startsWith(THRESHOLD_KEY)))
+  const metadata: Record<string, string> = { ...inherited, [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
   if (o.from !== undefined) {
-    // The source's alignment (its alignment metadata) goes with its weights; its threshold does not survive training.
-    const kept = Object.fromEntries(Object.entries(model.metadata).filter(([key]) => key !== THRESHOLD_KEY && !key.startsWith('threshold')))
-    Object.assign(metadata, kept, { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps), fineTunedFrom: o.from })
+    metadata.fineTunedFrom = o.from
     if (heldOut) {
       const chosen = await chooseThreshold(model, heldOut, { seed: o.seed, centerCrop: o.centerCrop })
       Object.assign(metadata, { [META.threshold]: String(chosen.threshold), [META.thresholdMetric]: chosen.metric, [META.thresholdFrom]: `${chosen.pairs} held-out pairs of ${heldOut.identities.length} identities (accuracy ${(100 * chosen.accuracy).toFixed(2)}%)` })
