@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os'
 import { dirname } from 'node:path'
 import sharp from 'sharp'
 import { binding } from './binding'
+import { integerIn, MAX_THREADS } from './check'
 import { FaceDetector, inFilePixels } from './detect'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
@@ -122,12 +123,12 @@ export interface ResolvedAlign {
 }
 
 export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 'all'): ResolvedAlign {
-  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: Math.min(availableParallelism(), 1024), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
+  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: Math.min(availableParallelism(), MAX_THREADS), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
   if (!Number.isInteger(o.size) || o.size < 1 || o.size > ALIGN_MAX_SIZE) throw new InvalidArgumentError(`align size must be an integer 1..${ALIGN_MAX_SIZE}, got ${String(o.size)}`)
   if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be ${quotedList(ALIGN_MODES)}, got ${String(o.mode)}`)
   if (!(typeof o.margin === 'number' && o.margin >= 0 && o.margin < o.size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${o.size}, got ${String(o.margin)}`)
   if (!FACE_SELECTIONS.includes(o.faces)) throw new InvalidArgumentError(`faces must be ${quotedList(FACE_SELECTIONS)}, got ${String(o.faces)}`)
-  if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) throw new InvalidArgumentError(`threads must be an integer from 1 to 1024, got ${String(o.threads)}`)
+  integerIn('threads', o.threads, 1, MAX_THREADS)
   if (!Number.isInteger(o.maxPixels) || o.maxPixels < 1 || o.maxPixels > MAX_PHOTO_PIXELS) throw new InvalidArgumentError(`maxPixels must be an integer from 1 to ${MAX_PHOTO_PIXELS}, got ${String(o.maxPixels)}`)
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(o.batchSize)}`)
   if (options.onBadImage !== undefined && options.onBadImage !== 'error' && options.onBadImage !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(options.onBadImage)}`)

@@ -5,6 +5,9 @@
 import { InvalidArgumentError, ShapeError } from './errors'
 import type { ImageBatch } from './model'
 
+/** The most libtorch threads a model's or detector's worker takes (the binding refuses more). */
+export const MAX_THREADS = 1024
+
 /** A seed: any non-negative integer that a double holds exactly. */
 export function checkSeed(value: unknown, name = 'seed'): number {
   if (!Number.isSafeInteger(value) || (value as number) < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got ${String(value)}`)
@@ -14,6 +17,11 @@ export function checkSeed(value: unknown, name = 'seed'): number {
 export function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be an integer ≥ 1, got ${String(value)}`)
   return value
+}
+
+/** `threads` as every worker takes it, or the CPU count (capped at {@link MAX_THREADS}). */
+export function threadCount(value: number | undefined, fallback: number): number {
+  return integerIn('threads', value ?? Math.min(fallback, MAX_THREADS), 1, MAX_THREADS)
 }
 
 export function integerIn(name: string, value: number, min: number, max: number): number {

@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import type * as Native from '../index'
 import { binding } from './binding'
-import { checkImageBatch, integerIn } from './check'
+import { checkImageBatch, integerIn, MAX_THREADS } from './check'
 import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
 import type { Device } from './device'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError } from './errors'
@@ -31,14 +31,14 @@ export interface DetectedFace {
  * - `factor` ≤ 0.95: the pyramid has log(12/side)/log(factor) levels, which grows
  *   without bound as the factor nears 1 (0.999999 is millions of levels);
  * - thresholds ≥ 0.01: at 0 every window of every level is a candidate for R- and O-Net;
- * - `maxPixels` ≤ {@link MAX_PHOTO_PIXELS}; `threads` 1 to 1024.
+ * - `maxPixels` ≤ {@link MAX_PHOTO_PIXELS}; `threads` 1 to {@link MAX_THREADS}.
  */
 export const DETECT_BOUNDS = {
   minFaceSize: { min: 12, max: 100_000 },
   factor: { min: 0.1, max: 0.95 },
   threshold: { min: 0.01, max: 1 },
   maxPixels: { min: 1, max: 4096 * 4096 },
-  threads: { min: 1, max: 1024 },
+  threads: { min: 1, max: MAX_THREADS },
 } as const
 
 export interface DetectOptions {
@@ -106,7 +106,7 @@ export class FaceDetector implements Disposable {
 
   static async load(options: DetectorLoadOptions = {}): Promise<FaceDetector> {
     checkKeys('FaceDetector.load', options, LOAD_KEYS)
-    // The binding checks threads (1 to 1024) for every worker, with one message.
+    // The binding checks threads (1 to MAX_THREADS) for every worker, with one message.
     const threads = options.threads ?? Math.min(availableParallelism(), DETECT_BOUNDS.threads.max)
     const weights = options.weights ?? MTCNN_WEIGHTS
     if (typeof weights !== 'string' || weights.length === 0) throw new InvalidArgumentError(`weights must be a file path, got ${String(weights)}`)

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
-import { checkImageBatch, integerIn } from './check'
+import { checkImageBatch, integerIn, threadCount } from './check'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError, UnknownArchError } from './errors'
 import { ARCHS, DEFAULT_ARCH, NORMALIZATIONS, oneOf, PRECISIONS, type Arch, type Normalization, type Precision } from './options'
 
@@ -199,7 +199,7 @@ export class FaceNet implements Disposable {
     checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads', 'tiny'])
     const embeddingDim = integerIn('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
     const seed = integerIn('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
-    const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const threads = threadCount(options.threads, availableParallelism())
     // Checked here: a non-string would otherwise fail in napi's conversion without a code.
     for (const key of ['arch', 'device', 'normalization'] as const) {
       if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key} must be a string, got ${String(options[key])}`)
@@ -239,7 +239,7 @@ export class FaceNet implements Disposable {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
     checkKeys('FaceNet.load', options, ['device', 'threads', 'arch'])
-    const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
+    const threads = threadCount(options.threads, availableParallelism())
     const arch = options.arch === undefined ? undefined : oneOf('arch', options.arch, ARCHS, UnknownArchError)
     const native = await callBinding(() =>
       Promise.resolve().then(() =>

@@ -4,6 +4,7 @@ import { join, relative, resolve } from 'node:path'
 import { z } from 'zod'
 import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
 import { ALIGN_MAX_SIZE, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { MAX_THREADS } from '../check'
 import { OutputError } from '../errors'
 import { derivedNames, faceName, refuseOutputInInput } from './derived-names'
 import { listImages } from './model'
@@ -46,7 +47,7 @@ const schema = z.strictObject({
   margin: z.number().nonnegative().default(0),
   faces: z.enum(FACE_SELECTIONS).default('largest'),
   device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
-  threads: positiveInt.max(1024).optional(),
+  threads: positiveInt.max(MAX_THREADS).optional(),
   batchSize: positiveInt.default(32),
   quality: z.number().int().min(1).max(100).default(95),
   onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
