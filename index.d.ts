@@ -62,6 +62,8 @@ export declare class BindingModel {
    * keeps clear of the library's own) to `path` as safetensors, atomically.
    */
   save(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
+  /** SHA-256 (hex) of the weights, running statistics included; metadata left out. */
+  weightsDigest(): Promise<string>
   info(): BindingModelInfo
   /** Extra metadata of the file the model was loaded from; empty for a created model. */
   metadata(): Record<string, string>

@@ -18,6 +18,7 @@ export type FaceNetErrorCode =
   | 'ERR_LIBTORCH'
   | 'ERR_LIBTORCH_SETUP'
   | 'ERR_NATIVE_ADDON'
+  | 'ERR_INCOMPATIBLE_MODELS'
 
 /**
  * The longest message an error keeps: room for two paths of PATH_MAX (4096) and the
@@ -202,8 +203,19 @@ export class NativeAddonError extends FaceNetError {
   }
 }
 
+/**
+ * Embeddings of two models that do not share an embedding space were about to be compared
+ * (a gallery embedded by one, probes by the other). Two models share one when their weights
+ * are the same, or when one was trained with `harmonic: { with: other }` (FaceNet §7).
+ */
+export class IncompatibleModelsError extends FaceNetError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_INCOMPATIBLE_MODELS', message, options)
+  }
+}
+
 // These codes are raised in TS only; the native side never reports them.
-type TsOnlyCode = 'ERR_DATA' | 'ERR_OUTPUT' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON'
+type TsOnlyCode = 'ERR_DATA' | 'ERR_OUTPUT' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON' | 'ERR_INCOMPATIBLE_MODELS'
 const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_SHAPE: ShapeError,

@@ -5,7 +5,7 @@
  * The public API, listed name by name: helpers of the modules below stay theirs. The
  * README's API table lists the same names (`__test__/exports.spec.ts` holds them equal).
  */
-export { FaceNet, PRETRAINED_MODELS } from './model'
+export { EMBEDDING_SPACE_KEY, FaceNet, PRETRAINED_MODELS } from './model'
 export type { CreateOptions, EmbedOptions, ImageBatch, LayerSummary, LoadOptions, ModelInfo, ModelSummary, PretrainedModel, SaveOptions, TinyOptions } from './model'
 export { FaceGallery, findFaces } from './recognize'
 export type { FindFacesOptions, GalleryOptions, Identification, IdentifyOptions, RecognizedFace } from './recognize'
@@ -67,6 +67,7 @@ export {
   DeviceUnavailableError,
   DisposedError,
   FaceNetError,
+  IncompatibleModelsError,
   InvalidArgumentError,
   LibtorchNotFoundError,
   NativeAddonError,

@@ -81,6 +81,23 @@ export interface ModelSummary {
   layers: LayerSummary[]
 }
 
+/**
+ * Metadata key of the embedding space a model declares (see {@link FaceNet.embeddingSpace}):
+ * written by `save` after harmonic training, so that a v2 names the space of its v1.
+ */
+export const EMBEDDING_SPACE_KEY = 'embeddingSpace'
+
+/**
+ * The embedding space training gave a model: v1's after harmonic training, `null` after any
+ * other (its weights moved, so a space it was loaded with no longer holds).
+ */
+const trainedSpaces = new WeakMap<FaceNet, string | null>()
+
+/** @internal Called by the trainer before the first step. */
+export function declareEmbeddingSpace(model: FaceNet, space: string | null): void {
+  trainedSpaces.set(model, space)
+}
+
 /** Keys of a weights file's metadata that the library writes itself. */
 const RESERVED_METADATA = new Set(['format', 'arch', 'embeddingDim', 'inputHeight', 'inputWidth', 'normalization', 'version', 'libtorch'])
 
@@ -279,12 +296,33 @@ export class FaceNet implements Disposable {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
     checkKeys('save', options, ['metadata'])
-    const metadata = options.metadata ?? {}
+    const metadata = { ...options.metadata }
     for (const [key, value] of Object.entries(metadata)) {
       if (RESERVED_METADATA.has(key)) throw new InvalidArgumentError(`metadata key '${key}' is reserved for the library's own header`)
       if (typeof value !== 'string') throw new InvalidArgumentError(`metadata '${key}' must be a string, got ${typeof value}`)
     }
-    await callBinding(() => this.#binding.save(path, { ...metadata }))
+    const trained = trainedSpaces.get(this)
+    if (typeof trained === 'string') metadata[EMBEDDING_SPACE_KEY] = trained
+    // A claim copied from the file this model was loaded from stops holding once it trains.
+    else if (trained === null) delete metadata[EMBEDDING_SPACE_KEY]
+    await callBinding(() => this.#binding.save(path, metadata))
+  }
+
+  /**
+   * The id of the space this model's embeddings live in: embeddings of two models compare
+   * (a gallery embedded by one, probes by the other) only when their ids are equal. A model
+   * trained with `harmonic: { with: v1 }` takes v1's id (and `save` stores it); any other
+   * model's id is `weights:` and the start of the SHA-256 of its weights, so it shares a
+   * space only with bit-identical copies of itself.
+   */
+  async embeddingSpace(): Promise<string> {
+    if (this.disposed) throw new DisposedError()
+    const trained = trainedSpaces.get(this)
+    if (typeof trained === 'string') return trained
+    const stored = this.#metadata[EMBEDDING_SPACE_KEY]
+    if (trained === undefined && stored) return stored
+    const digest = await callBinding(() => this.#binding.weightsDigest())
+    return `weights:${digest.slice(0, 16)}`
   }
 
   /**

@@ -4,7 +4,7 @@
  */
 import { ImageFolder } from './data/image-folder'
 import type { FaceGeometry } from './align'
-import { checkKeys, InvalidArgumentError, ShapeError } from './errors'
+import { checkKeys, IncompatibleModelsError, InvalidArgumentError, ShapeError } from './errors'
 import { embedFiles, storedAlignment, type EmbedAlignOptions } from './inference'
 import type { FaceNet } from './model'
 import { storedThreshold } from './threshold'
@@ -105,15 +105,21 @@ export class FaceGallery {
   readonly identities: readonly string[]
   readonly dim: number
   readonly threshold: number
+  /**
+   * The embedding space of the model that embedded the gallery ({@link FaceNet.embeddingSpace}),
+   * which probes must share; `undefined` for a gallery of embeddings given without one.
+   */
+  readonly embeddingSpace: string | undefined
   readonly #embeddings: Float32Array
   readonly #labels: Int32Array
 
-  private constructor(identities: readonly string[], labels: Int32Array, embeddings: Float32Array, dim: number, threshold: number) {
+  private constructor(identities: readonly string[], labels: Int32Array, embeddings: Float32Array, dim: number, threshold: number, embeddingSpace: string | undefined) {
     this.identities = identities
     this.#labels = labels
     this.#embeddings = embeddings
     this.dim = dim
     this.threshold = threshold
+    this.embeddingSpace = embeddingSpace
   }
 
   /**
@@ -137,18 +143,38 @@ export class FaceGallery {
     const embeddings = new Float32Array(kept.length * dim)
     kept.forEach((i, row) => embeddings.set(out.embeddings.subarray(i * dim, (i + 1) * dim), row * dim))
     const labels = Int32Array.from(kept, (i) => folder.labels[i]!)
-    return { gallery: new FaceGallery(folder.identities, labels, embeddings, dim, threshold), noFace: [...noFace].map((i) => paths[i]!) }
+    const space = await model.embeddingSpace()
+    return { gallery: new FaceGallery(folder.identities, labels, embeddings, dim, threshold, space), noFace: [...noFace].map((i) => paths[i]!) }
   }
 
-  /** A gallery of embeddings you already have: `names[i]` is the identity of row i. */
-  static fromEmbeddings(names: readonly string[], embeddings: Float32Array, dim: number, threshold: number): FaceGallery {
+  /**
+   * A gallery of embeddings you already have: `names[i]` is the identity of row i.
+   * `embeddingSpace`: that of the model which embedded them (`await model.embeddingSpace()`,
+   * stored beside the embeddings), so that {@link checkCompatible} can hold probes to it.
+   */
+  static fromEmbeddings(names: readonly string[], embeddings: Float32Array, dim: number, threshold: number, options: { embeddingSpace?: string } = {}): FaceGallery {
+    checkKeys('FaceGallery.fromEmbeddings', options, ['embeddingSpace'])
     if (!Number.isInteger(dim) || dim < 1 || embeddings.length !== names.length * dim) {
       throw new ShapeError(`${names.length} names need ${names.length}×${dim} embedding values, got ${embeddings.length}`)
     }
     checkThreshold(threshold)
+    const space = options.embeddingSpace
+    if (space !== undefined && (typeof space !== 'string' || space.length === 0)) throw new InvalidArgumentError(`embeddingSpace must be a non-empty string, got ${String(space)}`)
     const identities = [...new Set(names)].sort()
     const index = new Map(identities.map((id, i) => [id, i]))
-    return new FaceGallery(identities, Int32Array.from(names, (n) => index.get(n)!), embeddings.slice(), dim, threshold)
+    return new FaceGallery(identities, Int32Array.from(names, (n) => index.get(n)!), embeddings.slice(), dim, threshold, space)
+  }
+
+  /**
+   * Refuses, with an {@link IncompatibleModelsError}, a probe model whose embeddings do not
+   * compare with this gallery's: another embedding dimension, or another embedding space
+   * (a model that was not trained harmonically with the gallery's, FaceNet §7). A gallery
+   * without a recorded space accepts any model of its dimension.
+   */
+  async checkCompatible(probeModel: FaceNet): Promise<void> {
+    const probeSpace = this.embeddingSpace === undefined ? undefined : await probeModel.embeddingSpace()
+    const why = spaceMismatch({ dim: this.dim, space: this.embeddingSpace }, { dim: probeModel.embeddingDim, space: probeSpace })
+    if (why) throw new IncompatibleModelsError(`the gallery (${why.gallery}) and the probe model (${why.probe}) ${HARMONIC_HINT}`)
   }
 
   /** Gallery images. */
@@ -177,6 +203,25 @@ export class FaceGallery {
     const nearest = candidates[0]
     return { identity: nearest && nearest.distance < threshold ? nearest.identity : null, distance: nearest?.distance ?? Infinity, candidates }
   }
+}
+
+/** The end of every refusal to compare two models' embeddings. */
+export const HARMONIC_HINT =
+  'do not share an embedding space: their embeddings do not compare. Embed both sides with one model, ' +
+  'or train the probe model with `harmonic: { with: galleryModel }` (FaceNet §7) so it declares the gallery model\'s space'
+
+/**
+ * Each side described (dimension and space) when the two cannot be compared, else
+ * `undefined`. A side of unknown space (`undefined`) matches any space of its dimension.
+ */
+export function spaceMismatch(
+  gallery: { dim: number; space: string | undefined },
+  probe: { dim: number; space: string | undefined },
+): { gallery: string; probe: string } | undefined {
+  const spaced = gallery.space !== undefined && probe.space !== undefined
+  if (gallery.dim === probe.dim && (!spaced || gallery.space === probe.space)) return undefined
+  const describe = (side: { dim: number; space: string | undefined }) => `${side.dim}-d${side.space === undefined ? '' : `, space ${side.space}`}`
+  return { gallery: describe(gallery), probe: describe(probe) }
 }
 
 /** ‖a − rows[at..at+len(a)]‖². */

@@ -29,17 +29,20 @@ export interface ModelArgs {
   batchSize: number
 }
 
-/** The `--model` file, else the shipped pretrained model; says on stderr which it is. */
-export async function loadModel(args: ModelArgs): Promise<FaceNet> {
+/**
+ * The `--model` file, else the shipped pretrained model; says on stderr which it is, as
+ * `role` (`identify --gallery-model` loads a second one).
+ */
+export async function loadModel(args: ModelArgs, role = 'model'): Promise<FaceNet> {
   const common = { device: args.device as Device, ...(args.threads ? { threads: args.threads } : {}) }
   if (args.model === undefined) {
     const model = await FaceNet.pretrained('dlib-resnet-v1', common)
-    process.stderr.write(`model: the pretrained dlib-resnet-v1 shipped with facenet-torch (--model to use another)\n`)
+    process.stderr.write(`${role}: the pretrained dlib-resnet-v1 shipped with facenet-torch (--${role} to use another)\n`)
     return model
   }
   const file = resolve(args.model)
   const model = await FaceNet.load(file, { ...common, ...(args.arch ? { arch: args.arch } : {}) })
-  process.stderr.write(`model: ${file} (${model.arch})\n`)
+  process.stderr.write(`${role}: ${file} (${model.arch})\n`)
   return model
 }
 

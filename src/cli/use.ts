@@ -8,7 +8,8 @@ import { devices } from '../device'
 import { averageLinkage, connectedComponents, evaluateClustering } from '../eval/clustering'
 import { distance } from '../eval/embeddings'
 import { embedFiles, storedAlignment } from '../inference'
-import { FaceGallery, findFaces } from '../recognize'
+import { FaceGallery, findFaces, HARMONIC_HINT, spaceMismatch } from '../recognize'
+import { IncompatibleModelsError } from '../errors'
 import { drawFaces } from './detect'
 import type { FaceNet } from '../model'
 import type { Device } from '../device'
@@ -155,6 +156,7 @@ const identifySchema = z.strictObject({
   ...modelSchema,
   ...aligning,
   gallery: z.string().min(1),
+  galleryModel: z.string().min(1).optional(),
   probe: z.array(z.string().min(1)).optional(),
   top: positiveInt.default(5),
   threshold: z.number().positive().optional(),
@@ -164,12 +166,13 @@ const identifySchema = z.strictObject({
 export const identifySpec: CommandSpec<typeof identifySchema> = {
   name: 'identify',
   summary: SUMMARIES.identify,
-  usage: 'facenet identify --gallery DIR PHOTO... [--draw OUT.png] [--model M] | --probe IMG [--probe IMG…]',
+  usage: 'facenet identify --gallery DIR PHOTO... [--draw OUT.png] [--model M] [--gallery-model M1] | --probe IMG [--probe IMG…]',
   positionals: { name: 'photos', min: 0 },
   flags: {
     ...MODEL_FLAGS,
     ...ALIGNING,
     gallery: { kind: 'string', value: 'DIR', help: 'known faces, one folder per identity (the largest face of each photo)' },
+    galleryModel: { kind: 'string', value: 'FILE', help: "the model that embeds the gallery when it is not --model's (a v1 whose gallery v2 probes search); refused unless --model was trained harmonically with it (default: --model)" },
     probe: { kind: 'strings', value: 'IMG', help: 'image whose largest face (or, with --no-align, the whole crop) to identify (repeatable)' },
     top: { kind: 'number', value: 'K', help: 'identities listed per face (default 5)' },
     threshold: THRESHOLD_FLAG,
@@ -179,7 +182,16 @@ export const identifySpec: CommandSpec<typeof identifySchema> = {
   notes: [
     'Every face of each PHOTO is named after its nearest gallery identity, or unknown when that is farther',
     "than the threshold (--threshold, else the one stored with the model). Without a threshold it refuses.",
+    'With --gallery-model, the gallery is embedded by that model (its threshold and alignment) and the faces by --model:',
+    "the two must share an embedding space (--model trained with harmonic: { with: gallery model }), else it refuses.",
   ],
+}
+
+/** `--gallery-model` and `--model` must embed in one space; said with both flags named. */
+async function checkSameSpace(galleryModel: FaceNet, probeModel: FaceNet): Promise<void> {
+  const [gallerySpace, probeSpace] = await Promise.all([galleryModel.embeddingSpace(), probeModel.embeddingSpace()])
+  const why = spaceMismatch({ dim: galleryModel.embeddingDim, space: gallerySpace }, { dim: probeModel.embeddingDim, space: probeSpace })
+  if (why) throw new IncompatibleModelsError(`--gallery-model (${why.gallery}) and --model (${why.probe}) ${HARMONIC_HINT}`)
 }
 
 export async function identifyCommand(argv: string[]): Promise<number> {
@@ -197,10 +209,14 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   // Named by the rule of derived-names.ts; refused before anything is written if DIR holds the photos.
   const drawnTo = drawDir ? drawnPaths(drawDir, photos) : undefined
   using model = await loadModel(o)
-  const threshold = thresholdOf(model, o.threshold)
+  using separateGalleryModel = o.galleryModel === undefined ? undefined : await loadModel({ ...o, model: o.galleryModel }, 'gallery-model')
+  const galleryModel = separateGalleryModel ?? model
+  const threshold = thresholdOf(galleryModel, o.threshold)
   if (threshold === undefined) throw new UsageError("--threshold: required, as the model has none stored (run 'facenet eval' on it)")
-  const align = aligns(model, o)
-  const { gallery, noFace: galleryNoFace } = await FaceGallery.fromFolder(model, resolve(o.gallery), { threshold, align: align ? alignWith(model, o) : false })
+  const align = aligns(galleryModel, o)
+  // Refused before the gallery is embedded: its photos may be many.
+  if (separateGalleryModel) await checkSameSpace(separateGalleryModel, model)
+  const { gallery, noFace: galleryNoFace } = await FaceGallery.fromFolder(galleryModel, resolve(o.gallery), { threshold, align: align ? alignWith(galleryModel, o) : false })
   for (const path of galleryNoFace) process.stderr.write(`no face found in gallery photo ${path}: left out\n`)
   const { embeddings, noFace } = probes.length > 0 ? await embedPaths(model, probes, o) : { embeddings: new Float32Array(0), noFace: [] }
   const faceless = new Set(noFace)

@@ -11,7 +11,7 @@ import { embedRows, slices } from '../embed-rows'
 import { evaluateVerification, type IndexPair, type VerificationResult } from '../eval/verification'
 import type { MiningStats } from '../mining'
 import type { FaceNet } from '../model'
-import { modelBinding } from '../model'
+import { declareEmbeddingSpace, modelBinding } from '../model'
 import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
@@ -260,6 +260,9 @@ export class Trainer {
     if (training.has(this.model)) throw new BusyError('this model is already training: a fit() or steps() on it has not finished')
     training.add(this.model)
     try {
+      // Harmonic training keeps v2 in v1's embedding space; any other training leaves the
+      // space the model was loaded with.
+      declareEmbeddingSpace(this.model, this.#v1 ? await this.#v1.embeddingSpace() : null)
       return yield* this.#run(data, options, epochs)
     } finally {
       training.delete(this.model)

@@ -261,6 +261,21 @@ impl BindingModel {
         Ok(promise)
     }
 
+    /// SHA-256 (hex) of the weights, running statistics included; metadata left out.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn weights_digest<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            |state| {
+                let model = state.model.as_ref().ok_or_else(error::disposed)?;
+                facenet::weights::digest(model).map_err(to_js)
+            },
+            |_env, digest| Ok(digest),
+        );
+        Ok(promise)
+    }
+
     #[napi]
     pub fn info(&self) -> BindingModelInfo {
         self.info.clone()

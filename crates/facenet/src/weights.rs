@@ -113,6 +113,33 @@ pub fn metadata(model: &FaceNet) -> HashMap<String, String> {
     meta
 }
 
+/// SHA-256 of every variable of `model` (name, shape and little-endian f32 values, in name
+/// order): equal for two models exactly when their weights are bit-identical, on any device,
+/// and unchanged by a save and load. Metadata is left out, so a file re-saved with other
+/// metadata keeps its digest.
+pub fn digest(model: &FaceNet) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let variables = model.var_store().variables();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        let raw = to_raw(name, &variables[name])?;
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((raw.shape.len() as u64).to_le_bytes());
+        for &d in &raw.shape {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        hasher.update(&raw.bytes);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// Writes every variable of `model` to `path` as safetensors, atomically.
 pub fn save(model: &FaceNet, path: &Path) -> Result<()> {
     save_with(model, &[], HashMap::new(), path)
@@ -867,6 +894,27 @@ mod tests {
             ..ModelConfig::new(Arch::Tiny)
         })
         .unwrap()
+    }
+
+    #[test]
+    fn digest_follows_the_weights_not_the_metadata() {
+        let dir = temp_dir("digest");
+        let model = tiny(3);
+        let digest = super::digest(&model).unwrap();
+        assert_eq!(digest.len(), 64);
+        assert_eq!(digest, super::digest(&tiny(3)).unwrap());
+        assert_ne!(digest, super::digest(&tiny(4)).unwrap());
+        let path = dir.join("tagged.safetensors");
+        let tag = HashMap::from([("note".to_owned(), "re-saved".to_owned())]);
+        save_with(&model, &[], tag, &path).unwrap();
+        let loaded = load(&path, Device::Cpu, None).unwrap();
+        assert_eq!(super::digest(&loaded).unwrap(), digest);
+        // One running statistic moved is another model.
+        let mut mean =
+            model.var_store().variables()["stage0.conv1.bn.running_mean"].shallow_clone();
+        let _ = tch::no_grad(|| mean.f_add_(&Tensor::from(1e-3f32)));
+        assert_ne!(super::digest(&model).unwrap(), digest);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
