@@ -102,6 +102,12 @@ test('facenet identify --gallery-model v1 --model v2: searched when v2 was train
   t.is(result?.probe, probe)
   t.deepEqual(result?.candidates.map((c) => c.identity).sort(), LFW_IDENTITIES.slice(0, 2).sort())
 
+  // `facenet embed` writes the space beside the embeddings, for a gallery built from them later.
+  const embedded = await startCli(['embed', '--model', join(dir, 'v2.safetensors'), '--no-align', '--device', 'cpu', '--threads', '1', probe]).done
+  t.is(embedded.code, 0, embedded.stderr)
+  const body = JSON.parse(embedded.stdout) as { dim: number; embeddingSpace: string; embeddings: number[][] }
+  t.is(body.embeddingSpace, await FaceNet.load(join(dir, 'v1.safetensors'), { device: 'cpu' }).then((m) => m.embeddingSpace()))
+
   const refused = await startCli(['identify', ...common, '--model', join(dir, 'other.safetensors')]).done
   t.not(refused.code, 0)
   t.regex(refused.stderr, /--gallery-model \(32-d, space weights:[0-9a-f]{16}\) and --model \(32-d, space weights:[0-9a-f]{16}\) do not share an embedding space/)

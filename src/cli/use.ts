@@ -99,15 +99,18 @@ export async function embedCommand(argv: string[]): Promise<number> {
   // A photo without a face has a NaN row in .npy and null in JSON (JSON has no NaN).
   const missing = new Set(noFace)
   const rows = paths.map((p, i) => (missing.has(p) ? null : Array.from(embeddings.subarray(i * dim, (i + 1) * dim))))
-  const body = { paths, dim, embeddings: rows, ...(aligns(model, o) ? { noFace } : {}) }
+  // Stored with the embeddings, so that a gallery made of them later (FaceGallery.fromEmbeddings)
+  // can refuse probes of a model in another space.
+  const embeddingSpace = await model.embeddingSpace()
+  const body = { paths, dim, embeddingSpace, embeddings: rows, ...(aligns(model, o) ? { noFace } : {}) }
   if (format === 'stdout') {
     console.log(JSON.stringify(body))
     return EXIT.ok
   }
   const out = resolve(o.out!)
   await writeOutput(out, format === '.npy' ? npyBytes(embeddings, [paths.length, dim]) : JSON.stringify(body))
-  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim, ...(aligns(model, o) ? { noFace } : {}) }))
-  else console.log(`${paths.length} embeddings of ${dim} values → ${out}`)
+  if (parsed.json) console.log(JSON.stringify({ out, count: paths.length, dim, embeddingSpace, ...(aligns(model, o) ? { noFace } : {}) }))
+  else console.log(`${paths.length} embeddings of ${dim} values (embedding space ${embeddingSpace}) → ${out}`)
   return EXIT.ok
 }
 
