@@ -2,7 +2,7 @@ import test from 'ava'
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { FaceNet, ImageFolder, InvalidArgumentError, Trainer } from '../src'
+import { ALIGNMENT_KEY, FaceNet, ImageFolder, InvalidArgumentError, THRESHOLD_KEY, Trainer } from '../src'
 import { pretrainedWeights } from '../src/model'
 import { LFW_IDENTITIES } from '../scripts/reliability-train'
 import { startCli } from './helpers'
@@ -43,7 +43,19 @@ test('trainLastBlocks 1 trains only the embedding layer: every other tensor of t
   const reloaded = await FaceNet.load(file, { device: 'cpu', threads: 1 })
   t.is(reloaded.info.normalization, 'dlib')
   t.deepEqual(reloaded.inputSize, { height: 150, width: 150 })
+  // Its alignment too, with no metadata passed to save; dlib's threshold was for the old weights.
+  t.is(reloaded.metadata[ALIGNMENT_KEY], 'dlib')
+  t.is(reloaded.metadata[THRESHOLD_KEY], undefined)
   reloaded.dispose()
+})
+
+test('an untrained model re-saved is a copy: its loaded metadata (threshold included) comes along', async (t) => {
+  using model = await FaceNet.pretrained('dlib-resnet-v1', { device: 'cpu', threads: 1 })
+  const file = join(tmp('copy'), 'copy.safetensors')
+  await model.save(file, { metadata: { note: 'mine' } })
+  using copy = await FaceNet.load(file, { device: 'cpu', threads: 1 })
+  t.deepEqual(copy.metadata, { ...model.metadata, note: 'mine' })
+  t.is(copy.metadata[THRESHOLD_KEY], '0.36')
 })
 
 test('freeze by prefix: the named layers stay fixed, the rest moves, on a tiny model with batch norm', async (t) => {

@@ -4,6 +4,7 @@ import { binding, type BindingModel } from './binding'
 import type { Device } from './device'
 import { checkImageBatch, integerIn, threadCount } from './check'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError, UnknownArchError } from './errors'
+import { THRESHOLD_KEY } from './threshold'
 import { ARCHS, DEFAULT_ARCH, NORMALIZATIONS, oneOf, PRECISIONS, type Arch, type Normalization, type Precision } from './options'
 
 export type { Arch, Normalization, Precision } from './options'
@@ -93,6 +94,17 @@ export const EMBEDDING_SPACE_KEY = 'embeddingSpace'
  */
 const trainedSpaces = new WeakMap<FaceNet, string | null>()
 
+/**
+ * What a save keeps of the metadata a model was loaded with: all of it while the model is
+ * untrained (a re-save is a copy), and after training all but the claims training broke,
+ * the verification threshold (with its metric and provenance) and the embedding space. Its
+ * alignment and preprocessing stay, so a fine-tune embeds as its source did.
+ */
+function carriedMetadata(loaded: Readonly<Record<string, string>>, trained: boolean): Record<string, string> {
+  if (!trained) return { ...loaded }
+  return Object.fromEntries(Object.entries(loaded).filter(([key]) => !key.startsWith(THRESHOLD_KEY) && key !== EMBEDDING_SPACE_KEY))
+}
+
 /** @internal Called by the trainer before the first step. */
 export function declareEmbeddingSpace(model: FaceNet, space: string | null): void {
   trainedSpaces.set(model, space)
@@ -105,7 +117,10 @@ export interface SaveOptions {
   /**
    * String metadata stored in the file's header beside the library's own keys, e.g. a
    * calibrated verification threshold or the preprocessing a model was trained with;
-   * {@link FaceNet.metadata} gives it back after {@link FaceNet.load}. Default: none.
+   * {@link FaceNet.metadata} gives it back after {@link FaceNet.load}. Merged over what the
+   * model was loaded with: all of it for a model not trained since, and after training all
+   * but its threshold keys and its embedding space (claims about the old weights), so a
+   * fine-tune keeps its source's alignment. Default: nothing added.
    */
   metadata?: Readonly<Record<string, string>>
 }
@@ -296,15 +311,14 @@ export class FaceNet implements Disposable {
       throw new InvalidArgumentError('path must be a non-empty string')
     }
     checkKeys('save', options, ['metadata'])
-    const metadata = { ...options.metadata }
-    for (const [key, value] of Object.entries(metadata)) {
+    const given = options.metadata ?? {}
+    for (const [key, value] of Object.entries(given)) {
       if (RESERVED_METADATA.has(key)) throw new InvalidArgumentError(`metadata key '${key}' is reserved for the library's own header`)
       if (typeof value !== 'string') throw new InvalidArgumentError(`metadata '${key}' must be a string, got ${typeof value}`)
     }
     const trained = trainedSpaces.get(this)
-    if (typeof trained === 'string') metadata[EMBEDDING_SPACE_KEY] = trained
-    // A claim copied from the file this model was loaded from stops holding once it trains.
-    else if (trained === null) delete metadata[EMBEDDING_SPACE_KEY]
+    const metadata: Record<string, string> = { ...carriedMetadata(this.#metadata, trained !== undefined), ...given }
+    if (typeof trained === 'string' && given[EMBEDDING_SPACE_KEY] === undefined) metadata[EMBEDDING_SPACE_KEY] = trained
     await callBinding(() => this.#binding.save(path, metadata))
   }
 

@@ -11,7 +11,6 @@ import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
 import { FaceNet, PRETRAINED_MODELS, type PretrainedModel } from '../model'
 import { chooseThreshold } from '../training/threshold'
-import { THRESHOLD_KEY } from '../threshold'
 import { binding } from '../binding'
 import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
@@ -552,9 +551,8 @@ export async function train(rawArgv: string[]): Promise<number> {
   // (a full disk) without hiding what the run did.
   let saveError: FaceNetError | undefined
   // A fine-tune keeps the source's metadata (its alignment) with its weights, but not its
-  // threshold (nor the threshold's metric and provenance), which training moved.
-  const inherited = o.from === undefined ? {} : Object.fromEntries(Object.entries(model.metadata).filter(([key]) => !key.startsWith(THRESHOLD_KEY)))
-  const metadata: Record<string, string> = { ...inherited, [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
+  // threshold nor its embedding space, which training moved: `save` sees to both.
+  const metadata: Record<string, string> = { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
   if (o.from !== undefined) {
     metadata.fineTunedFrom = o.from
     if (heldOut) {
