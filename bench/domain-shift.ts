@@ -86,11 +86,6 @@ const RECIPES: Record<string, Recipe> = {
     data: 'mixed',
     options: { ...BASE, lr: 1e-4, trainLastBlocks: 2 },
   },
-  'mixed-last3-lowlr': {
-    about: 'clean + shifted; units.12–13 + fc train; lr 1e-4, units at 3e-5',
-    data: 'mixed',
-    options: { ...BASE, lr: 1e-4, trainLastBlocks: 3, lrGroups: [{ prefixes: ['units'], lr: 3e-5 }] },
-  },
 }
 
 /** A size in LOW_MIN..LOW_MAX drawn from the photo's path relative to the LFW root: the same on every machine and run. */
@@ -235,9 +230,21 @@ async function train(): Promise<void> {
 function table(): void {
   const lines = readFileSync(join(work, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { clean: Scored; shifted: Scored })
   const pct = (v: number) => `${(100 * v).toFixed(2)}%`
+  const base = lines.find((l) => l.model === 'pretrained')
+  const delta = (v: number, b: number | undefined) => (b === undefined ? '' : ` (${v >= b ? '+' : '−'}${Math.abs(100 * (v - b)).toFixed(2)})`)
+  const cells = (clean: number, low: number) => `${pct(clean)}${delta(clean, base?.clean.fold10)} | ${pct(low)}${delta(low, base?.shifted.fold10)}`
   console.log('| model | recipe | seed | steps | clean fold 10 | shifted fold 10 |')
   console.log('|---|---|---:|---:|---:|---:|')
-  for (const l of lines) console.log(`| ${String(l.model)} | ${String(l.recipe ?? '')} | ${String(l.seed ?? '')} | ${String(l.steps ?? '')} | ${pct(l.clean.fold10)} | ${pct(l.shifted.fold10)} |`)
+  for (const l of lines) console.log(`| ${String(l.model)} | ${String(l.recipe ?? '')} | ${String(l.seed ?? '')} | ${String(l.steps ?? '')} | ${cells(l.clean.fold10, l.shifted.fold10)} |`)
+  // The mean over seeds of each recipe and step count run with more than one seed.
+  const runs = new Map<string, typeof lines>()
+  for (const l of lines.filter((l) => l.model === 'fine-tune')) runs.set(`${String(l.recipe)}@${String(l.steps)}`, [...(runs.get(`${String(l.recipe)}@${String(l.steps)}`) ?? []), l])
+  for (const [key, group] of runs) {
+    if (group.length < 2) continue
+    const mean = (pick: (l: (typeof lines)[number]) => number) => group.reduce((sum, l) => sum + pick(l), 0) / group.length
+    const [recipe, steps] = key.split('@')
+    console.log(`| **fine-tune, mean of ${group.length}** | ${recipe} | ${group.map((l) => String(l.seed)).join(', ')} | ${steps} | ${cells(mean((l) => l.clean.fold10), mean((l) => l.shifted.fold10))} |`)
+  }
 }
 
 async function main(): Promise<void> {
