@@ -22,6 +22,8 @@ import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 import { readRegularFile } from '../regular-file'
+import { distributedFromEnv } from '../training/distributed'
+import { launch, splitNproc } from './launch'
 
 const FLOAT32_MAX = 3.4028234663852886e38
 
@@ -330,6 +332,12 @@ function quitNow(code: number): never {
 }
 
 export async function train(rawArgv: string[]): Promise<number> {
+  const { nproc, rest } = splitNproc(rawArgv)
+  if (nproc !== undefined) return launch(nproc, rest)
+  // A rank of a data-parallel run (--nproc, torchrun, a cluster script): only rank 0
+  // touches --out; every rank trains.
+  const distributed = distributedFromEnv()
+  const leader = (distributed?.rank ?? 0) === 0
   const { argv, resumePath } = splitResume(rawArgv)
   // A resumed run starts from its saved recipe; flags and --config still win over it.
   let base: Record<string, unknown> = {}
@@ -364,11 +372,13 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   // Held from before anything in --out is read or changed to after the model is saved.
   // eslint-disable-next-line @typescript-eslint/no-unused-vars -- held by scope: released when train() returns or throws
-  await using lock = await acquireRunLock(out)
+  await using lock = leader ? await acquireRunLock(out) : undefined
   let resume: string | undefined
   if (o.resume) {
     resume = typeof o.resume === 'string' ? resolve(o.resume) : await latestCheckpoint(checkpointDir)
     if (!resume) throw new UsageError(`--resume: no checkpoint in ${checkpointDir}`)
+  } else if (!leader) {
+    // Rank 0 checks and clears --out.
   } else if (o.overwrite) {
     await removeRun(out, checkpointDir)
   } else if (await holdsRun(out, checkpointDir)) {
@@ -433,7 +443,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   // so a later plain --resume still works.
   let configWritten = false
   const writeConfig = () => {
-    if (configWritten) return
+    if (configWritten || !leader) return
     configWritten = true
     try {
       writeFileSync(`${configFile}.tmp`, JSON.stringify(saved, null, 2) + '\n')
@@ -478,6 +488,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     ...(o.tripletsPerBatch !== undefined ? { tripletsPerBatch: o.tripletsPerBatch } : {}),
     ...(o.freeze !== undefined ? { freeze: o.freeze } : {}),
     ...(o.trainLastBlocks !== undefined ? { trainLastBlocks: o.trainLastBlocks } : {}),
+    ...(distributed ? { distributed } : {}),
   }
   let trainer: Trainer
   let stepsPerEpoch: number | undefined
@@ -529,7 +540,7 @@ export async function train(rawArgv: string[]): Promise<number> {
       ...(resume ? { resume } : {}),
       onStep: (s) => {
         writeConfig()
-        progress.step(s)
+        if (leader) progress.step(s)
       },
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
@@ -548,6 +559,8 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (!stopSignal) for (const [signal, handler] of handlers) process.off(signal, handler)
     progress.end()
   }
+  // Rank 0 saves the model (every rank holds the same weights) and reports.
+  if (!leader) return stopSignal && result.stopped === 'aborted' ? quitNow(exitCodeOf(stopSignal)) : EXIT.ok
   // The checkpoint holds the run; the model file is a convenience that may fail on its own
   // (a full disk) without hiding what the run did.
   let saveError: FaceNetError | undefined
