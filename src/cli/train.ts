@@ -186,6 +186,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     "model.safetensors, and exit with 128 + the signal's number (130, 143, 129);",
     "'facenet train --out DIR --resume' continues from there. A second signal quits at once, with the same exit code; the last complete checkpoint stays.",
     'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
+    '--nproc N trains data-parallel on N local processes (CPU, Gloo); RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun\'s variables) make this process one rank of a run across machines.',
   ],
 }
 
@@ -387,7 +388,8 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   // The bar exists once the run starts; lines before it (the dataset check) go to stderr.
   const ui: { progress?: ProgressBar } = {}
-  const say = (line: string) => (parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
+  // Every rank of a data-parallel run says the same; rank 0 speaks for them.
+  const say = (line: string) => (!leader ? undefined : parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
   const skip = o.skipBadImages
   const open = async (root: string) => {
     const found: string[] = []
@@ -595,7 +597,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     console.log(`${result.stopped === 'aborted' ? 'interrupted' : 'done'} (${result.stopped}) at step ${result.steps} after ${summary.seconds.toFixed(1)} s`)
     if (!saveError) console.log(`model: ${modelFile}`)
     if (result.lastCheckpoint) console.log(`checkpoint: ${result.lastCheckpoint}`)
-    if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume`)
+    if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume${distributed ? ` on ${distributed.worldSize} ranks again (--nproc ${distributed.worldSize}, or as this run was started)` : ''}`)
   }
   if (saveError) throw saveError
   const code = stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok
