@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { distributedFromEnv, InvalidArgumentError, Trainer, FaceNet } from '../src'
+import { distributedFromEnv, FaceNet, InvalidArgumentError, PKSampler, ShuffleSampler, Trainer } from '../src'
 import { checkpointName } from '../src/training/checkpoints'
 import { startCli, type CliRun } from './helpers'
 
@@ -85,8 +85,9 @@ async function tensorBytes(file: string): Promise<Buffer> {
 }
 
 test.serial('2 ranks (--nproc 2) train 20 steps on the global batch that 1 rank trains on, and only rank 0 writes', async (t) => {
-  const one = await train(join(dir, 'one'), '--max-steps', '20', '--json').done
-  const two = await train(join(dir, 'two'), '--max-steps', '20', '--json', '--nproc', '2').done
+  // A checkpoint after every step, mid-epoch ones included: rank 0 writes them, the others go on.
+  const one = await train(join(dir, 'one'), '--max-steps', '20', '--checkpoint-every', '1', '--json').done
+  const two = await train(join(dir, 'two'), '--max-steps', '20', '--checkpoint-every', '1', '--json', '--nproc', '2').done
   t.is(one.code, 0, one.stderr)
   t.is(two.code, 0, two.stderr)
   const [a, b] = [await steps(join(dir, 'one')), await steps(join(dir, 'two'))]
@@ -105,6 +106,7 @@ test.serial('2 ranks (--nproc 2) train 20 steps on the global batch that 1 rank 
   const summary = JSON.parse(two.stdout.trim().split('\n').pop()!) as { steps: number; model: string }
   t.is(summary.steps, 20)
   t.truthy(await readFile(summary.model))
+  t.true((await readdir(join(dir, 'two', 'checkpoints'))).includes(checkpointName(20)))
 })
 
 test.serial('SIGTERM to the launcher stops both ranks with a checkpoint; --resume at 2 ranks ends on the weights of an uninterrupted run', async (t) => {
@@ -173,4 +175,27 @@ test('a Trainer refuses distributed settings it cannot use, before joining anyth
   t.throws(() => new Trainer(model, { mining: 'epoch', distributed: base }), { message: /mining 'epoch'/ })
   t.throws(() => new Trainer(model, { distributed: { ...base, bogus: 1 } as never }), { message: /unknown option 'bogus'/ })
   model.dispose()
+})
+
+test("the samplers' shards, in rank order, are the batch one process draws", (t) => {
+  // 7 identities of 2–5 images, then 5 single-image ones (negatives).
+  const labels = Int32Array.from([0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, 4, 4, 5, 5, 6, 6, 6, 7, 8, 9, 10, 11])
+  const options = { P: 5, K: 3, negatives: 3, seed: 9 }
+  const whole = new PKSampler(labels, options)
+  const ranks = [0, 1].map((rank) => new PKSampler(labels, { ...options, shard: { rank, worldSize: 2 } }))
+  for (let step = 0; step < 5; step++) {
+    const batch = whole.next()
+    const [a, b] = ranks.map((r) => r.next())
+    // P×K part first, then the negatives: rank 0 has 2 of the 5 identities and 1 of the 3 negatives.
+    const identities = (s: { labels: Int32Array }) => new Set([...s.labels].filter((l) => l < 7)).size
+    t.deepEqual([identities(a!), identities(b!)], [2, 3])
+    const joined = [...a!.indices.subarray(0, a!.indices.length - 1), ...b!.indices.subarray(0, b!.indices.length - 2), ...a!.indices.subarray(-1), ...b!.indices.subarray(-2)]
+    t.deepEqual(joined, [...batch.indices], `batch ${step}`)
+  }
+  const shuffled = new ShuffleSampler(labels, { batchSize: 8, seed: 2 })
+  const shards = [0, 1].map((rank) => new ShuffleSampler(labels, { batchSize: 8, seed: 2, shard: { rank, worldSize: 2 } }))
+  t.deepEqual([...shards[0]!.next().indices, ...shards[1]!.next().indices], [...shuffled.next().indices])
+  t.throws(() => new PKSampler(labels, { P: 1, K: 3, shard: { rank: 0, worldSize: 2 } }), { message: /a batch of 1 identities .* cannot be shared by 2 ranks/ })
+  t.throws(() => new ShuffleSampler(labels, { batchSize: 3, shard: { rank: 0, worldSize: 2 } }), { message: /each rank needs at least 2; raise batchSize/ })
+  t.throws(() => new PKSampler(labels, { shard: { rank: 2, worldSize: 2 } }), { message: /got rank 2 of 2/ })
 })

@@ -496,7 +496,7 @@ export class Trainer {
           // So does a switch of the loss schedule to the other kind of batch.
           const lastOfEpoch = batch.batch + 1 >= epochLength || samplerAt(this.#step) !== sampler
           if (lastOfEpoch) break
-          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
+          if (this.#checkpointDir && o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
         }
         if (stopped !== 'completed') {
           if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint(position)
