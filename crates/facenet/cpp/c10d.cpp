@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <ATen/ops/cat.h>
+#include <c10/util/Logging.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -59,6 +60,26 @@ char* guarded(F&& body) noexcept {
   }
 }
 
+// While a rank waits for the rendezvous, c10d logs every failed connection attempt with a
+// C++ backtrace (dozens of lines a second); the error that ends the wait says the same in
+// one sentence. Silenced for the rendezvous only, unless TORCH_CPP_LOG_LEVEL asks for them.
+class QuietRendezvousLogs {
+ public:
+  QuietRendezvousLogs() : active_(std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) {
+    if (active_) {
+      saved_ = FLAGS_caffe2_log_level;
+      FLAGS_caffe2_log_level = 3;  // FATAL only: above c10d's warnings and errors
+    }
+  }
+  ~QuietRendezvousLogs() {
+    if (active_) FLAGS_caffe2_log_level = saved_;
+  }
+
+ private:
+  bool active_;
+  int saved_ = 0;
+};
+
 void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   // Waits up to the group's timeout, and rethrows the collective's exception if it failed.
   work->wait();
@@ -67,23 +88,33 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work) {
 
 extern "C" {
 
-// Joins (rank 0: hosts) the TCPStore at host:port, then builds the Gloo group over it.
-// `interface` names the network interface Gloo binds to (GLOO_SOCKET_IFNAME); empty: the
-// address `bind` (when not empty), else the address this machine's hostname resolves to.
+// Joins (rank 0: hosts) the TCPStore at host:port and waits until every rank has; the
+// group is then connected with facenet_group_connect. Two calls, so that a failure to
+// reach the rendezvous reads differently from one to reach the other ranks.
 char* facenet_group_new(const char* host, uint16_t port, int rank, int world_size,
-                        int64_t timeout_ms, const char* interface, const char* bind,
-                        facenet_group** out) {
+                        int64_t timeout_ms, facenet_group** out) {
   return guarded([&] {
-    auto timeout = std::chrono::milliseconds(timeout_ms);
+    QuietRendezvousLogs quiet;
     c10d::TCPStoreOptions options;
     options.port = port;
     options.isServer = rank == 0;
     options.numWorkers = static_cast<size_t>(world_size);
     options.waitWorkers = true;
-    options.timeout = timeout;
+    options.timeout = std::chrono::milliseconds(timeout_ms);
     auto group = std::make_unique<facenet_group>();
     group->store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
-    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    *out = group.release();
+  });
+}
+
+// Builds the Gloo group over the group's store: every rank connects to every other.
+// `interface` names the network interface Gloo binds to (GLOO_SOCKET_IFNAME); empty: the
+// address `bind` (when not empty), else the address this machine's hostname resolves to.
+char* facenet_group_connect(facenet_group* group, int rank, int world_size, int64_t timeout_ms,
+                            const char* interface, const char* bind) {
+  return guarded([&] {
+    QuietRendezvousLogs quiet;
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
     // One worker thread: collectives here run one at a time from the training thread.
     gloo_options->threads = 1;
     if (interface[0] != '\0') {
@@ -96,7 +127,6 @@ char* facenet_group_new(const char* host, uint16_t port, int rank, int world_siz
     group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::static_intrusive_pointer_cast<c10d::Store>(group->store), rank, world_size,
         gloo_options);
-    *out = group.release();
   });
 }
 

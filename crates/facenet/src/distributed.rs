@@ -23,16 +23,21 @@ type Handle = *const C_tensor;
 
 extern "C" {
     fn facenet_free_error(message: *mut c_char);
-    #[allow(clippy::too_many_arguments)]
     fn facenet_group_new(
         host: *const c_char,
         port: u16,
         rank: i32,
         world_size: i32,
         timeout_ms: i64,
+        out: *mut *mut RawGroup,
+    ) -> *mut c_char;
+    fn facenet_group_connect(
+        group: *mut RawGroup,
+        rank: i32,
+        world_size: i32,
+        timeout_ms: i64,
         interface: *const c_char,
         bind: *const c_char,
-        out: *mut *mut RawGroup,
     ) -> *mut c_char;
     fn facenet_group_free(group: *mut RawGroup);
     fn facenet_group_all_reduce_(
@@ -204,27 +209,39 @@ impl ProcessGroup {
                 ""
             },
         )?;
+        let timeout_ms = rendezvous.timeout.as_millis().min(i64::MAX as u128) as i64;
+        let (rank, world_size) = (rendezvous.rank as i32, rendezvous.world_size as i32);
         let mut raw = std::ptr::null_mut();
         // SAFETY: the strings outlive the call; raw receives an owned group on success.
-        let result = check(unsafe {
+        check(unsafe {
             facenet_group_new(
                 host.as_ptr(),
                 rendezvous.master_port,
-                rendezvous.rank as i32,
-                rendezvous.world_size as i32,
-                rendezvous.timeout.as_millis().min(i64::MAX as u128) as i64,
-                interface.as_ptr(),
-                bind.as_ptr(),
+                rank,
+                world_size,
+                timeout_ms,
                 &mut raw,
             )
-        });
-        match result {
-            Ok(()) => Ok(Self {
-                raw,
-                rendezvous: rendezvous.clone(),
-            }),
-            Err(e) => Err(join_error(rendezvous, e)),
-        }
+        })
+        .map_err(|e| join_error(rendezvous, e))?;
+        // Owned from here: dropped (freed) on the error below too.
+        let group = Self {
+            raw,
+            rendezvous: rendezvous.clone(),
+        };
+        // SAFETY: raw is a live group; the strings outlive the call.
+        check(unsafe {
+            facenet_group_connect(
+                group.raw,
+                rank,
+                world_size,
+                timeout_ms,
+                interface.as_ptr(),
+                bind.as_ptr(),
+            )
+        })
+        .map_err(|e| connect_error(rendezvous, e))?;
+        Ok(group)
     }
 
     pub fn rank(&self) -> i64 {
@@ -442,6 +459,30 @@ fn join_error(rendezvous: &Rendezvous, error: ShimError) -> Error {
         )
     };
     Error::Distributed(failure, format!("{sentence}: {}", error.message))
+}
+
+/// Every rank reached the rendezvous, but the ranks could not connect to one another.
+fn connect_error(rendezvous: &Rendezvous, error: ShimError) -> Error {
+    let failure = if error.is_timeout() {
+        DistributedFailure::Timeout
+    } else {
+        DistributedFailure::Unreachable
+    };
+    let bound = match &rendezvous.interface {
+        Some(interface) => format!("the interface {interface}"),
+        None if rendezvous.is_loopback() => "127.0.0.1".to_owned(),
+        None => "the address this machine's hostname resolves to".to_owned(),
+    };
+    Error::Distributed(
+        failure,
+        format!(
+            "rank {} of {} reached the rendezvous at {} but could not connect to the other ranks (Gloo binds to {bound}; GLOO_SOCKET_IFNAME picks another interface): {}",
+            rendezvous.rank,
+            rendezvous.world_size,
+            rendezvous.address(),
+            error.message
+        ),
+    )
 }
 
 fn check_cpu(tensors: &[Tensor], what: &str) -> Result<()> {
@@ -674,6 +715,22 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(err.code(), "ERR_DIST_TIMEOUT", "{err}");
         assert!(err.to_string().contains("2 ranks"), "{err}");
+    }
+
+    #[test]
+    fn an_interface_gloo_cannot_bind_is_named_after_the_rendezvous_succeeded() {
+        let rendezvous = Rendezvous {
+            interface: Some("nosuchnic0".into()),
+            ..local(free_port(), 0, 1, 5)
+        };
+        let err = ProcessGroup::join(&rendezvous).err().unwrap();
+        assert_eq!(err.code(), "ERR_DIST_UNREACHABLE", "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("reached the rendezvous at 127.0.0.1:"),
+            "{message}"
+        );
+        assert!(message.contains("the interface nosuchnic0"), "{message}");
     }
 
     #[test]
