@@ -46,6 +46,12 @@ export declare class BindingModel {
    */
   trainStepHarmonic(pixels: Uint8Array | Float32Array, labels: Int32Array, count: number, height: number, width: number, v1: Float32Array): Promise<BindingStepStats>
   /**
+   * Data-parallel training: the largest `value` that any rank passes (every rank gets
+   * the same answer), e.g. so that all ranks stop after the same step when one of them
+   * is asked to. Without a group, `value` itself.
+   */
+  maxAcrossRanks(value: number): Promise<number>
+  /**
    * Writes weights, optimizer state, step counters and `state` (the trainer's JSON)
    * to `path` atomically.
    */
@@ -179,6 +185,16 @@ export interface BindingDevices {
 }
 
 export type BindingDistance = 'squared-l2' | 'cosine'
+
+/** One rank's place in a data-parallel run (torchrun's variables), checked by the TS layer. */
+export interface BindingDistributed {
+  masterAddr: string
+  masterPort: number
+  rank: number
+  worldSize: number
+  timeoutMs: number
+  interface?: string
+}
 
 export type BindingFallback = 'nearest-farther-else-farthest' | 'hardest' | 'skip'
 
@@ -334,6 +350,8 @@ export interface BindingStepStats {
   updated: boolean
   /** Present when training was configured with `recordDistributions`. */
   distributions?: BindingStepDistributions
+  /** Time this step spent in collectives (data-parallel training; 0 otherwise). */
+  communicationMs: number
 }
 
 export interface BindingSummary {
@@ -367,6 +385,8 @@ export interface BindingTrainOptions {
   trainLastBlocks?: number
   /** Per-group learning rates, the first matching group winning. */
   lrGroups?: Array<BindingLrGroup>
+  /** Data-parallel training: this rank joins its group before the promise resolves. */
+  distributed?: BindingDistributed
 }
 
 /** Builds a model on a new worker thread; resolves to a `BindingModel`. */

@@ -87,6 +87,38 @@ if ! [ -f "$DLIB_MODELS/.complete" ]; then
   touch "$DLIB_MODELS/.complete"
 fi
 
+# gloo's headers, which torch's wheel leaves out but c10d's ProcessGroupGloo.hpp includes
+# (crates/facenet/cpp/c10d.cpp, distributed training). From Debian's libgloo-dev, unpacked
+# without root: `apt-get download` where apt is, else the same .deb from Debian's pool.
+# Headers only: the compiled gloo is the one inside libtorch_cpu.so. The distributed specs
+# prove that these headers agree with it for what the shim touches.
+GLOO_DEB="libgloo-dev_0.0~git20220518.5b14351-3_amd64.deb"
+GLOO_SHA256="80529c9fd8af452faf489e686b94bf87075965c40673803810c4f41634b1e299"
+GLOO="$CACHE_ROOT/gloo-0.0~git20220518.5b14351"
+if ! [ -f "$GLOO/.complete" ]; then
+  echo "facenet-torch: fetching gloo's headers (Debian libgloo-dev, 50 kB) into $GLOO" >&2
+  TMP="$GLOO.partial.$$"
+  rm -rf "$TMP" && mkdir -p "$TMP"
+  if command -v apt-get >/dev/null && (cd "$TMP" && apt-get download -qq "libgloo-dev=0.0~git20220518.5b14351-3" 2>/dev/null); then :; else
+    curl -fsSL -o "$TMP/$GLOO_DEB" "https://deb.debian.org/debian/pool/main/g/gloo/$GLOO_DEB"
+  fi
+  echo "$GLOO_SHA256  $TMP/$GLOO_DEB" | sha256sum -c --quiet - \
+    || { echo "facenet-torch: $GLOO_DEB has the wrong checksum" >&2; exit 1; }
+  if command -v dpkg-deb >/dev/null; then
+    dpkg-deb -x "$TMP/$GLOO_DEB" "$TMP/deb"
+  else
+    # A .deb is an ar archive; the files are in data.tar.*.
+    (cd "$TMP" && ar x "$GLOO_DEB" && mkdir deb && tar -xf data.tar.* -C deb)
+  fi
+  mkdir -p "$TMP/include"
+  mv "$TMP/deb/usr/include/gloo" "$TMP/include/gloo"
+  cp "$TMP/deb/usr/share/doc/libgloo-dev/copyright" "$TMP/copyright"
+  rm -rf "$TMP/deb" "$TMP"/*.deb "$TMP"/*.tar.* "$TMP/debian-binary" "$TMP"/control.tar.*
+  rm -rf "$GLOO"
+  mv "$TMP" "$GLOO"
+  touch "$GLOO/.complete"
+fi
+
 TORCH_DIR="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 VERSION="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 case "$VERSION" in
@@ -102,3 +134,4 @@ ln -sfn "$TORCH_DIR/lib" "$LINK/lib"
 printf '%s\n' "$VERSION" > "$LINK/build-version"
 printf '%s\n' "$VENV/bin/python" > "$LINK/python"
 ln -sfn "$DLIB_MODELS" "$LINK/dlib-models"
+ln -sfn "$GLOO" "$LINK/gloo"

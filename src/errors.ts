@@ -19,6 +19,10 @@ export type FaceNetErrorCode =
   | 'ERR_LIBTORCH_SETUP'
   | 'ERR_NATIVE_ADDON'
   | 'ERR_INCOMPATIBLE_MODELS'
+  | DistributedErrorCode
+
+/** The ways distributed training fails, each its own code (see {@link DistributedError}). */
+export type DistributedErrorCode = 'ERR_DIST_TIMEOUT' | 'ERR_DIST_PEER_LOST' | 'ERR_DIST_UNREACHABLE' | 'ERR_DIST_ADDRESS_IN_USE' | 'ERR_DIST_COLLECTIVE'
 
 /**
  * The longest message an error keeps: room for two paths of PATH_MAX (4096) and the
@@ -167,6 +171,28 @@ export class NonFiniteError extends FaceNetError {
   }
 }
 
+/**
+ * Distributed training failed; the message names the rendezvous address and the ranks.
+ * `code` says how: `ERR_DIST_PEER_LOST` (another rank's process is gone: killed, crashed),
+ * `ERR_DIST_TIMEOUT` (no answer within the timeout), `ERR_DIST_UNREACHABLE` (MASTER_ADDR:
+ * MASTER_PORT cannot be reached), `ERR_DIST_ADDRESS_IN_USE` (rank 0 cannot host the
+ * rendezvous: the port is taken), `ERR_DIST_COLLECTIVE` (c10d refused a call).
+ */
+export class DistributedError extends FaceNetError {
+  declare readonly code: DistributedErrorCode
+  constructor(code: DistributedErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options)
+  }
+}
+
+const distributed = (code: DistributedErrorCode) =>
+  class extends DistributedError {
+    constructor(message: string, options?: ErrorOptions) {
+      super(code, message, options)
+      this.name = 'DistributedError'
+    }
+  }
+
 /** A place the libtorch search looked, and what it found there. */
 export interface LibtorchSearchResult {
   place: string
@@ -226,6 +252,11 @@ const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string
   ERR_DISPOSED: DisposedError,
   ERR_TORCH: TorchError,
   ERR_WEIGHTS: WeightsError,
+  ERR_DIST_TIMEOUT: distributed('ERR_DIST_TIMEOUT'),
+  ERR_DIST_PEER_LOST: distributed('ERR_DIST_PEER_LOST'),
+  ERR_DIST_UNREACHABLE: distributed('ERR_DIST_UNREACHABLE'),
+  ERR_DIST_ADDRESS_IN_USE: distributed('ERR_DIST_ADDRESS_IN_USE'),
+  ERR_DIST_COLLECTIVE: distributed('ERR_DIST_COLLECTIVE'),
 }
 
 const CODED_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/

@@ -55,6 +55,8 @@ export { Trainer } from './training/trainer'
 export type { EpochResult, FitOptions, FitResult, HarmonicOptions, LrGroup, Schedule, StepResult, TrainerOptions, Validation } from './training/trainer'
 export type { LossOptions, LossPhaseOptions, LossType, MarginLossOptions, ResolvedLossPhase, SoftmaxCenterOptions, TripletObjective } from './training/objective'
 export { latestCheckpoint } from './training/checkpoints'
+export { distributedFromEnv } from './training/distributed'
+export type { DistributedOptions } from './training/distributed'
 export { acquireRunLock } from './run-lock'
 export type { RunLock } from './run-lock'
 export { ALIGNMENT_KEY, CENTER_CROP_KEY, embedFiles } from './inference'
@@ -64,6 +66,7 @@ export type { DecodeOptions } from './data/decode'
 export {
   BusyError,
   DataError,
+  DistributedError,
   DeviceUnavailableError,
   DisposedError,
   FaceNetError,
@@ -79,7 +82,7 @@ export {
   UnknownArchError,
   WeightsError,
 } from './errors'
-export type { FaceNetErrorCode, LibtorchSearchResult } from './errors'
+export type { DistributedErrorCode, FaceNetErrorCode, LibtorchSearchResult } from './errors'
 export { TORCH_VERSION } from './libtorch'
 export type { LibtorchSource } from './libtorch'
 export { ImageFolder } from './data/image-folder'
@@ -93,7 +96,7 @@ export { LfwPairs } from './data/lfw-pairs'
 export type { LfwFold, LfwPair, LfwPairsOptions } from './data/lfw-pairs'
 export type { AugmentOptions, Fit, InputSize } from './data/preprocess'
 export { PKSampler, SequentialSampler, ShuffleSampler } from './data/sampler'
-export type { PKSamplerOptions, SampledBatch, SamplerState, ShuffleSamplerOptions, ShuffleSamplerState } from './data/sampler'
+export type { PKSamplerOptions, SampledBatch, SamplerState, Shard, ShuffleSamplerOptions, ShuffleSamplerState } from './data/sampler'
 export { BatchLoader } from './data/loader'
 export type { Batch, BatchSampler, LoaderOptions } from './data/loader'
 export type { ImageInput, ImageSource, SkippedImage } from './data/source'

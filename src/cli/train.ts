@@ -21,6 +21,8 @@ import type { LossPhaseOptions } from '../training/objective'
 import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
 import { ProgressBar } from './progress'
 import { readRegularFile } from '../regular-file'
+import { distributedFromEnv } from '../training/distributed'
+import { launch, splitNproc } from './launch'
 
 const FLOAT32_MAX = 3.4028234663852886e38
 
@@ -183,6 +185,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     "model.safetensors, and exit with 128 + the signal's number (130, 143, 129);",
     "'facenet train --out DIR --resume' continues from there. A second signal quits at once, with the same exit code; the last complete checkpoint stays.",
     'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
+    '--nproc N trains data-parallel on N local processes (CPU, Gloo); RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun\'s variables) make this process one rank of a run across machines.',
   ],
 }
 
@@ -329,6 +332,12 @@ function quitNow(code: number): never {
 }
 
 export async function train(rawArgv: string[]): Promise<number> {
+  const { nproc, rest } = splitNproc(rawArgv)
+  if (nproc !== undefined) return launch(nproc, rest)
+  // A rank of a data-parallel run (--nproc, torchrun, a cluster script): only rank 0
+  // touches --out; every rank trains.
+  const distributed = distributedFromEnv()
+  const leader = (distributed?.rank ?? 0) === 0
   const { argv, resumePath } = splitResume(rawArgv)
   // A resumed run starts from its saved recipe; flags and --config still win over it.
   let base: Record<string, unknown> = {}
@@ -363,11 +372,13 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   // Held from before anything in --out is read or changed to after the model is saved.
   // eslint-disable-next-line @typescript-eslint/no-unused-vars -- held by scope: released when train() returns or throws
-  await using lock = await acquireRunLock(out)
+  await using lock = leader ? await acquireRunLock(out) : undefined
   let resume: string | undefined
   if (o.resume) {
     resume = typeof o.resume === 'string' ? resolve(o.resume) : await latestCheckpoint(checkpointDir)
     if (!resume) throw new UsageError(`--resume: no checkpoint in ${checkpointDir}`)
+  } else if (!leader) {
+    // Rank 0 checks and clears --out.
   } else if (o.overwrite) {
     await removeRun(out, checkpointDir)
   } else if (await holdsRun(out, checkpointDir)) {
@@ -376,7 +387,8 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   // The bar exists once the run starts; lines before it (the dataset check) go to stderr.
   const ui: { progress?: ProgressBar } = {}
-  const say = (line: string) => (parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
+  // Every rank of a data-parallel run says the same; rank 0 speaks for them.
+  const say = (line: string) => (!leader ? undefined : parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
   const skip = o.skipBadImages
   const open = async (root: string) => {
     const found: string[] = []
@@ -432,7 +444,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   // so a later plain --resume still works.
   let configWritten = false
   const writeConfig = () => {
-    if (configWritten) return
+    if (configWritten || !leader) return
     configWritten = true
     try {
       writeFileSync(`${configFile}.tmp`, JSON.stringify(saved, null, 2) + '\n')
@@ -477,6 +489,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     ...(o.tripletsPerBatch !== undefined ? { tripletsPerBatch: o.tripletsPerBatch } : {}),
     ...(o.freeze !== undefined ? { freeze: o.freeze } : {}),
     ...(o.trainLastBlocks !== undefined ? { trainLastBlocks: o.trainLastBlocks } : {}),
+    ...(distributed ? { distributed } : {}),
   }
   let trainer: Trainer
   let stepsPerEpoch: number | undefined
@@ -528,7 +541,7 @@ export async function train(rawArgv: string[]): Promise<number> {
       ...(resume ? { resume } : {}),
       onStep: (s) => {
         writeConfig()
-        progress.step(s)
+        if (leader) progress.step(s)
       },
       onEpoch: (e) => say(`epoch ${e.epoch + 1}/${o.epochs}: ${e.steps} steps, mean loss ${e.meanLoss.toFixed(4)}, ${e.seconds.toFixed(1)} s`),
       onWarning: (message) => say(`warning: ${message}`),
@@ -547,6 +560,8 @@ export async function train(rawArgv: string[]): Promise<number> {
     if (!stopSignal) for (const [signal, handler] of handlers) process.off(signal, handler)
     progress.end()
   }
+  // Rank 0 saves the model (every rank holds the same weights) and reports.
+  if (!leader) return stopSignal && result.stopped === 'aborted' ? quitNow(exitCodeOf(stopSignal)) : EXIT.ok
   // The checkpoint holds the run; the model file is a convenience that may fail on its own
   // (a full disk) without hiding what the run did.
   let saveError: FaceNetError | undefined
@@ -580,7 +595,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     console.log(`${result.stopped === 'aborted' ? 'interrupted' : 'done'} (${result.stopped}) at step ${result.steps} after ${summary.seconds.toFixed(1)} s`)
     if (!saveError) console.log(`model: ${modelFile}`)
     if (result.lastCheckpoint) console.log(`checkpoint: ${result.lastCheckpoint}`)
-    if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume`)
+    if (result.stopped !== 'completed') console.log(`continue with: facenet train --out ${o.out} --resume${distributed ? ` on ${distributed.worldSize} ranks again (--nproc ${distributed.worldSize}, or as this run was started)` : ''}`)
   }
   if (saveError) throw saveError
   const code = stopSignal && result.stopped === 'aborted' ? exitCodeOf(stopSignal) : EXIT.ok

@@ -14,6 +14,34 @@ export interface PKSamplerOptions {
   negatives?: number
   /** Default `0`. */
   seed?: number
+  /** Data-parallel training: this rank's share of each batch (see {@link Shard}). */
+  shard?: Shard
+}
+
+/**
+ * Rank `rank` of `worldSize` takes its share of each global batch: of a P×K batch, its
+ * `P/worldSize` identities (with all their images) and its slice of the negatives; of a
+ * shuffled batch, its slice. The global batch is the one a single process draws from the
+ * same (seed, epoch, batch), and the ranks' shares in rank order make it up exactly.
+ */
+export interface Shard {
+  rank: number
+  worldSize: number
+}
+
+/** Positions `from..to` of `count` that rank `shard.rank` takes. */
+function share(count: number, shard: Shard | undefined): [number, number] {
+  if (!shard) return [0, count]
+  return [Math.floor((shard.rank * count) / shard.worldSize), Math.floor(((shard.rank + 1) * count) / shard.worldSize)]
+}
+
+function checkShard(shard: Shard | undefined): Shard | undefined {
+  if (shard === undefined) return undefined
+  const { rank, worldSize } = shard
+  if (!Number.isInteger(worldSize) || worldSize < 1 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+    throw new InvalidArgumentError(`shard must be a rank in 0..worldSize-1 and a worldSize ≥ 1, got rank ${String(rank)} of ${String(worldSize)}`)
+  }
+  return worldSize === 1 ? undefined : { rank, worldSize }
 }
 
 /** Everything needed to resume a sampler exactly: where it is, and what it was built with. */
@@ -125,6 +153,7 @@ export class PKSampler extends EpochSampler<SamplerState> {
   readonly negatives: number
   readonly seed: number
   readonly batchesPerEpoch: number
+  readonly shard?: Shard
   protected readonly builtWith = ['seed', 'P', 'K', 'negatives', 'items'] as const
   readonly #labels: Int32Array
   /** Item indices of each identity with ≥ 2 images. */
@@ -153,6 +182,13 @@ export class PKSampler extends EpochSampler<SamplerState> {
     this.#singles = Int32Array.from(labelsSorted.filter((l) => byLabel.get(l)!.length === 1).map((l) => byLabel.get(l)![0]!))
     if (this.#groups.length === 0) throw new InvalidArgumentError('PKSampler needs at least one identity with two or more images')
     this.batchesPerEpoch = Math.ceil(this.#groups.length / this.P)
+    this.shard = checkShard(options.shard)
+    const perBatch = Math.min(this.P, this.#groups.length)
+    if (this.shard && perBatch < this.shard.worldSize) {
+      throw new InvalidArgumentError(
+        `a batch of ${perBatch} identities (P ${this.P}, ${this.#groups.length} with 2 or more images) cannot be shared by ${this.shard.worldSize} ranks: each rank needs at least one identity`,
+      )
+    }
   }
 
   /** Identities that can be anchors (≥ 2 images). */
@@ -181,13 +217,17 @@ export class PKSampler extends EpochSampler<SamplerState> {
     // P identities: a batch of one identity has no negatives and teaches nothing.
     const identities = Math.min(this.P, order.length)
     const chosen = Array.from({ length: identities }, (_, j) => order[(b * this.P + j) % order.length]!)
-    for (const g of chosen) {
+    // Every rank draws the whole batch's images (the same rng calls as one process), and
+    // keeps its share.
+    const [first, last] = share(identities, this.shard)
+    for (const [j, g] of chosen.entries()) {
       const group = this.#groups[g]!
       const take = group.length <= this.K ? Int32Array.from(group) : rng.shuffle(Int32Array.from(group)).subarray(0, this.K)
-      indices.push(...take)
+      if (j >= first && j < last) indices.push(...take)
     }
     // Negatives walk through the epoch's shuffled singles, wrapping round if there are few.
-    for (let j = 0; j < Math.min(this.negatives, singles.length); j++) {
+    const [from, to] = share(Math.min(this.negatives, singles.length), this.shard)
+    for (let j = from; j < to; j++) {
       indices.push(singles[(b * this.negatives + j) % singles.length]!)
     }
     const out = Int32Array.from(indices)
@@ -200,6 +240,8 @@ export interface ShuffleSamplerOptions {
   batchSize?: number
   /** Default `0`. */
   seed?: number
+  /** Data-parallel training: this rank's share of each batch. */
+  shard?: Shard
 }
 
 /** Everything needed to resume a {@link ShuffleSampler} exactly. */
@@ -225,6 +267,7 @@ export class ShuffleSampler extends EpochSampler<ShuffleSamplerState> {
   readonly batchSize: number
   readonly seed: number
   readonly batchesPerEpoch: number
+  readonly shard?: Shard
   protected readonly builtWith = ['seed', 'batchSize', 'items'] as const
   readonly #labels: Int32Array
   /** One epoch's shuffled order of every item. */
@@ -237,6 +280,11 @@ export class ShuffleSampler extends EpochSampler<ShuffleSamplerState> {
     this.seed = checkSeed(options.seed ?? 0)
     if (this.#labels.length < 2) throw new InvalidArgumentError(`ShuffleSampler needs at least 2 images, got ${this.#labels.length}`)
     this.batchesPerEpoch = Math.ceil(this.#labels.length / this.batchSize)
+    this.shard = checkShard(options.shard)
+    const size = Math.min(this.batchSize, this.#labels.length)
+    if (this.shard && size < 2 * this.shard.worldSize) {
+      throw new InvalidArgumentError(`a batch of ${size} images cannot be shared by ${this.shard.worldSize} ranks: each rank needs at least 2; raise batchSize`)
+    }
   }
 
   state(): ShuffleSamplerState {
@@ -247,7 +295,8 @@ export class ShuffleSampler extends EpochSampler<ShuffleSamplerState> {
     if (this.#order?.epoch !== epoch) this.#order = { epoch, items: new Rng(this.seed, epoch, 0x5fa11e).shuffle(Int32Array.from(this.#labels.keys())) }
     const order = this.#order.items
     const size = Math.min(this.batchSize, order.length)
-    const indices = Int32Array.from({ length: size }, (_, j) => order[(b * this.batchSize + j) % order.length]!)
+    const [from, to] = share(size, this.shard)
+    const indices = Int32Array.from({ length: to - from }, (_, j) => order[(b * this.batchSize + from + j) % order.length]!)
     return { indices, labels: indices.map((i) => this.#labels[i]!), epoch, batch: b }
   }
 }

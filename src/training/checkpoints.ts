@@ -47,6 +47,8 @@ export interface CheckpointState {
   sampler?: SamplerState | ShuffleSamplerState
   /** Identities of the data (the class head's rows), when a loss classifies. */
   classes?: number
+  /** Ranks of a data-parallel run; absent: 1. */
+  worldSize?: number
   options: ResolvedOptions
 }
 

@@ -9,6 +9,7 @@ import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import type { CheckedMineOptions } from '../mining'
 import type { BindingTrainOptions } from '../../index'
+import type { DistributedOptions, ResolvedDistributed } from './distributed'
 import { bindingPhases, classifies, resolveLoss, type LossOptions, type LossPhaseOptions, type ResolvedLossPhase } from './objective'
 import {
   DISTANCES,
@@ -176,6 +177,15 @@ export interface TrainerOptions {
    * a packed dataset).
    */
   harmonic?: HarmonicOptions
+  /**
+   * Train data-parallel as one rank of a group (Gloo over TCP, CPU tensors): see
+   * {@link DistributedOptions} and {@link distributedFromEnv}. Each rank trains on its
+   * share of every P×K batch (P/worldSize identities), triplets are mined over the
+   * global batch, and gradients are summed across ranks before the same update on every
+   * rank. Only rank 0 writes checkpoints, logs and TensorBoard events. Not with
+   * `harmonic` or mining `'epoch'`.
+   */
+  distributed?: DistributedOptions
 }
 
 export interface HarmonicOptions {
@@ -193,12 +203,12 @@ export const TRAINER_KEYS: readonly (keyof TrainerOptions)[] = [
   'mining', 'miner', 'margin', 'choice', 'fallback', 'distance', 'reducer', 'identitiesPerBatch', 'imagesPerIdentity',
   'negativesPerBatch', 'tripletsPerBatch', 'augment', 'centerCrop', 'seed', 'checkpointDir', 'checkpointEvery',
   'keepCheckpoints', 'logFile', 'tensorboard', 'prefetch', 'precision', 'onBadImage', 'loss', 'batchSize',
-  'freeze', 'trainLastBlocks', 'lrGroups', 'harmonic',
+  'freeze', 'trainLastBlocks', 'lrGroups', 'harmonic', 'distributed',
 ]
 
 /** The options with their defaults filled in, as checkpoints record them. */
 export type ResolvedOptions = Required<
-  Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'tensorboard' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss' | 'freeze' | 'trainLastBlocks' | 'lrGroups' | 'harmonic'>
+  Omit<TrainerOptions, 'checkpointDir' | 'logFile' | 'tensorboard' | 'maxGradNorm' | 'schedule' | 'eps' | 'augment' | 'onBadImage' | 'loss' | 'freeze' | 'trainLastBlocks' | 'lrGroups' | 'harmonic' | 'distributed'>
 > & {
   freeze: string[]
   /** 0: every block trains. */
@@ -310,7 +320,7 @@ function scheduleFields(schedule: Schedule, defaultTotal: number) {
  * schedule's default length, `classes` the identities of the data (the class head's rows),
  * `recordDistributions` whether steps return their per-example values (for histograms).
  */
-export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number, recordDistributions = false): BindingTrainOptions {
+export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: number, classes: number, recordDistributions = false, distributed?: ResolvedDistributed): BindingTrainOptions {
   const mining: CheckedMineOptions = { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed }
   const optimizer = {
     name: o.optimizer,
@@ -338,5 +348,17 @@ export function bindingTrainOptions(o: Readonly<ResolvedOptions>, totalSteps: nu
     freezePrefixes: o.freeze,
     ...(o.trainLastBlocks > 0 ? { trainLastBlocks: o.trainLastBlocks } : {}),
     lrGroups: o.lrGroups.map((g) => ({ prefixes: [...g.prefixes], lr: g.lr })),
+    ...(distributed
+      ? {
+          distributed: {
+            masterAddr: distributed.masterAddr,
+            masterPort: distributed.masterPort,
+            rank: distributed.rank,
+            worldSize: distributed.worldSize,
+            timeoutMs: Math.round(distributed.timeoutSeconds * 1000),
+            ...(distributed.interface !== undefined ? { interface: distributed.interface } : {}),
+          },
+        }
+      : {}),
   }
 }

@@ -19,6 +19,7 @@ import { openLog, trimLog } from './log'
 import { classIndex, classifies, phaseAt, usesTriplets, type ResolvedLossPhase } from './objective'
 import { bindingTrainOptions, resolveOptions, type HarmonicOptions, type ResolvedOptions, type TrainerOptions } from './options'
 import { TrainingBoard } from './board'
+import { resolveDistributed, type ResolvedDistributed } from './distributed'
 import { evenSample, type ProjectorSample } from './tensorboard'
 
 export type { HarmonicOptions, LrGroup, OptimizerName, Schedule, TrainerOptions } from './options'
@@ -81,6 +82,8 @@ export interface StepResult {
   /** Time this step waited for its batch to be decoded. */
   dataWaitMs: number
   stepMs: number
+  /** Data-parallel training: the part of `stepMs` spent in collectives (gathering the global batch, summing gradients), waiting for slower ranks included; 0 in one process. */
+  communicationMs: number
 }
 
 export interface EpochResult {
@@ -193,6 +196,7 @@ export class Trainer {
   readonly #onBadImage: OnBadImage
   /** The frozen v1 of harmonic training. */
   readonly #v1?: FaceNet
+  readonly #distributed?: ResolvedDistributed
   #configured = false
   #step = 0
 
@@ -210,6 +214,27 @@ export class Trainer {
       throw new InvalidArgumentError(`tensorboard must be a directory path, got ${JSON.stringify(options.tensorboard)}`)
     }
     this.#tensorboard = options.tensorboard ? resolve(options.tensorboard) : undefined
+    if (options.distributed !== undefined) {
+      const distributed = resolveDistributed(options.distributed)
+      if (this.#v1 || this.options.mining === 'epoch') {
+        throw new InvalidArgumentError("distributed training mines online over the global batch: it does not combine with harmonic training or mining 'epoch'")
+      }
+      if (model.device !== 'cpu') {
+        throw new InvalidArgumentError(`distributed training runs on the CPU (Gloo) in this version; the model is on ${model.device}`)
+      }
+      this.#distributed = distributed
+      // One writer: the other ranks hold the same weights and the same global statistics.
+      if (distributed.rank !== 0) {
+        this.#checkpointDir = undefined
+        this.#logFile = undefined
+        this.#tensorboard = undefined
+      }
+    }
+  }
+
+  /** This rank's place in a data-parallel run, when the trainer was given `distributed`. */
+  get distributed(): Readonly<ResolvedDistributed> | undefined {
+    return this.#distributed
   }
 
   /** Steps completed so far (restored ones included). */
@@ -218,7 +243,7 @@ export class Trainer {
   }
 
   async #configure(totalSteps: number, classes: number): Promise<void> {
-    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps, classes, this.#tensorboard !== undefined)))
+    await callBinding(() => modelBinding(this.model).configureTraining(bindingTrainOptions(this.options, totalSteps, classes, this.#tensorboard !== undefined, this.#distributed)))
     this.#configured = true
   }
 
@@ -276,11 +301,13 @@ export class Trainer {
 
     // Triplet phases train on P×K batches, classification-only ones on shuffled batches of
     // every image; both are built once, and each epoch draws from the one its first step needs.
+    const dist = this.#distributed
+    const shard = dist ? { shard: { rank: dist.rank, worldSize: dist.worldSize } } : {}
     const pk =
       o.mining === 'online' && o.loss.some(usesTriplets)
-        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
+        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed, ...shard })
         : undefined
-    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed }) : undefined
+    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed, ...shard }) : undefined
     const samplerAt = (step: number): PKSampler | ShuffleSampler | undefined => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
     const classes = classifies(o.loss) ? classIndex(data.labels) : undefined
     let startEpoch = 0
@@ -322,16 +349,26 @@ export class Trainer {
       lastCheckpoint = await this.#checkpoint(position, sampler, classes?.size)
       checkpointedStep = this.#step
     }
-    const stopReason = (): FitResult['stopped'] | undefined => {
+    const localStopReason = (): FitResult['stopped'] | undefined => {
       if (options.maxSteps !== undefined && this.#step >= options.maxSteps) return 'max-steps'
       if (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds) return 'max-seconds'
       if (options.signal?.aborted) return 'aborted'
       return undefined
     }
+    // Data-parallel ranks stop after the same step, or the others would wait in the next
+    // step's collectives for one that left: the reason is agreed on (the most pressing
+    // rank's: an abort over a time limit over the step limit) before each step.
+    const reasons = [undefined, 'max-steps', 'max-seconds', 'aborted'] as const
+    const stopReason = async (): Promise<FitResult['stopped'] | undefined> => {
+      const local = localStopReason()
+      if (!dist) return local
+      const agreed = await callBinding(() => modelBinding(this.model).maxAcrossRanks(reasons.indexOf(local as (typeof reasons)[number])))
+      return reasons[agreed]
+    }
     try {
       for (let epoch = startEpoch; epoch < epochs; epoch++) {
         // Checked before the epoch starts: epoch mining's pass over the data is long.
-        const early = stopReason()
+        const early = await stopReason()
         if (early) {
           stopped = early
           if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint({ epoch, batch: epoch === startEpoch ? startBatch : 0 })
@@ -362,7 +399,8 @@ export class Trainer {
           centerCrop: o.centerCrop,
           seed: o.seed,
           prefetch: o.prefetch,
-          signal: options.signal,
+          // A data-parallel rank stops only where the ranks agree to (above).
+          signal: dist ? undefined : options.signal,
           // Epoch mining's batches index their triplets by position, so a dropped image
           // would shift them; its bad images were left out when the list was mined.
           onBadImage: sampler ? this.#onBadImage : 'error',
@@ -376,7 +414,7 @@ export class Trainer {
         const epochDone = firstBatch >= epochLength
         for (;;) {
           if (epochDone) break
-          const reason = stopReason()
+          const reason = await stopReason()
           if (reason) {
             stopped = reason
             break
@@ -432,6 +470,7 @@ export class Trainer {
             imagesPerSecond: (batch.shape[0] * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
             dataWaitMs,
             stepMs,
+            communicationMs: stats.communicationMs,
           }
           epochLoss += stats.loss
           epochSteps += 1
@@ -460,7 +499,7 @@ export class Trainer {
           // So does a switch of the loss schedule to the other kind of batch.
           const lastOfEpoch = batch.batch + 1 >= epochLength || samplerAt(this.#step) !== sampler
           if (lastOfEpoch) break
-          if (o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
+          if (this.#checkpointDir && o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) await checkpoint(position)
         }
         if (stopped !== 'completed') {
           if (this.#checkpointDir && this.#step > 0 && checkpointedStep !== this.#step) await checkpoint(position)
@@ -566,6 +605,7 @@ export class Trainer {
       batch: position.batch,
       sampler: sampler ? { ...sampler.state(), epoch: position.epoch, batch: position.batch } : undefined,
       ...(classes === undefined ? {} : { classes }),
+      ...(this.#distributed ? { worldSize: this.#distributed.worldSize } : {}),
       options: this.options,
     }
     const file = join(dir, checkpointName(this.#step))
@@ -580,6 +620,14 @@ export class Trainer {
     const header = await readCheckpointHeader(file)
     if (header.checkpoint !== undefined) {
       const state = checkState(file, header.checkpoint, header.step, samplerAt)
+      const savedRanks = state.worldSize ?? 1
+      const ranks = this.#distributed?.worldSize ?? 1
+      if (savedRanks !== ranks) {
+        throw new InvalidArgumentError(
+          `${file} was trained on ${savedRanks} rank(s), this run has ${ranks}: resume at the world size it was saved at. ` +
+            "(Each rank's share of a batch sets its batch-norm statistics, so another world size would not continue the same run; start a new run from its weights with FaceNet.load to change it.)",
+        )
+      }
       if (classes > 0 && state.classes !== undefined && state.classes !== classes) {
         throw new InvalidArgumentError(`${file} was trained on ${state.classes} identities (the class head's rows), this data has ${classes}: resume on the data it was trained on`)
       }

@@ -1,7 +1,7 @@
 //! Training on the model's own worker thread: the optimizer state lives beside the
 //! weights, and each step's batch crosses the boundary once, as one pixel buffer.
 
-use crate::error::{coded, to_js};
+use crate::error::{coded, invalid, to_js};
 use crate::mining::{
     parse_miner, stats_to_js, triplets_from, BindingMineOptions, BindingMiningStats,
 };
@@ -11,6 +11,7 @@ use crate::options::{
 use crate::pixels::Pixels;
 use crate::worker::{Deferred, Worker};
 use crate::BindingModel;
+use facenet::distributed::{ProcessGroup, Rendezvous};
 use facenet::freeze::{Freeze, LrGroup};
 use facenet::loss::margin::MarginLoss;
 use facenet::loss::objective::{LossPhase, LossSchedule};
@@ -66,6 +67,37 @@ pub struct BindingTrainOptions {
     pub train_last_blocks: Option<u32>,
     /// Per-group learning rates, the first matching group winning.
     pub lr_groups: Option<Vec<BindingLrGroup>>,
+    /// Data-parallel training: this rank joins its group before the promise resolves.
+    pub distributed: Option<BindingDistributed>,
+}
+
+/// One rank's place in a data-parallel run (torchrun's variables), checked by the TS layer.
+#[napi(object)]
+pub struct BindingDistributed {
+    pub master_addr: String,
+    pub master_port: u32,
+    pub rank: u32,
+    pub world_size: u32,
+    pub timeout_ms: f64,
+    pub interface: Option<String>,
+}
+
+fn parse_distributed(d: &BindingDistributed) -> Result<Rendezvous> {
+    let rendezvous = Rendezvous {
+        master_addr: d.master_addr.clone(),
+        master_port: u16::try_from(d.master_port).map_err(|_| {
+            invalid(format!(
+                "masterPort must be in 1..65535, got {}",
+                d.master_port
+            ))
+        })?,
+        rank: i64::from(d.rank),
+        world_size: i64::from(d.world_size),
+        timeout: std::time::Duration::from_millis(d.timeout_ms.max(0.0) as u64),
+        interface: d.interface.clone(),
+    };
+    rendezvous.validate().map_err(to_js)?;
+    Ok(rendezvous)
 }
 
 /// Parameters under `prefixes` learn at `lr`.
@@ -101,6 +133,8 @@ pub struct BindingStepStats {
     pub updated: bool,
     /// Present when training was configured with `recordDistributions`.
     pub distributions: Option<BindingStepDistributions>,
+    /// Time this step spent in collectives (data-parallel training; 0 otherwise).
+    pub communication_ms: f64,
 }
 
 /// Per-example values of one step, for histograms.
@@ -226,6 +260,7 @@ pub(crate) fn step_to_js(stats: StepStats) -> BindingStepStats {
         mining: stats_to_js(&stats.mining),
         mean_pairwise_distance: stats.mean_pairwise_distance,
         updated: stats.updated,
+        communication_ms: stats.communication_ms,
         distributions: stats.distributions.map(|d| BindingStepDistributions {
             embedding_norms: d.embedding_norms.into(),
             positive_distances: d.positive_distances.into(),
@@ -244,12 +279,26 @@ impl BindingModel {
         options: BindingTrainOptions,
     ) -> Result<Object<'env>> {
         let config = parse_train_options(&options)?;
+        let rendezvous = options
+            .distributed
+            .as_ref()
+            .map(parse_distributed)
+            .transpose()?;
         let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
         self.worker.run(
             deferred,
             move |state| {
                 let model = state.model.as_ref().ok_or_else(crate::error::disposed)?;
-                state.training = Some(TrainState::new(model, config).map_err(to_js)?);
+                // The previous training state (and its group) goes first, so a new group
+                // can form on the same port.
+                state.training = None;
+                let mut training = TrainState::new(model, config).map_err(to_js)?;
+                if let Some(rendezvous) = rendezvous {
+                    // Blocks this model's worker (not libuv's pool) until every rank joined.
+                    let group = ProcessGroup::join(&rendezvous).map_err(to_js)?;
+                    training.join_group(model, group).map_err(to_js)?;
+                }
+                state.training = Some(training);
                 Ok(())
             },
             |_env, ()| Ok(()),
@@ -335,6 +384,30 @@ impl BindingModel {
             |training, model, images, labels, v1| {
                 training.harmonic_step(model, images, labels, &v1)
             },
+        );
+        Ok(promise)
+    }
+
+    /// Data-parallel training: the largest `value` that any rank passes (every rank gets
+    /// the same answer), e.g. so that all ranks stop after the same step when one of them
+    /// is asked to. Without a group, `value` itself.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn max_across_ranks<'env>(&self, env: &'env Env, value: u32) -> Result<Object<'env>> {
+        let (deferred, promise): (Deferred<u32>, Object) = env.create_deferred()?;
+        self.worker.run(
+            deferred,
+            move |worker| {
+                let training = worker.training.as_ref().ok_or_else(not_configured)?;
+                let Some(group) = training.process_group() else {
+                    return Ok(value);
+                };
+                let flag = Tensor::from_slice(&[i64::from(value)]);
+                group
+                    .all_reduce_max_(std::slice::from_ref(&flag))
+                    .map_err(to_js)?;
+                Ok(flag.int64_value(&[]) as u32)
+            },
+            |_env, value| Ok(value),
         );
         Ok(promise)
     }

@@ -31,6 +31,10 @@ pub enum Error {
     /// truncated); the message starts with the file.
     #[error("{0}")]
     Data(String),
+    /// A collective or the rendezvous of distributed training failed; the message names
+    /// the address and the ranks involved.
+    #[error("{1}")]
+    Distributed(DistributedFailure, String),
     /// libtorch reported an error.
     #[error("libtorch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
@@ -48,6 +52,7 @@ impl Error {
             Error::Weights(_) => "ERR_WEIGHTS",
             Error::Data(_) => "ERR_DATA",
             Error::Torch(_) => "ERR_TORCH",
+            Error::Distributed(failure, _) => failure.code(),
         }
     }
 
@@ -57,6 +62,33 @@ impl Error {
 
     pub fn shape(message: impl fmt::Display) -> Self {
         Error::Shape(message.to_string())
+    }
+}
+
+/// How distributed training failed, each with its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistributedFailure {
+    /// No answer within the group's timeout (a rank stalled, or never joined).
+    Timeout,
+    /// Another rank's process is gone (killed, crashed) mid-run.
+    PeerLost,
+    /// The rendezvous at MASTER_ADDR:MASTER_PORT cannot be reached.
+    Unreachable,
+    /// Rank 0 cannot host the rendezvous: the port is taken.
+    AddressInUse,
+    /// c10d refused the call (e.g. ranks passed tensors of different shapes).
+    Collective,
+}
+
+impl DistributedFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            DistributedFailure::Timeout => "ERR_DIST_TIMEOUT",
+            DistributedFailure::PeerLost => "ERR_DIST_PEER_LOST",
+            DistributedFailure::Unreachable => "ERR_DIST_UNREACHABLE",
+            DistributedFailure::AddressInUse => "ERR_DIST_ADDRESS_IN_USE",
+            DistributedFailure::Collective => "ERR_DIST_COLLECTIVE",
+        }
     }
 }
 

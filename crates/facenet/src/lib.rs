@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod detect;
 pub mod device;
 pub mod distance;
+pub mod distributed;
 pub mod dlib;
 pub mod error;
 pub mod foreach;

@@ -295,6 +295,12 @@ impl Optimizer {
             .collect()
     }
 
+    /// The gradients of the last backward pass (handles sharing storage with the
+    /// parameters' `.grad`), in update order; parameters that got none are left out.
+    pub fn gradients(&self) -> Vec<Tensor> {
+        self.live().2
+    }
+
     pub fn zero_grad(&mut self) -> Result<()> {
         let (_, _, grads) = self.live();
         foreach::zero_(&grads)

@@ -5,6 +5,7 @@
 //! this module holds exactly what a step needs to be resumable.
 
 use crate::distance::row_distance;
+use crate::distributed::{all_reduce_buckets_, ProcessGroup, BUCKET_BYTES};
 use crate::error::{Error, Result};
 use crate::foreach;
 use crate::freeze::{self, Freeze, LrGroup};
@@ -75,6 +76,9 @@ pub struct StepStats {
     pub updated: bool,
     /// Present when the config's `record_distributions` is set.
     pub distributions: Option<StepDistributions>,
+    /// Wall time this rank spent in collectives (gathering the global batch, summing the
+    /// gradients), waiting for slower ranks included; 0 in one process.
+    pub communication_ms: f64,
 }
 
 pub struct TrainState {
@@ -86,6 +90,8 @@ pub struct TrainState {
     frozen_buffers: Vec<(Tensor, Tensor)>,
     /// Completed steps, skipped ones included; the schedule and the seeds read it.
     steps: i64,
+    /// Data-parallel training: the group this rank trains with.
+    group: Option<ProcessGroup>,
 }
 
 /// Decorrelates (seed, step) pairs into independent seeds with SplitMix64's mixer.
@@ -122,7 +128,43 @@ impl TrainState {
             head,
             frozen_buffers,
             steps: 0,
+            group: None,
         })
+    }
+
+    /// Trains data-parallel from now on, as this rank of `group`: the weights, batch-norm
+    /// statistics and class head are overwritten with rank 0's (as DDP's constructor
+    /// does), so every rank starts from the same model. Each step then mines over the
+    /// global batch and sums the gradients across ranks before the (identical) update.
+    pub fn join_group(&mut self, model: &FaceNet, group: ProcessGroup) -> Result<()> {
+        if model.device() != Device::Cpu {
+            return Err(Error::DeviceUnavailable(format!(
+                "distributed training runs on CPU tensors with Gloo in this version; the model is on {:?} (NCCL, for CUDA, is not built in)",
+                model.device()
+            )));
+        }
+        let mut tensors: Vec<(String, Tensor)> =
+            model.var_store().variables().into_iter().collect();
+        tensors.extend(self.head.iter().flat_map(ClassHead::parameters));
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<Tensor> = tensors.into_iter().map(|(_, t)| t).collect();
+        {
+            let _no_grad = tch::no_grad_guard();
+            group.broadcast_(&tensors, 0)?;
+        }
+        // Rank 0's frozen statistics are the ones to hold.
+        self.frozen_buffers = snapshot(
+            self.frozen_buffers
+                .iter()
+                .map(|(live, _)| live.shallow_clone()),
+        )?;
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// The group this rank trains with, when training data-parallel.
+    pub fn process_group(&self) -> Option<&ProcessGroup> {
+        self.group.as_ref()
     }
 
     /// Puts the frozen layers' batch-norm statistics back to their held values.
@@ -227,6 +269,11 @@ impl TrainState {
         }
         let step = self.steps;
         let phase = *self.config.objective.at(step);
+        if self.group.is_some() && (triplets.is_some() || v1.is_some()) {
+            return Err(Error::invalid(
+                "distributed training mines its triplets online over the global batch; given triplet lists and harmonic steps train in one process",
+            ));
+        }
         if triplets.is_some() && !phase.uses_triplets() {
             return Err(Error::invalid(format!(
                 "triplets were given for step {step}, whose loss phase does not use the triplet loss"
@@ -263,6 +310,19 @@ impl TrainState {
             model.forward_t(&input, true)
         })?;
         let embeddings = model.float32_embeddings(embeddings, self.config.precision)?;
+        // Data-parallel: mining and the loss see every rank's rows (identical on every
+        // rank), and the checks below fail on every rank at once.
+        let mut communication = std::time::Duration::ZERO;
+        let (embeddings, labels) = match &self.group {
+            Some(group) => {
+                let started = std::time::Instant::now();
+                let global = global_batch(group, &embeddings, &labels)?;
+                communication += started.elapsed();
+                global
+            }
+            None => (embeddings, labels),
+        };
+        let n = embeddings.size()[0];
         self.hold_frozen_buffers()?;
         if embeddings.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
             return Err(Error::NonFinite(format!(
@@ -333,6 +393,7 @@ impl TrainState {
                 mining,
                 mean_pairwise_distance,
                 distributions,
+                communication_ms: communication.as_secs_f64() * 1e3,
                 ..Default::default()
             });
         }
@@ -387,6 +448,18 @@ impl TrainState {
         }
         self.optimizer.zero_grad()?;
         loss.f_backward()?;
+        if let Some(group) = &self.group {
+            let started = std::time::Instant::now();
+            let head: Vec<Tensor> = self
+                .head
+                .iter()
+                .flat_map(ClassHead::parameters)
+                .map(|(_, t)| t.grad())
+                .filter(Tensor::defined)
+                .collect();
+            reduce_gradients(group, &self.optimizer.gradients(), &head)?;
+            communication += started.elapsed();
+        }
         let grad_norm = self.optimizer.clip_grad_norm()?;
         if !grad_norm.is_finite() {
             self.optimizer.zero_grad()?;
@@ -412,8 +485,70 @@ impl TrainState {
             mean_pairwise_distance,
             updated: true,
             distributions,
+            communication_ms: communication.as_secs_f64() * 1e3,
         })
     }
+}
+
+/// Every rank's embeddings and labels of this step, in rank order, this rank's rows being
+/// its live (differentiable) `embeddings` and the others constants: backpropagating a loss
+/// of the result gives this rank's share of the global gradient, as
+/// pytorch-metric-learning's `DistributedLossWrapper` does. The ranks' batches may differ
+/// in size (a P×K batch holds fewer than K images of a small identity): c10d's all-gather
+/// takes one shape, so each rank pads to the largest and the padding is cut off.
+pub fn global_batch(
+    group: &ProcessGroup,
+    embeddings: &Tensor,
+    labels: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let n = embeddings.size()[0];
+    let sizes = Vec::<i64>::try_from(&group.all_gather(&Tensor::from_slice(&[n]))?)?;
+    let most = sizes.iter().copied().max().unwrap_or(n);
+    let padded = |t: &Tensor| -> Result<Tensor> {
+        if n == most {
+            return Ok(t.shallow_clone());
+        }
+        let mut shape = t.size();
+        shape[0] = most - n;
+        Ok(Tensor::f_cat(
+            &[t, &Tensor::f_zeros(&shape, (t.kind(), t.device()))?],
+            0,
+        )?)
+    };
+    let all_labels = group.all_gather(&padded(&labels.f_to_kind(Kind::Int64)?)?)?;
+    let all = group.all_gather(&padded(&embeddings.f_detach()?)?)?;
+    let mut rows = Vec::with_capacity(sizes.len());
+    let mut row_labels = Vec::with_capacity(sizes.len());
+    for (rank, &size) in sizes.iter().enumerate() {
+        let start = rank as i64 * most;
+        rows.push(if rank as i64 == group.rank() {
+            embeddings.shallow_clone()
+        } else {
+            all.f_narrow(0, start, size)?
+        });
+        row_labels.push(all_labels.f_narrow(0, start, size)?);
+    }
+    Ok((Tensor::f_cat(&rows, 0)?, Tensor::f_cat(&row_labels, 0)?))
+}
+
+/// Makes every rank's gradients those of the global batch's loss, the same on every rank:
+/// `grads` (all of them) are summed across ranks, then `replicated` (a subset: the class
+/// head's) divided by the world size.
+///
+/// A network parameter's gradient on one rank flows only through that rank's rows of the
+/// global batch ([`global_batch`]); the sum over ranks is the whole gradient. (DDP averages
+/// instead because each of its ranks computes a loss of its local batch only; the loss
+/// here is already the global one.) The class head meets every row of the global batch
+/// directly, so each rank already holds its whole gradient: their mean is that gradient,
+/// made bit-identical across ranks.
+pub fn reduce_gradients(
+    group: &ProcessGroup,
+    grads: &[Tensor],
+    replicated: &[Tensor],
+) -> Result<()> {
+    all_reduce_buckets_(group, grads, BUCKET_BYTES)?;
+    let _no_grad = tch::no_grad_guard();
+    foreach::div_scalar_(replicated, group.world_size() as f64)
 }
 
 /// The triplets of a harmonic pool (rows 0..n this model's, n..2n v1's) that involve this
@@ -602,7 +737,7 @@ mod tests {
 
     /// Two identities × 4 images of 64×64 noise: the net must pull arbitrary images of an
     /// identity together, so the loss starts high and can only drop by learning.
-    fn toy_batch() -> (Tensor, Tensor) {
+    pub(super) fn toy_batch() -> (Tensor, Tensor) {
         let mut pixels = Vec::with_capacity(8 * 64 * 64 * 3);
         let mut state = 12345u64;
         for _image in 0..8 {
@@ -622,7 +757,7 @@ mod tests {
         (images, labels)
     }
 
-    fn tiny(seed: u64) -> FaceNet {
+    pub(super) fn tiny(seed: u64) -> FaceNet {
         FaceNet::new(ModelConfig {
             seed,
             ..ModelConfig::new(Arch::Tiny)
@@ -630,7 +765,7 @@ mod tests {
         .unwrap()
     }
 
-    fn config(lr: f64) -> TrainConfig {
+    pub(super) fn config(lr: f64) -> TrainConfig {
         TrainConfig {
             optimizer: OptimizerConfig {
                 kind: OptimizerKind::Sgd {
@@ -992,5 +1127,220 @@ mod tests {
             .optimizer()
             .parameter_names()
             .all(|n| n.starts_with("fc.") || n.starts_with("bn.")));
+    }
+}
+
+/// 2 ranks with P/2 identities each against 1 rank with all P: the same loss and, once
+/// summed across ranks, the same gradients. The embedding net is a linear map (one row's
+/// embedding depends on that row alone): batch norm in training mode normalizes by each
+/// rank's own batch, as DDP without SyncBatchNorm does, so networks with it are not
+/// compared row for row.
+#[cfg(test)]
+mod distributed_tests {
+    use super::*;
+    use crate::distributed::tests::{free_port, local, spawn_rank1, worker_port};
+    use crate::loss::margin::MarginLoss;
+    use crate::loss::Reducer;
+    use crate::mining::{Choice, Fallback};
+    use tch::nn::{self, Module};
+
+    const P: i64 = 6;
+    const K: i64 = 4;
+    const IN: i64 = 24;
+    const DIM: i64 = 8;
+
+    fn miners() -> Vec<(&'static str, Miner, Reducer)> {
+        vec![
+            (
+                "semi-hard",
+                Miner::SemiHard {
+                    margin: 0.2,
+                    choice: Choice::Random,
+                    fallback: Fallback::NearestFartherElseFarthest,
+                },
+                Reducer::Mean,
+            ),
+            (
+                "batch-hard",
+                Miner::BatchHard { margin: 0.2 },
+                Reducer::Mean,
+            ),
+            (
+                "batch-all",
+                Miner::BatchAll { margin: 0.2 },
+                Reducer::MeanActive,
+            ),
+        ]
+    }
+
+    /// The global batch: P identities × K rows, the identities of rank r being r·P/2.. .
+    fn inputs() -> (Tensor, Tensor) {
+        tch::manual_seed(11);
+        let x = Tensor::randn([P * K, IN], (Kind::Float, Device::Cpu));
+        let labels =
+            Tensor::arange(P, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(K, 0, None);
+        (x, labels)
+    }
+
+    /// The loss of the rows `x` (with `labels`) as a step computes it (global_batch, mine,
+    /// triplet loss, margin loss), and the gradients of the embedding map and class head
+    /// after backward (and the all-reduce, in a group).
+    fn loss_and_grads(
+        group: Option<&ProcessGroup>,
+        x: &Tensor,
+        labels: &Tensor,
+        miner: &Miner,
+        reducer: Reducer,
+    ) -> (f64, Vec<Tensor>) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        tch::manual_seed(5);
+        let map = nn::linear(vs.root() / "map", IN, DIM, Default::default());
+        let head = (vs.root() / "head").randn("weights", &[3 * P, DIM], 0.0, 0.1);
+        let embeddings = crate::distance::normalize_rows(&map.forward(x)).unwrap();
+        let (embeddings, labels) = match group {
+            Some(group) => global_batch(group, &embeddings, labels).unwrap(),
+            None => (embeddings, labels.shallow_clone()),
+        };
+        let loss_config = TripletLoss {
+            margin: miner.margin(),
+            reducer,
+            ..TripletLoss::default()
+        };
+        let (triplets, _) = mine(
+            &embeddings.detach(),
+            &labels,
+            miner,
+            loss_config.distance,
+            mix_seed(3, 0),
+        )
+        .unwrap();
+        let triplet = triplet_loss_with_count(&embeddings, &triplets, &loss_config)
+            .unwrap()
+            .loss;
+        let arcface = MarginLoss::ArcFace {
+            margin: 0.2,
+            scale: 16.0,
+            easy_margin: false,
+        };
+        let class = margin_loss_in_range(&arcface, &embeddings, &labels, &head, None).unwrap();
+        let loss = triplet + class * 0.5;
+        loss.backward();
+        let mut grads: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.grad()))
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        let head: Vec<Tensor> = grads
+            .iter()
+            .filter(|(name, _)| name.starts_with("head."))
+            .map(|(_, g)| g.shallow_clone())
+            .collect();
+        let grads: Vec<Tensor> = grads.into_iter().map(|(_, g)| g).collect();
+        if let Some(group) = group {
+            reduce_gradients(group, &grads, &head).unwrap();
+        }
+        (loss.double_value(&[]), grads)
+    }
+
+    /// Both ranks compare with the 1-rank run, which each computes on its own.
+    fn compare(rank: i64, port: u16) {
+        let group = ProcessGroup::join(&local(port, rank, 2, 30)).unwrap();
+        let (x, labels) = inputs();
+        let half = P * K / 2;
+        let x_local = x.narrow(0, rank * half, half);
+        let labels_local = labels.narrow(0, rank * half, half);
+        for (name, miner, reducer) in miners() {
+            let (loss_1, grads_1) = loss_and_grads(None, &x, &labels, &miner, reducer);
+            let (loss_2, grads_2) =
+                loss_and_grads(Some(&group), &x_local, &labels_local, &miner, reducer);
+            assert!(loss_1 > 0.0, "{name}: nothing to learn from");
+            assert!(
+                (loss_1 - loss_2).abs() < 1e-5,
+                "{name}, rank {rank}: loss {loss_2} on 2 ranks, {loss_1} on 1"
+            );
+            for (g1, g2) in grads_1.iter().zip(&grads_2) {
+                let diff = (g1 - g2).abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-5,
+                    "{name}, rank {rank}: gradients differ by {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "rank 1 of two_ranks_with_half_the_identities_each_match_one_rank_with_all"]
+    fn equivalence_rank1() {
+        if let Some(port) = worker_port() {
+            compare(1, port);
+        }
+    }
+
+    #[test]
+    fn two_ranks_with_half_the_identities_each_match_one_rank_with_all() {
+        let port = free_port();
+        let mut child = spawn_rank1("train::distributed_tests::equivalence_rank1", port, &[]);
+        compare(0, port);
+        assert!(child.wait().unwrap().success(), "rank 1 failed");
+    }
+
+    #[test]
+    #[ignore = "rank 1 of training_steps_keep_every_rank_on_the_same_weights"]
+    fn steps_rank1() {
+        if let Some(port) = worker_port() {
+            steps_on(1, port);
+        }
+    }
+
+    /// Three steps of the tiny net (batch norm included) on each rank's half of the batch;
+    /// asserts that every rank ends with the same weights, and returns the losses.
+    fn steps_on(rank: i64, port: u16) -> Vec<f64> {
+        let group = ProcessGroup::join(&local(port, rank, 2, 30)).unwrap();
+        // Another seed per rank: the broadcast from rank 0 must make them equal.
+        let model = super::tests::tiny(1 + rank as u64);
+        let mut state = TrainState::new(&model, super::tests::config(0.05)).unwrap();
+        state.join_group(&model, group).unwrap();
+        let (images, labels) = super::tests::toy_batch();
+        // Rank 0 gets three of identity 0's images and one of identity 1's, rank 1 the rest.
+        let order = Tensor::from_slice(&[0i64, 1, 2, 4, 3, 5, 6, 7]);
+        let images = images.index_select(0, &order.narrow(0, rank * 4, 4));
+        let labels = labels.index_select(0, &order.narrow(0, rank * 4, 4));
+        let stats: Vec<StepStats> = (0..3)
+            .map(|_| state.step(&model, &images, &labels, None).unwrap())
+            .collect();
+        // Mined over the global batch: 2 identities × 4 images, 24 anchor-positive pairs.
+        assert_eq!(stats[0].mining.anchor_positive_pairs, 24);
+        // The trainable weights (batch-norm statistics follow each rank's own batch).
+        let mut weights: Vec<(String, Tensor)> = model
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        let flat = Tensor::cat(
+            &weights
+                .iter()
+                .map(|(_, t)| t.detach().reshape([-1]))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let all = state.process_group().unwrap().all_gather(&flat).unwrap();
+        let n = flat.size()[0];
+        assert!(
+            all.narrow(0, 0, n).equal(&all.narrow(0, n, n)),
+            "rank {rank}: the ranks' weights differ after 3 steps"
+        );
+        stats.iter().map(|s| s.loss).collect()
+    }
+
+    #[test]
+    fn training_steps_keep_every_rank_on_the_same_weights() {
+        let port = free_port();
+        let mut child = spawn_rank1("train::distributed_tests::steps_rank1", port, &[]);
+        let losses = steps_on(0, port);
+        assert!(child.wait().unwrap().success(), "rank 1 failed");
+        assert!(losses[2] < losses[0], "{losses:?}");
     }
 }
