@@ -1,15 +1,12 @@
 import { availableParallelism } from 'node:os'
 import { binding } from './binding'
-import { checkSeed, integerIn, nonNegative } from './check'
+import { integerIn } from './check'
 import { callBinding, InvalidArgumentError, ShapeError } from './errors'
+import { LOSS } from './tables/loss'
+import { MINING } from './tables/mining'
+import { resolveOption } from './tables/table'
+import { TRAINING } from './tables/training'
 import {
-  DISTANCES,
-  FALLBACKS,
-  MINERS,
-  MINING_MODES,
-  NEGATIVE_CHOICES,
-  oneOf,
-  REDUCERS,
   type DistanceName,
   type Fallback,
   type MinerName,
@@ -137,16 +134,16 @@ export async function mineTriplets(
     warnedEpochMiner = true
     process.emitWarning("mineTriplets: miner 'epoch' is deprecated; use { miner: 'semi-hard', mining: 'epoch' }", 'DeprecationWarning')
   }
-  const mining = oldEpoch ? 'epoch' : oneOf('mining', options.mining ?? 'online', MINING_MODES)
+  const mining = oldEpoch ? 'epoch' : resolveOption(MINING, 'mining', options)
   const checked: CheckedMineOptions = {
-    miner: oldEpoch ? 'semi-hard' : oneOf('miner', options.miner ?? 'semi-hard', MINERS),
-    margin: nonNegative('margin', options.margin ?? 0.2),
-    choice: oneOf('choice', options.choice ?? 'random', NEGATIVE_CHOICES),
-    fallback: oneOf('fallback', options.fallback ?? 'nearest-farther-else-farthest', FALLBACKS),
-    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
-    seed: checkSeed(options.seed ?? 0),
+    miner: oldEpoch ? 'semi-hard' : (resolveOption(MINING, 'miner', options) as MinerName),
+    margin: resolveOption(MINING, 'margin', options),
+    choice: resolveOption(MINING, 'choice', options) as NegativeChoice,
+    fallback: resolveOption(MINING, 'fallback', options) as Fallback,
+    distance: resolveOption(MINING, 'distance', options) as DistanceName,
+    seed: resolveOption(TRAINING, 'seed', options),
   }
-  const chunk = integerIn('chunk', options.chunk ?? 1024, 1, 1 << 20)
+  const chunk = resolveOption(MINING, 'chunk', options)
   const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
   return mineChecked(embeddings, labelArray, dim, checked, threads, mining === 'epoch' ? chunk : undefined)
 }
@@ -211,10 +208,10 @@ export async function tripletLoss(
   flat.set(positives, anchors.length)
   flat.set(negatives, 2 * anchors.length)
   const bindingOptions = {
-    margin: nonNegative('margin', options.margin ?? 0.2),
-    reducer: oneOf('reducer', options.reducer ?? 'mean', REDUCERS),
-    normalize: options.normalize ?? true,
-    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
+    margin: resolveOption(MINING, 'margin', options),
+    reducer: resolveOption(LOSS, 'reducer', options) as Reducer,
+    normalize: resolveOption(LOSS, 'normalize', options),
+    distance: resolveOption(MINING, 'distance', options) as DistanceName,
     threads: integerIn('threads', options.threads ?? availableParallelism(), 1, 1024),
   }
   const count = embeddings.length / dim

@@ -3,6 +3,8 @@ import { DataError, InvalidArgumentError } from '../errors'
 import type { Rng } from './rng'
 import type { ImageInput } from './source'
 import { readRegularFile, regularFileSize } from '../regular-file'
+import { AUGMENT } from '../tables/augment'
+import { resolveOption } from '../tables/table'
 
 /** The network's input size, e.g. a model's `info.inputSize`. */
 export interface InputSize {
@@ -48,11 +50,8 @@ export interface Transform {
 export const IDENTITY_TRANSFORM: Transform = { scale: 1, x: 0.5, y: 0.5, flip: false, rotation: 0, brightness: 1 }
 
 export function checkAugment(options: AugmentOptions): Required<AugmentOptions> {
-  const a = { cropScale: 0.875, flip: true, maxRotation: 0, brightness: 0, ...options }
-  if (!(a.cropScale > 0 && a.cropScale <= 1)) throw new InvalidArgumentError(`augment.cropScale must be in (0, 1], got ${a.cropScale}`)
-  if (!(a.maxRotation >= 0 && a.maxRotation <= 45)) throw new InvalidArgumentError(`augment.maxRotation must be 0..45 degrees, got ${a.maxRotation}`)
-  if (!(a.brightness >= 0 && a.brightness < 1)) throw new InvalidArgumentError(`augment.brightness must be in [0, 1), got ${a.brightness}`)
-  return a
+  const value = <K extends keyof typeof AUGMENT>(key: K) => resolveOption(AUGMENT, key, options, `augment.${key}`)
+  return { cropScale: value('cropScale'), flip: value('flip'), maxRotation: value('maxRotation'), brightness: value('brightness') }
 }
 
 export function checkSize(size: InputSize): InputSize {
