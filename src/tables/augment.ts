@@ -18,7 +18,7 @@ export const AUGMENT = optionTable({
     default: 0.875,
     check: within((v) => v > 0 && v <= 1, 'in (0, 1]'),
     value: 'F',
-    help: 'random crop side drawn from [F, 1] of the image, e.g. a 160 crop of a 183 resize (1: no cropping)',
+    help: 'random crop side drawn from [F, 1] of the image, e.g. a 160 crop of a 183 resize; 1: no cropping',
   }),
   flip: option<boolean>({ kind: 'boolean', default: true, help: 'horizontal flip with probability ½', cli: { noFlag: '--no-augment turns it off with the rest' } }),
   maxRotation: option<number>({
@@ -26,8 +26,8 @@ export const AUGMENT = optionTable({
     default: 0,
     check: within((v) => v >= 0 && v <= 45, '0..45 degrees'),
     value: 'DEG',
-    help: 'random rotation within ±DEG degrees (0: off)',
+    help: 'random rotation within ±DEG degrees; 0: off',
     cli: { aliases: [{ key: 'rotation' }] },
   }),
-  brightness: option<number>({ kind: 'number', default: 0, check: within((v) => v >= 0 && v < 1, 'in [0, 1)'), value: 'X', help: 'random brightness factor within 1 ± X (0: off)' }),
+  brightness: option<number>({ kind: 'number', default: 0, check: within((v) => v >= 0 && v < 1, 'in [0, 1)'), value: 'X', help: 'random brightness factor within 1 ± X; 0: off' }),
 })

@@ -26,6 +26,8 @@ export interface OptionEntry<T = unknown> {
   kind: OptionKind
   /** The choices of an `'enum'`. */
   values?: readonly string[]
+  /** A `'list'` of numbers (a flag's `0.6,0.7,0.7`), not of strings. */
+  items?: 'number'
   /** What the API fills in when the option is left out; undefined where none or derived. */
   default?: T
   /** A default that is not one value (derived from another option, or the model's), in words for the help. */
@@ -102,6 +104,7 @@ export function cliDefault(entry: OptionEntry): unknown {
 /** `--help`'s words for the default: `default 0.2`, `default: the CPU count`; '' where there is none. */
 export function defaultHelp(entry: OptionEntry): string {
   const value = cliDefault(entry)
-  if (value !== undefined && value !== false) return `default ${Array.isArray(value) ? value.join(',') : String(value)}`
+  // false and [] read as "off" and "none": the help says what the option does instead.
+  if (value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0)) return `default ${Array.isArray(value) ? value.join(',') : String(value)}`
   return entry.defaultText ? `default: ${entry.defaultText}` : ''
 }

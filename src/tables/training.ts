@@ -39,7 +39,7 @@ export function defaultEps(optimizer: string): number {
 export const TRAINING = optionTable({
   batchSize: option<number>({ kind: 'number', default: 128, check: atLeastTwo, value: 'N', help: 'images per batch of a classification loss without triplets' }),
   optimizer: option<string>({ kind: 'enum', values: OPTIMIZERS, default: 'adagrad', help: "optimizer (adagrad is the paper's)" }),
-  lr: option<number>({ kind: 'number', default: 0.05, check: positiveRate, value: 'X', help: "learning rate (0.05 is the paper's AdaGrad rate)" }),
+  lr: option<number>({ kind: 'number', default: 0.05, check: positiveRate, value: 'X', help: "learning rate, the paper's AdaGrad rate by default" }),
   momentum: option<number>({ kind: 'number', default: 0, check: float32, value: 'X', help: 'SGD momentum, in [0, 1)' }),
   nesterov: option<boolean>({ kind: 'boolean', default: false, help: 'SGD with Nesterov momentum' }),
   weightDecay: option<number>({ kind: 'number', default: 0, check: coefficient, value: 'X', help: 'L2 weight decay (decoupled for adamw)' }),
@@ -47,13 +47,13 @@ export const TRAINING = optionTable({
   eps: option<number>({ kind: 'number', check: float32, defaultText: "1e-10 for adagrad, 1e-8 for adam and adamw (torch.optim's)", value: 'X', help: "the optimizer's ε" }),
   warmupSteps: option<number>({ kind: 'number', default: 0, value: 'N', help: 'linear learning-rate warm-up over the first N steps' }),
   // 0 disables clipping; a negative value would silently disable it too, so it is refused.
-  maxGradNorm: option<number>({ kind: 'number', default: 0, check: coefficient, value: 'X', help: 'clip the global gradient norm to X (0: no clipping)' }),
+  maxGradNorm: option<number>({ kind: 'number', default: 0, check: coefficient, value: 'X', help: 'clip the global gradient norm to X; 0: no clipping' }),
   identitiesPerBatch: option<number>({
     kind: 'number',
     default: 45,
     check: positiveInteger,
     value: 'P',
-    help: "identities per P×K batch (the paper's recipe: 45 with 40 images each)",
+    help: "identities per P×K batch; the paper's: 45, with 40 images each",
     // A laptop CPU, where a first run happens: see TRAIN_COMMAND's arch.
     cli: { default: 32, aliases: [{ key: 'batchIdentities' }] },
   }),
@@ -82,7 +82,7 @@ export const TRAINING = optionTable({
       return value
     },
     value: 'N',
-    help: 'checkpoint every N steps and at the end of the run (0: at the end of every epoch)',
+    help: 'checkpoint every N steps and at the end of the run; 0: at the end of every epoch',
     cli: { default: 100 },
   }),
   keepCheckpoints: option<number>({ kind: 'number', default: 3, check: positiveInteger, value: 'N', help: 'checkpoints kept' }),

@@ -212,6 +212,30 @@ export class Trainer {
     this.#tensorboard = options.tensorboard ? resolve(options.tensorboard) : undefined
   }
 
+  /**
+   * The batches of one epoch of `data` as {@link fit} runs it from step 0 (P×K batches for
+   * the triplet loss, shuffled ones for a classification loss alone); `undefined` with
+   * `mining: 'epoch'`, whose epochs are as long as the triplet list each one mines.
+   */
+  stepsPerEpoch(data: ImageSource): number | undefined {
+    return this.#samplers(data)(0)?.batchesPerEpoch
+  }
+
+  /**
+   * The sampler of each step: triplet phases train on P×K batches, classification-only ones
+   * on shuffled batches of every image; both are built once, and each epoch draws from the
+   * one its first step needs. None with epoch mining.
+   */
+  #samplers(data: ImageSource): (step: number) => PKSampler | ShuffleSampler | undefined {
+    const o = this.options
+    const pk =
+      o.mining === 'online' && o.loss.some(usesTriplets)
+        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
+        : undefined
+    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed }) : undefined
+    return (step) => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
+  }
+
   /** Steps completed so far (restored ones included). */
   get step(): number {
     return this.#step
@@ -271,14 +295,7 @@ export class Trainer {
     const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
     const size = this.model.inputSize
 
-    // Triplet phases train on P×K batches, classification-only ones on shuffled batches of
-    // every image; both are built once, and each epoch draws from the one its first step needs.
-    const pk =
-      o.mining === 'online' && o.loss.some(usesTriplets)
-        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed })
-        : undefined
-    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed }) : undefined
-    const samplerAt = (step: number): PKSampler | ShuffleSampler | undefined => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
+    const samplerAt = this.#samplers(data)
     const classes = classifies(o.loss) ? classIndex(data.labels) : undefined
     let startEpoch = 0
     let startBatch = 0
