@@ -6,6 +6,8 @@ import { ARCHS, quotedList } from '../options'
 import { readRegularFile } from '../regular-file'
 import { DataError } from '../errors'
 import type { OptionAlias } from '../tables/table'
+import { EVAL } from '../tables/eval'
+import { flagsOf, schemaOf } from './table-flags'
 
 /**
  * Exit codes of the `facenet` command (also listed by `facenet --help`):
@@ -251,7 +253,7 @@ export const MODEL_FLAGS: Record<string, FlagSpec> = {
   device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
   threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
   centerCrop: { kind: 'number', value: 'F', help: "central fraction kept before resizing (default: the model's, stored at training)" },
-  batchSize: { kind: 'number', value: 'N', help: 'images per forward pass (default 32)' },
+  ...flagsOf(EVAL, ['batchSize']),
 }
 
 /** `--device` of every command. */
@@ -265,7 +267,7 @@ export const modelSchema = {
   device: deviceSchema.default('auto'),
   threads: positiveInt.optional(),
   centerCrop: crop.optional(),
-  batchSize: positiveInt.default(32),
+  batchSize: schemaOf(EVAL, ['batchSize']).batchSize as z.ZodOptional<z.ZodNumber>,
 }
 
 /** `1 cluster`, `2 clusters`: a count with its noun in the right number. */
