@@ -11,13 +11,14 @@ import { DataError } from '../errors'
 import { deviceSchema, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
 import { flagsOf, schemaOf, setIn } from './table-flags'
 import { drawnPaths } from './derived-names'
+import { ALIGN } from '../tables/align'
 
 const schema = z.strictObject({
   draw: z.string().min(1).optional(),
   ...schemaOf(DETECT),
   device: deviceSchema.default('auto'),
   threads: positiveInt.max(DETECT_BOUNDS.threads.max).optional(),
-  onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
+  onBadImage: z.enum(ON_BAD_IMAGE).default(ALIGN.onBadImage.default as OnBadImage),
 }) as z.ZodObject<Record<string, z.ZodType>>
 
 /** The options as `detect` reads them (zod's inferred type is too wide for a generated shape). */

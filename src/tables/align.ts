@@ -6,7 +6,7 @@
 import { nonNegative } from '../check'
 import { MAX_PHOTO_PIXELS } from '../data/preprocess'
 import { InvalidArgumentError } from '../errors'
-import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
+import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE, type AlignMode, type FaceSelection, type OnBadImage } from '../options'
 import { option, optionTable } from './table'
 
 /**
@@ -30,7 +30,7 @@ export const ALIGN = optionTable({
     value: 'N',
     help: `side of the square crops in pixels, 1 to ${ALIGN_MAX_SIZE}; facenet-pytorch's image_size, ${DLIB_CHIP_SIZE} in dlib mode`,
   }),
-  mode: option<string>({
+  mode: option<AlignMode>({
     kind: 'enum',
     values: ALIGN_MODES,
     default: 'template',
@@ -38,7 +38,7 @@ export const ALIGN = optionTable({
     help: "crop placement (template: 5-point similarity onto the ArcFace template; margin: facenet-pytorch's box + margin; dlib: dlib's face chip)",
   }),
   margin: option<number>({ kind: 'number', default: 0, check: nonNegative, value: 'PX', help: "margin of margin mode in crop pixels, below the size; 0 is facenet-pytorch's" }),
-  faces: option<string>({ kind: 'enum', values: FACE_SELECTIONS, default: 'all', value: 'WHICH', help: 'which faces of a photo (largest: one crop per photo; all: every face, NAME_1.jpg, NAME_2.jpg… beside NAME.jpg)', cli: { default: 'largest' } }),
+  faces: option<FaceSelection>({ kind: 'enum', values: FACE_SELECTIONS, default: 'all', value: 'WHICH', help: 'which faces of a photo (largest: one crop per photo; all: every face, NAME_1.jpg, NAME_2.jpg… beside NAME.jpg)', cli: { default: 'largest' } }),
   batchSize: option<number>({
     kind: 'number',
     default: 32,
@@ -59,5 +59,5 @@ export const ALIGN = optionTable({
     help: 'photos with more pixels are downscaled before detection',
     cli: { noFlag: 'facenet align uses the limit facenet detect does' },
   }),
-  onBadImage: option<string>({ kind: 'enum', values: ON_BAD_IMAGE, default: 'error', value: 'WHAT', help: 'a file that cannot be decoded (error: stop with a DataError naming it; skip: list it in the summary)' }),
+  onBadImage: option<OnBadImage>({ kind: 'enum', values: ON_BAD_IMAGE, default: 'error', value: 'WHAT', help: 'a file that cannot be decoded (error: stop with a DataError naming it; skip: list it in the summary)' }),
 })

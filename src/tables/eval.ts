@@ -3,7 +3,7 @@
  * check from, and `facenet eval` makes its flags of.
  */
 import { InvalidArgumentError } from '../errors'
-import { METRICS } from '../options'
+import { METRICS, type Metric } from '../options'
 import { option, optionTable } from './table'
 
 export const EVAL = optionTable({
@@ -30,5 +30,5 @@ export const EVAL = optionTable({
     value: 'FAR',
     help: 'the false accept rate VAL is reported at (the paper: 1e-3)',
   }),
-  metric: option<string>({ kind: 'enum', values: METRICS, default: 'l2', help: 'how two embeddings are compared', cli: { noFlag: "eval compares as the model's stored threshold does" } }),
+  metric: option<Metric>({ kind: 'enum', values: METRICS, default: 'l2', help: 'how two embeddings are compared', cli: { noFlag: "eval compares as the model's stored threshold does" } }),
 })

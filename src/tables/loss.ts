@@ -4,7 +4,7 @@
  * loss types only; `resolveLoss` holds which.
  */
 import { nonNegative } from '../check'
-import { LOSSES, REDUCERS } from '../options'
+import { LOSSES, REDUCERS, type LossType, type Reducer } from '../options'
 import { MINING } from './mining'
 import { option, optionTable } from './table'
 
@@ -12,7 +12,7 @@ import { option, optionTable } from './table'
 export const MARGIN_OF_LOSS = { arcface: 0.5, cosface: 0.4 } as const
 
 export const LOSS = optionTable({
-  loss: option<string>({
+  loss: option<LossType>({
     kind: 'enum',
     values: LOSSES,
     default: 'triplet',
@@ -28,6 +28,6 @@ export const LOSS = optionTable({
   easyMargin: option<boolean>({ kind: 'boolean', default: false, help: "ArcFace: the margin only where cos θ > 0 (off: insightface's cos θ − m·sin m past π − m)" }),
   centerWeight: option<number>({ kind: 'number', default: 0.01, check: nonNegative, value: 'X', help: 'softmax-center: weight λ of the centre loss' }),
   tripletWeight: option<number>({ kind: 'number', default: 0, check: nonNegative, value: 'W', help: 'with a classification loss: add W × the triplet loss (P×K batches then)' }),
-  reducer: option<string>({ kind: 'enum', values: REDUCERS, default: 'mean', help: 'loss over the triplets (mean-active: over those with a positive loss)' }),
+  reducer: option<Reducer>({ kind: 'enum', values: REDUCERS, default: 'mean', help: 'loss over the triplets (mean-active: over those with a positive loss)' }),
   normalize: option<boolean>({ kind: 'boolean', default: true, help: 'L2-normalize the embeddings before the triplet loss', cli: { noFlag: 'training always normalizes (the paper)' } }),
 })

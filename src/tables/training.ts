@@ -6,7 +6,7 @@
 import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
 import { checkCenterCrop } from '../data/preprocess'
 import { InvalidArgumentError } from '../errors'
-import { ON_BAD_IMAGE, OPTIMIZERS, PRECISIONS } from '../options'
+import { ON_BAD_IMAGE, OPTIMIZERS, PRECISIONS, type OptimizerName, type Precision, type OnBadImage } from '../options'
 import { option, optionTable } from './table'
 
 /** A batch size: a step needs 2 images or more. */
@@ -38,7 +38,7 @@ export function defaultEps(optimizer: string): number {
 
 export const TRAINING = optionTable({
   batchSize: option<number>({ kind: 'number', default: 128, check: atLeastTwo, value: 'N', help: 'images per batch of a classification loss without triplets' }),
-  optimizer: option<string>({ kind: 'enum', values: OPTIMIZERS, default: 'adagrad', help: "optimizer (adagrad is the paper's)" }),
+  optimizer: option<OptimizerName>({ kind: 'enum', values: OPTIMIZERS, default: 'adagrad', help: "optimizer (adagrad is the paper's)" }),
   lr: option<number>({ kind: 'number', default: 0.05, check: positiveRate, value: 'X', help: "learning rate, the paper's AdaGrad rate by default" }),
   momentum: option<number>({ kind: 'number', default: 0, check: float32, value: 'X', help: 'SGD momentum, in [0, 1)' }),
   nesterov: option<boolean>({ kind: 'boolean', default: false, help: 'SGD with Nesterov momentum' }),
@@ -89,8 +89,8 @@ export const TRAINING = optionTable({
   logFile: option<string>({ kind: 'string', help: 'JSONL log, one line per step and per epoch', cli: { noFlag: "facenet train writes --out's train.jsonl" } }),
   tensorboard: option<string>({ kind: 'string', value: 'DIR', help: 'also log to TensorBoard (tensorboard --logdir DIR): losses, triplets, lr, img/s, histograms, the config' }),
   prefetch: option<number>({ kind: 'number', default: 2, check: positiveInteger, value: 'N', help: 'batches decoded ahead' }),
-  precision: option<string>({ kind: 'enum', values: PRECISIONS, default: 'fp32', help: 'arithmetic of the forward pass (bf16: bfloat16 autocast, for CUDA)' }),
-  onBadImage: option<string>({
+  precision: option<Precision>({ kind: 'enum', values: PRECISIONS, default: 'fp32', help: 'arithmetic of the forward pass (bf16: bfloat16 autocast, for CUDA)' }),
+  onBadImage: option<OnBadImage>({
     kind: 'enum',
     values: ON_BAD_IMAGE,
     default: 'error',

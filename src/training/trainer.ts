@@ -12,7 +12,6 @@ import { evaluateVerification, type IndexPair, type VerificationResult } from '.
 import type { MiningStats } from '../mining'
 import type { FaceNet } from '../model'
 import { modelBinding } from '../model'
-import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
@@ -20,6 +19,8 @@ import { classIndex, classifies, phaseAt, usesTriplets, type ResolvedLossPhase }
 import { bindingTrainOptions, resolveOptions, type HarmonicOptions, type ResolvedOptions, type TrainerOptions } from './options'
 import { TrainingBoard } from './board'
 import { evenSample, type ProjectorSample } from './tensorboard'
+import { resolveOption } from '../tables/table'
+import { TRAINING } from '../tables/training'
 
 export type { HarmonicOptions, LrGroup, OptimizerName, Schedule, TrainerOptions } from './options'
 
@@ -199,10 +200,7 @@ export class Trainer {
   constructor(model: FaceNet, options: TrainerOptions = {}) {
     this.model = model
     this.options = resolveOptions(options)
-    this.#onBadImage = options.onBadImage ?? 'error'
-    if (!ON_BAD_IMAGE.includes(this.#onBadImage)) {
-      throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${JSON.stringify(this.#onBadImage)}`)
-    }
+    this.#onBadImage = resolveOption(TRAINING, 'onBadImage', options) as OnBadImage
     if (options.harmonic !== undefined) this.#v1 = checkHarmonic(model, options.harmonic, this.options)
     this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
     this.#logFile = options.logFile ? resolve(options.logFile) : undefined
