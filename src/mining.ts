@@ -25,9 +25,8 @@ export interface MineOptions {
    * - `'batch-all'`: every valid triplet with a positive loss.
    * - `'hard'`: every valid triplet with d(a,n) < d(a,p).
    * - `'random'`: every anchor-positive pair with a random negative.
-   * - `'epoch'`: deprecated spelling of `{ miner: 'semi-hard', mining: 'epoch' }`.
    */
-  miner?: MinerName | 'epoch'
+  miner?: MinerName
   /**
    * `'online'` (default): the embeddings are one batch, compared all with all (N×N).
    * `'epoch'`: they are a whole data set, mined `chunk` anchors at a time (memory chunk × N
@@ -115,8 +114,6 @@ function checkEmbeddings(embeddings: Float32Array, count: number): number {
 /** Mining options as the binding takes them: every value checked. */
 export type CheckedMineOptions = Parameters<typeof binding.mineTriplets>[3]
 
-let warnedEpochMiner = false
-
 /**
  * Mines (anchor, positive, negative) index triplets from N embeddings (a row-major N×d
  * `Float32Array`; d is its length / N) and their N integer labels. Runs off the event loop.
@@ -128,15 +125,9 @@ export async function mineTriplets(
 ): Promise<MinedTriplets> {
   const labelArray = labels instanceof Int32Array ? labels : Int32Array.from(checkLabels(labels))
   const dim = checkEmbeddings(embeddings, labelArray.length)
-  // `miner: 'epoch'` was once how the per-epoch list was asked for; it is a mining mode.
-  const oldEpoch = options.miner === 'epoch'
-  if (oldEpoch && !warnedEpochMiner) {
-    warnedEpochMiner = true
-    process.emitWarning("mineTriplets: miner 'epoch' is deprecated; use { miner: 'semi-hard', mining: 'epoch' }", 'DeprecationWarning')
-  }
-  const mining = oldEpoch ? 'epoch' : resolveOption(MINING, 'mining', options)
+  const mining = resolveOption(MINING, 'mining', options)
   const checked: CheckedMineOptions = {
-    miner: oldEpoch ? 'semi-hard' : (resolveOption(MINING, 'miner', options) as MinerName),
+    miner: resolveOption(MINING, 'miner', options),
     margin: resolveOption(MINING, 'margin', options),
     choice: resolveOption(MINING, 'choice', options) as NegativeChoice,
     fallback: resolveOption(MINING, 'fallback', options) as Fallback,

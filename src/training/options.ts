@@ -214,6 +214,10 @@ export function resolveOptions(options: TrainerOptions): ResolvedOptions {
   const miningMode = mining('mining') as MiningMode
   const imagesPerIdentity = training('imagesPerIdentity')
   const loss = resolveLoss(options.loss)
+  // The per-epoch list is semi-hard mining, as in mineTriplets: another miner is refused, not ignored.
+  if (miningMode === 'epoch' && options.miner !== undefined && options.miner !== MINING.miner.default) {
+    throw new InvalidArgumentError(`mining 'epoch' supports only the semi-hard miner, got miner '${String(options.miner)}'; use mining 'online' for it`)
+  }
   if (miningMode === 'epoch' && classifies(loss)) {
     throw new InvalidArgumentError(`mining 'epoch' trains with the triplet loss only; the classification losses (loss type '${loss.find((p) => p.type !== 'triplet')!.type}') need mining 'online'`)
   }
