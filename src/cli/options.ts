@@ -19,7 +19,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const
 
 /** One line per command, for `facenet --help` (which must not load the commands' modules). */
 export const SUMMARIES = {
-  train: 'train a FaceNet model with the triplet loss',
+  train: 'train a FaceNet model (triplet loss, or ArcFace, CosFace, softmax + centre)',
   eval: 'LFW-style verification: accuracy ± std over folds, VAL@FAR, AUC; stores the calibrated threshold with the model',
   embed: 'embed images (files, or folders searched recursively)',
   compare: 'distance between two faces, and same or different person',

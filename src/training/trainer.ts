@@ -177,7 +177,8 @@ function plannedSteps(epochs: number, o: ResolvedOptions, samplerAt: (step: numb
 }
 
 /**
- * Trains a {@link FaceNet} with the triplet loss. Steps run on the model's own thread, so
+ * Trains a {@link FaceNet} with the triplet loss, a classification loss (ArcFace, CosFace,
+ * softmax + centre) or a schedule of them. Steps run on the model's own thread, so
  * the event loop stays free; data is decoded in parallel ahead of the step that needs it.
  *
  * ```ts
