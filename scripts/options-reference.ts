@@ -32,6 +32,25 @@ export async function optionsReference(): Promise<string> {
     `${Object.keys(COMMON_FLAGS).map((key) => `\`--${kebab(key)}\``).join(', ')}.`,
     '',
   ]
+  const { helpLine } = await import('../src/cli/table-flags')
+  const tables = {
+    'training (Trainer)': (await import('../src/tables/training')).TRAINING,
+    'mining (Trainer, mineTriplets)': (await import('../src/tables/mining')).MINING,
+    'loss (Trainer.loss, tripletLoss)': (await import('../src/tables/loss')).LOSS,
+    'augmentation (Trainer.augment, loaders)': (await import('../src/tables/augment')).AUGMENT,
+    'detect (FaceDetector.detect, detectFiles)': (await import('../src/tables/detect')).DETECT,
+    'align (alignFaces, embedFiles.align)': (await import('../src/tables/align')).ALIGN,
+    'eval (evaluate, evaluateVerification)': (await import('../src/tables/eval')).EVAL,
+  }
+  lines.push('## API options, by group', '', 'The same options as the library takes them; the flag column names the command-line flag, or why there is none.', '')
+  for (const [group, table] of Object.entries(tables)) {
+    lines.push(`### ${group}`, '', '| field | what (default) | flag |', '|---|---|---|')
+    for (const [field, entry] of Object.entries(table)) {
+      const api = entry.cli?.default !== undefined ? { ...entry, cli: { ...entry.cli, default: undefined } } : entry
+      lines.push(`| \`${field}\` | ${cell(helpLine(api))} | ${entry.cli?.noFlag !== undefined ? cell(entry.cli.noFlag) : `\`--${kebab(field)}\``} |`)
+    }
+    lines.push('')
+  }
   for (const spec of specs) {
     lines.push(`## facenet ${spec.name}`, '', `${spec.summary}. Usage: \`${spec.usage}\``, '', '| flag | key | what (default) |', '|---|---|---|')
     for (const [key, flag] of Object.entries(spec.flags)) {

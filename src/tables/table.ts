@@ -105,6 +105,6 @@ export function cliDefault(entry: OptionEntry): unknown {
 export function defaultHelp(entry: OptionEntry): string {
   const value = cliDefault(entry)
   // false and [] read as "off" and "none": the help says what the option does instead.
-  if (value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0)) return `default ${Array.isArray(value) ? value.join(',') : String(value)}`
+  if (value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0)) return `default ${Array.isArray(value) ? value.join(',') : typeof value === 'object' ? JSON.stringify(value) : String(value)}`
   return entry.defaultText ? `default: ${entry.defaultText}` : ''
 }
