@@ -3,7 +3,7 @@
  * and checks from, and `facenet align` (and `--align-*` of embed, compare, identify, cluster,
  * eval) make their flags of.
  */
-import { nonNegative } from '../check'
+import { nonNegative, positiveInteger } from '../check'
 import { MAX_PHOTO_PIXELS } from '../data/preprocess'
 import { InvalidArgumentError } from '../errors'
 import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE, type AlignMode, type FaceSelection, type OnBadImage } from '../options'
@@ -42,10 +42,7 @@ export const ALIGN = optionTable({
   batchSize: option<number>({
     kind: 'number',
     default: 32,
-    check: (name, value) => {
-      if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`)
-      return value
-    },
+    check: positiveInteger,
     value: 'N',
     help: 'photos decoded, detected and warped per round (bounds memory)',
   }),

@@ -2,6 +2,7 @@
  * Verification (LFW's protocol): the table `evaluate` and `evaluateVerification` fill in and
  * check from, and `facenet eval` makes its flags of.
  */
+import { positiveInteger } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { METRICS, type Metric } from '../options'
 import { option, optionTable } from './table'
@@ -10,10 +11,7 @@ export const EVAL = optionTable({
   batchSize: option<number>({
     kind: 'number',
     default: 32,
-    check: (name, value) => {
-      if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`)
-      return value
-    },
+    check: positiveInteger,
     value: 'N',
     help: 'images per forward pass',
   }),
