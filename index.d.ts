@@ -133,8 +133,7 @@ export interface BindingAugmentOptions {
 export interface BindingBatchTransform {
   augment?: BindingAugmentOptions
   centerCrop: number
-  /** cover | fill */
-  fit: string
+  fit: BindingFit
   seed: number
   epoch: number
   batch: number
@@ -179,6 +178,9 @@ export interface BindingDevices {
 export type BindingDistance = 'squared-l2' | 'cosine'
 
 export type BindingFallback = 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+
+/** How a gathered batch is fitted to the network's input, as sharp's `fit`. */
+export type BindingFit = 'cover' | 'fill'
 
 export interface BindingGatherAugment {
   transform: BindingBatchTransform

@@ -3,7 +3,7 @@ import sharp from 'sharp'
 import { checkSeed } from '../check'
 import { DataError, InvalidArgumentError } from '../errors'
 import { ON_BAD_IMAGE, quotedList } from '../options'
-import { checkAugment, checkCenterCrop, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
+import { checkAugment, checkCenterCrop, checkFit, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
 import { Rng } from './rng'
 import type { SampledBatch } from './sampler'
 import { badData, defaultWarn, type ImageSource, type OnBadImage, type SkippedImage } from './source'
@@ -115,8 +115,7 @@ export class BatchLoader implements AsyncIterable<Batch> {
     if (!ON_BAD_IMAGE.includes(mode)) throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${String(mode)}`)
     this.#augment = options.augment ? checkAugment(options.augment) : undefined
     checkCenterCrop(options.centerCrop)
-    const fit = options.fit ?? 'cover'
-    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
+    checkFit(options.fit)
     checkSeed(options.seed ?? TRAINING.seed.default)
     this.#options = { ...options, prefetch, concurrency, onBadImage: mode }
     this.#semaphore = new Semaphore(concurrency)

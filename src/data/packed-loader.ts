@@ -3,7 +3,7 @@ import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { BatchLoader, prefetched, type Batch, type LoaderOptions } from './loader'
 import { fromCoreDataError, mappedImages, type NpyDataset } from './npy'
-import { checkAugment, checkCenterCrop, checkSize } from './preprocess'
+import { checkAugment, checkCenterCrop, checkFit, checkSize } from './preprocess'
 import type { ImageSource } from './source'
 import { TRAINING } from '../tables/training'
 
@@ -33,8 +33,7 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
     const prefetch = options.prefetch ?? TRAINING.prefetch.default
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new InvalidArgumentError(`prefetch must be an integer ≥ 1, got ${String(prefetch)}`)
     const seed = checkSeed(options.seed ?? TRAINING.seed.default)
-    const fit = options.fit ?? 'cover'
-    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
+    const fit = checkFit(options.fit)
     this.#options = { ...options, prefetch, seed }
     this.#transform = {
       augment: options.augment ? checkAugment(options.augment) : undefined,

@@ -4,6 +4,7 @@ import type { Rng } from './rng'
 import type { ImageInput } from './source'
 import { readRegularFile, regularFileSize } from '../regular-file'
 import { AUGMENT } from '../tables/augment'
+import { FITS, quotedList, type Fit } from '../options'
 import { resolveOption } from '../tables/table'
 
 /** The network's input size, e.g. a model's `info.inputSize`. */
@@ -12,11 +13,14 @@ export interface InputSize {
   width: number
 }
 
-/**
- * How images are resized to the input size. `'cover'` (default) keeps the aspect ratio
- * and crops the centre; `'fill'` stretches.
- */
-export type Fit = 'cover' | 'fill'
+export type { Fit } from '../options'
+
+/** A loader's `fit`: one of {@link FITS}, `'cover'` (keep the aspect ratio, crop the centre) when unset. */
+export function checkFit(fit: unknown): Fit {
+  const value = fit ?? FITS[0]
+  if (!(FITS as readonly unknown[]).includes(value)) throw new InvalidArgumentError(`fit must be ${quotedList(FITS)}, got ${String(value)}`)
+  return value as Fit
+}
 
 /** Random augmentation, drawn per image from the loader's seed. */
 export interface AugmentOptions {
@@ -142,7 +146,7 @@ export async function preprocessImage(
   input: ImageInput,
   size: InputSize,
   transform: Transform = IDENTITY_TRANSFORM,
-  fit: Fit = 'cover',
+  fit: Fit = FITS[0],
 ): Promise<Buffer> {
   try {
     let img = open(input)

@@ -70,18 +70,6 @@ pub enum Fit {
     Fill,
 }
 
-impl Fit {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "cover" => Ok(Fit::Cover),
-            "fill" => Ok(Fit::Fill),
-            other => Err(Error::invalid(format!(
-                "fit must be 'cover' or 'fill', got '{other}'"
-            ))),
-        }
-    }
-}
-
 /// One image's augmentation (the TS `Transform`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transform {
