@@ -1,6 +1,6 @@
 /**
- * Reliability II (issue 16): the ten classes of failure a hostile new user found, each
- * with the issue's example and at least one case of our own. Runs the real `facenet`
+ * Failure modes: the ten classes of failure a hostile new user found (numbered 1–10 in
+ * the titles), each with its example and at least one case of our own. Runs the real `facenet`
  * command as a subprocess (node + tsx on src/cli/index.ts) on a tiny model and 20 LFW
  * images, and the library in-process.
  */
