@@ -154,6 +154,50 @@ function checkHarmonic(model: FaceNet, harmonic: HarmonicOptions, o: ResolvedOpt
 const COLLAPSE_DISTANCE = 1e-3
 const COLLAPSE_PATIENCE = 20
 
+type StepStats = Awaited<ReturnType<ReturnType<typeof modelBinding>['trainStep']>>
+
+/** A step's report from the core's statistics, the batch it trained on and its timing. */
+function stepResultOf(stats: StepStats, at: { step: number; epoch: number; batch: number; images: number }, dataWaitMs: number, stepMs: number): StepResult {
+  return {
+    step: at.step,
+    epoch: at.epoch,
+    batch: at.batch,
+    loss: stats.loss,
+    tripletLoss: stats.tripletLoss,
+    classLoss: stats.classLoss,
+    lr: stats.lr,
+    gradNorm: stats.gradNorm,
+    images: at.images,
+    triplets: stats.mining.triplets,
+    activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
+    activeFraction: stats.mining.activeFraction,
+    meanAp: stats.mining.meanAp,
+    meanAn: stats.mining.meanAn,
+    noSemiHardFraction: stats.mining.noSemiHardFraction,
+    meanPairwiseDistance: stats.meanPairwiseDistance,
+    imagesPerSecond: (at.images * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
+    dataWaitMs,
+    stepMs,
+  }
+}
+
+/**
+ * Watches for the collapse the paper warns of (f(x) = const): embeddings that all but
+ * coincide, or a triplet phase whose updates leave no active triplet, for
+ * {@link COLLAPSE_PATIENCE} steps running; says so once per such stretch.
+ */
+class CollapseWatch {
+  #steps = 0
+
+  /** The warning for this step, when it completes a stretch of collapsed steps. */
+  observe(step: number, stats: StepStats, tripletPhase: boolean): string | undefined {
+    const collapsed = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (tripletPhase && stats.updated && stats.mining.activeFraction === 0)
+    this.#steps = collapsed ? this.#steps + 1 : 0
+    if (this.#steps !== COLLAPSE_PATIENCE) return undefined
+    return `possible collapse at step ${step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`
+  }
+}
+
 /**
  * The steps a fresh `fit` of `epochs` epochs runs, the cosine schedule's default length.
  * An epoch is its sampler's batches, cut short where the loss schedule switches to the other
@@ -311,23 +355,10 @@ export class Trainer {
     } else if (!this.#configured) {
       await this.#configure(options.maxSteps ?? plannedSteps(epochs, o, samplerAt), classes?.size ?? 0)
     }
-    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
-    let board: TrainingBoard | undefined
-    try {
-      board = this.#tensorboard ? await TrainingBoard.open(this.#tensorboard, this.#step + 1, warn) : undefined
-    } catch (error) {
-      log?.close()
-      throw error
-    }
-    board?.config(this.#step, {
-      model: { arch: this.model.arch, embeddingDim: this.model.embeddingDim, inputSize: this.model.inputSize, device: this.model.device },
-      data: { images: data.labels.length, identities: new Set(data.labels).size },
-      fit: { epochs, maxSteps: options.maxSteps, maxSeconds: options.maxSeconds, resume: options.resume, validationPairs: options.validation !== undefined },
-      trainer: o,
-    })
+    const { log, board } = await this.#openRecords(data, options, epochs, warn)
     let lastValidation: VerificationResult | undefined
     let stopped: FitResult['stopped'] = 'completed'
-    let collapsedSteps = 0
+    const collapse = new CollapseWatch()
     let checkpointedStep = options.resume ? this.#step : -1
     const started = Date.now()
     let sampler = samplerAt(this.#step)
@@ -353,20 +384,9 @@ export class Trainer {
         const epochStarted = Date.now()
         let epochLoss = 0
         let epochSteps = 0
-        let triplets: Int32Array[] | undefined
-        let batchSource: PKSampler | ShuffleSampler | TripletListSampler
         const firstBatch = epoch === startEpoch ? startBatch : 0
         sampler = samplerAt(this.#step)
-        if (sampler) {
-          sampler.seek(epoch, firstBatch)
-          batchSource = sampler
-        } else {
-          const list = await epochTriplets(this.model, data, o, this.#onBadImage, epoch, warn)
-          list.start = firstBatch
-          triplets = list.batches.map((b) => b.triplets)
-          batchSource = list
-        }
-        const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
+        const { batchSource, triplets, epochLength } = await this.#epochSource(sampler, data, epoch, firstBatch, warn)
         const loader = batchLoader(data, {
           size,
           device: this.model.device,
@@ -425,36 +445,12 @@ export class Trainer {
           const stepMs = performance.now() - stepStarted
           this.#step += 1
           position = { epoch, batch: batch.batch + 1 }
-          const result: StepResult = {
-            step: this.#step,
-            epoch,
-            batch: batch.batch,
-            loss: stats.loss,
-            tripletLoss: stats.tripletLoss,
-            classLoss: stats.classLoss,
-            lr: stats.lr,
-            gradNorm: stats.gradNorm,
-            images: batch.shape[0],
-            triplets: stats.mining.triplets,
-            activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
-            activeFraction: stats.mining.activeFraction,
-            meanAp: stats.mining.meanAp,
-            meanAn: stats.mining.meanAn,
-            noSemiHardFraction: stats.mining.noSemiHardFraction,
-            meanPairwiseDistance: stats.meanPairwiseDistance,
-            imagesPerSecond: (batch.shape[0] * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
-            dataWaitMs,
-            stepMs,
-          }
+          const result = stepResultOf(stats, { step: this.#step, epoch, batch: batch.batch, images: batch.shape[0] }, dataWaitMs, stepMs)
           epochLoss += stats.loss
           epochSteps += 1
           const tripletPhase = usesTriplets(phaseAt(o.loss, this.#step - 1))
-          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (tripletPhase && stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
-          if (collapsedSteps === COLLAPSE_PATIENCE) {
-            warn(
-              `possible collapse at step ${this.#step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`,
-            )
-          }
+          const collapsed = collapse.observe(this.#step, stats, tripletPhase)
+          if (collapsed) warn(collapsed)
           log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
           const phase = phaseAt(o.loss, this.#step - 1)
           board?.step({
@@ -487,9 +483,7 @@ export class Trainer {
         }
         const every = options.validation?.every ?? 1
         if (options.validation && (epoch + 1) % every === 0) {
-          const embedded = await this.#embedValidation(options.validation)
-          lastValidation = embedded.result
-          if (board) await board.validation(this.#step, lastValidation, this.#projectorSample(options.validation, embedded.embeddings))
+          lastValidation = await this.#validateEpoch(options.validation, board)
           epochResult.validation = {
             accuracy: lastValidation.accuracy.mean,
             accuracyStd: lastValidation.accuracy.std,
@@ -516,6 +510,46 @@ export class Trainer {
       board?.close()
     }
     return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
+  }
+
+  /** The run's JSONL log and TensorBoard writer (each where asked for), the board given the run's config. */
+  async #openRecords(data: ImageSource, options: FitOptions, epochs: number, warn: (message: string) => void) {
+    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
+    let board: TrainingBoard | undefined
+    try {
+      board = this.#tensorboard ? await TrainingBoard.open(this.#tensorboard, this.#step + 1, warn) : undefined
+    } catch (error) {
+      log?.close()
+      throw error
+    }
+    board?.config(this.#step, {
+      model: { arch: this.model.arch, embeddingDim: this.model.embeddingDim, inputSize: this.model.inputSize, device: this.model.device },
+      data: { images: data.labels.length, identities: new Set(data.labels).size },
+      fit: { epochs, maxSteps: options.maxSteps, maxSeconds: options.maxSeconds, resume: options.resume, validationPairs: options.validation !== undefined },
+      trainer: this.options,
+    })
+    return { log, board }
+  }
+
+  /**
+   * Where an epoch's batches come from, from `firstBatch` on: its sampler (online mining), or
+   * the triplet list epoch mining builds over the whole data first (with each batch's triplets).
+   */
+  async #epochSource(sampler: PKSampler | ShuffleSampler | undefined, data: ImageSource, epoch: number, firstBatch: number, warn: (message: string) => void) {
+    if (sampler) {
+      sampler.seek(epoch, firstBatch)
+      return { batchSource: sampler as PKSampler | ShuffleSampler | TripletListSampler, triplets: undefined, epochLength: sampler.batchesPerEpoch }
+    }
+    const list = await epochTriplets(this.model, data, this.options, this.#onBadImage, epoch, warn)
+    list.start = firstBatch
+    return { batchSource: list, triplets: list.batches.map((b) => b.triplets), epochLength: list.batches.length }
+  }
+
+  /** An epoch's validation: verification now, and on the board its figures, ROC and projector sample. */
+  async #validateEpoch(validation: Validation, board: TrainingBoard | undefined): Promise<VerificationResult> {
+    const embedded = await this.#embedValidation(validation)
+    if (board) await board.validation(this.#step, embedded.result, this.#projectorSample(validation, embedded.embeddings))
+    return embedded.result
   }
 
   /** Verification on `validation`'s pairs with the model as it is now. */
