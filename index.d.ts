@@ -141,8 +141,7 @@ export interface BindingAugmentOptions {
 export interface BindingBatchTransform {
   augment?: BindingAugmentOptions
   centerCrop: number
-  /** cover | fill */
-  fit: string
+  fit: BindingFit
   seed: number
   epoch: number
   batch: number
@@ -197,6 +196,9 @@ export interface BindingDistributed {
 }
 
 export type BindingFallback = 'nearest-farther-else-farthest' | 'hardest' | 'skip'
+
+/** How a gathered batch is fitted to the network's input, as sharp's `fit`. */
+export type BindingFit = 'cover' | 'fill'
 
 export interface BindingGatherAugment {
   transform: BindingBatchTransform

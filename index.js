@@ -844,6 +844,7 @@ module.exports.BindingAlignMode = nativeBinding.BindingAlignMode
 module.exports.BindingArch = nativeBinding.BindingArch
 module.exports.BindingDistance = nativeBinding.BindingDistance
 module.exports.BindingFallback = nativeBinding.BindingFallback
+module.exports.BindingFit = nativeBinding.BindingFit
 module.exports.BindingLossKind = nativeBinding.BindingLossKind
 module.exports.BindingMiner = nativeBinding.BindingMiner
 module.exports.BindingNegativeChoice = nativeBinding.BindingNegativeChoice

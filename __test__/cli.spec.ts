@@ -161,7 +161,7 @@ test.serial('train → eval → compare / embed / identify / cluster on one tiny
   t.notRegex(trained.stderr, /index_reduce|in beta/)
   t.is(summary.stopped, 'completed')
   const saved = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, unknown>
-  t.like(saved, { epochs: 2, centerCrop: 0.7, seed: 3, arch: 'tiny', data, rotation: 10, brightness: 0.2, cropScale: 0.8 })
+  t.like(saved, { epochs: 2, centerCrop: 0.7, seed: 3, arch: 'tiny', data, maxRotation: 10, brightness: 0.2, cropScale: 0.8 })
   t.true((await readdir(join(out, 'checkpoints'))).some((f) => f.endsWith('.ckpt')))
   const log = (await readFile(join(out, 'train.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { type: string })
   t.is(log.filter((l) => l.type === 'epoch').length, 2, '--epochs 2 won over the config file')

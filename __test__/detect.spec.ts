@@ -105,5 +105,5 @@ test('facenet detect prints the faces and --draw writes the photo with its boxes
 
   const bad = await cli('detect', GROUP, '--thresholds', '0.6,2,0.7')
   t.is(bad.code, 2)
-  t.regex(bad.stderr, /--thresholds: expected three probabilities/)
+  t.regex(bad.stderr, /--thresholds: thresholds\[1\] must be a number from 0\.01 to 1, got 2/)
 })

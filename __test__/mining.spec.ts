@@ -43,18 +43,23 @@ test('semi-hard finds a negative for every pair and is deterministic per seed', 
   for (let i = 0; i < a.anchors.length; i++) t.not(labels[a.negatives[i]!], labels[a.anchors[i]!])
   // All negatives are far (d ≥ 1.1) and positives close (d ≤ 0.39): no semi-hard at α=0.2.
   t.is(a.stats.noSemiHardFraction, 1)
-  const epoch = await mineTriplets(embeddings, labels, { miner: 'epoch', chunk: 2, choice: 'hardest' })
+  const epoch = await mineTriplets(embeddings, labels, { mining: 'epoch', chunk: 2, choice: 'hardest' })
   t.is(epoch.anchors.length, 12)
 })
 
-test("epoch mining is the mode 'epoch' of the semi-hard miner; the old miner name 'epoch' gives the same triplets", async (t) => {
+test("epoch mining is the mode 'epoch' of the semi-hard miner; another miner is refused by mineTriplets and by the Trainer alike", async (t) => {
   const mode = await mineTriplets(embeddings, labels, { miner: 'semi-hard', mining: 'epoch', chunk: 2, seed: 5 })
-  const old = await mineTriplets(embeddings, labels, { miner: 'epoch', chunk: 2, seed: 5 })
+  const implied = await mineTriplets(embeddings, labels, { mining: 'epoch', chunk: 2, seed: 5 })
   t.is(mode.anchors.length, 12)
-  t.deepEqual([mode.anchors, mode.positives, mode.negatives].map((a) => [...a]), [old.anchors, old.positives, old.negatives].map((a) => [...a]))
-  t.deepEqual(mode.stats, old.stats)
+  t.deepEqual([mode.anchors, mode.positives, mode.negatives].map((a) => [...a]), [implied.anchors, implied.positives, implied.negatives].map((a) => [...a]))
   // The per-epoch list is semi-hard mining: another miner is refused, not silently changed.
   await t.throwsAsync(mineTriplets(embeddings, labels, { miner: 'batch-hard', mining: 'epoch' }), { instanceOf: InvalidArgumentError, message: /only the semi-hard miner/ })
+  // The removed spelling { miner: 'epoch' } is an unknown miner now.
+  await t.throwsAsync(mineTriplets(embeddings, labels, { miner: 'epoch' as never }), { instanceOf: InvalidArgumentError, message: /unknown miner 'epoch'/ })
+  const { FaceNet, Trainer } = await import('../src/index')
+  using model = await FaceNet.create({ arch: 'tiny', device: 'cpu', threads: 1 })
+  t.throws(() => new Trainer(model, { mining: 'epoch', miner: 'batch-hard' }), { instanceOf: InvalidArgumentError, message: /mining 'epoch' supports only the semi-hard miner, got miner 'batch-hard'/ })
+  t.is(new Trainer(model, { mining: 'epoch', miner: 'semi-hard' }).options.miner, 'semi-hard')
 })
 
 test('tripletLoss matches a hand computation and returns a gradient', async (t) => {

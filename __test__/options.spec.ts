@@ -15,6 +15,7 @@ import {
   PRECISIONS,
   REDUCERS,
   SCHEDULES,
+  FITS,
 } from '../src/options'
 
 // Each `#[napi(string_enum)]` of the binding beside the TS list it must equal.
@@ -31,6 +32,7 @@ const PAIRS: [string, readonly string[]][] = [
   ['BindingSchedule', SCHEDULES],
   ['BindingAlignMode', ALIGN_MODES],
   ['BindingLossKind', LOSSES],
+  ['BindingFit', FITS],
 ]
 
 test('every option list of the TS API equals the string enum the binding declares', (t) => {

@@ -128,7 +128,7 @@ test('augmentation on the device draws what the sharp path draws: a flip flips, 
   }
   let seed = 0
   while (flips(seed).every((f) => f === flips(seed)[0])) seed++
-  const transform = { augment: { cropScale: 1, flip: true, maxRotation: 0, brightness: 0 }, centerCrop: 1, fit: 'cover', seed, epoch: 0, batch: 0 }
+  const transform = { augment: { cropScale: 1, flip: true, maxRotation: 0, brightness: 0 }, centerCrop: 1, fit: 'cover' as const, seed, epoch: 0, batch: 0 }
   const ours = (await mappedImages(mapped)!.gather(Int32Array.of(0, 1, 2), false, { transform, height: 32, width: 32 })).pixels()
   const loader = new BatchLoader(inMemory, { size: { height: 32, width: 32 }, sampler: new SequentialSampler(inMemory, 3), augment, seed })
   let sharp: Uint8Array | undefined

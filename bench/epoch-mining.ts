@@ -1,7 +1,7 @@
 /**
  * The notebook's per-epoch triplet list (epoch mining: every anchor-positive pair of the
  * whole set with a random semi-hard negative), ours through the public API
- * (`mineTriplets(…, { miner: 'epoch' })`) beside the vectorized PyTorch twin of
+ * (`mineTriplets(…, { mining: 'epoch' })`) beside the vectorized PyTorch twin of
  * bench/epoch_mining.py, on N random unit vectors (d = 128, 10 images per identity),
  * `chunk` anchors at a time on both sides. Each side runs in a fresh process, so its
  * peak-RSS growth is its own.
@@ -38,7 +38,7 @@ async function child(n: number, chunk: number): Promise<void> {
   const { embeddings, labels } = dataset(n)
   const base = process.resourceUsage().maxRSS
   const t = performance.now()
-  const mined = await mineTriplets(embeddings, labels, { miner: 'epoch', chunk, seed: 1 })
+  const mined = await mineTriplets(embeddings, labels, { mining: 'epoch', chunk, seed: 1 })
   const s = (performance.now() - t) / 1000
   const peak = process.resourceUsage().maxRSS
   console.log(JSON.stringify({ s, peak_mb: (peak - base) / 1024, triplets: mined.anchors.length, stats: mined.stats }))

@@ -1,6 +1,6 @@
 /**
  * The one training process that the kill-and-resume specs kill with SIGKILL and start
- * again (__test__/reliability-crash.spec.ts, __test__/trainer.spec.ts). It trains `tiny`,
+ * again (__test__/crash-safety.spec.ts, __test__/trainer.spec.ts). It trains `tiny`,
  * checkpointing after every step into the folder given as the first argument, and resumes
  * from `--resume FILE`, else from the newest checkpoint there. Prints `start <step>` once
  * resumed and `step <n> epoch <e> batch <b> loss <l>` after each step; the parent reads

@@ -7,12 +7,14 @@ import { availableParallelism } from 'node:os'
 import { dirname } from 'node:path'
 import sharp from 'sharp'
 import { binding } from './binding'
-import { integerIn, MAX_THREADS } from './check'
+import { threadCount } from './check'
 import { FaceDetector, inFilePixels } from './detect'
 import type { Device } from './device'
 import { callBinding, DataError, InvalidArgumentError, ShapeError } from './errors'
 import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
-import { ALIGN_MODES, FACE_SELECTIONS, quotedList, type AlignMode, type FaceSelection, type OnBadImage } from './options'
+import { type AlignMode, type FaceSelection, type OnBadImage } from './options'
+import { ALIGN, DLIB_CHIP_SIZE } from './tables/align'
+import { resolveOption } from './tables/table'
 import type { ImageBatch } from './model'
 
 export { ALIGN_MODES, type AlignMode, type FaceSelection } from './options'
@@ -41,12 +43,7 @@ export interface FaceFinder {
  */
 export const ALIGN_MAX_PIXELS = MAX_PHOTO_PIXELS
 
-/**
- * The largest crop side. Each crop is warped in float32 with its sampling grid, about
- * 20 bytes a pixel: 20 MB at 1024, but 340 MB at 4096, times every face of a round.
- * Face models take 96 to 224 pixels.
- */
-export const ALIGN_MAX_SIZE = 1024
+export { ALIGN_MAX_SIZE } from './tables/align'
 
 export interface AlignOptions {
   /** Side of the square crops in pixels, 1 to {@link ALIGN_MAX_SIZE} (1024). Default `160` (facenet-pytorch's `image_size`); `150` in `'dlib'` mode. */
@@ -122,17 +119,22 @@ export interface ResolvedAlign {
   batchSize: number
 }
 
-export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = 'all'): ResolvedAlign {
-  const o = { size: options.mode === 'dlib' ? 150 : 160, mode: 'template' as AlignMode, margin: 0, faces, device: 'cpu' as Device, threads: Math.min(availableParallelism(), MAX_THREADS), maxPixels: ALIGN_MAX_PIXELS, batchSize: 32, ...options }
-  if (!Number.isInteger(o.size) || o.size < 1 || o.size > ALIGN_MAX_SIZE) throw new InvalidArgumentError(`align size must be an integer 1..${ALIGN_MAX_SIZE}, got ${String(o.size)}`)
-  if (!ALIGN_MODES.includes(o.mode)) throw new InvalidArgumentError(`align mode must be ${quotedList(ALIGN_MODES)}, got ${String(o.mode)}`)
-  if (!(typeof o.margin === 'number' && o.margin >= 0 && o.margin < o.size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${o.size}, got ${String(o.margin)}`)
-  if (!FACE_SELECTIONS.includes(o.faces)) throw new InvalidArgumentError(`faces must be ${quotedList(FACE_SELECTIONS)}, got ${String(o.faces)}`)
-  integerIn('threads', o.threads, 1, MAX_THREADS)
-  if (!Number.isInteger(o.maxPixels) || o.maxPixels < 1 || o.maxPixels > MAX_PHOTO_PIXELS) throw new InvalidArgumentError(`maxPixels must be an integer from 1 to ${MAX_PHOTO_PIXELS}, got ${String(o.maxPixels)}`)
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(o.batchSize)}`)
-  if (options.onBadImage !== undefined && options.onBadImage !== 'error' && options.onBadImage !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(options.onBadImage)}`)
-  return { size: o.size, mode: o.mode, margin: o.margin, faces: o.faces, device: o.device, threads: o.threads, maxPixels: o.maxPixels, batchSize: o.batchSize }
+export function resolveAlign(options: AlignOptions = {}, faces: FaceSelection = ALIGN.faces.default as FaceSelection): ResolvedAlign {
+  const mode = resolveOption(ALIGN, 'mode', options, 'align mode') as AlignMode
+  const size = options.size === undefined && mode === 'dlib' ? DLIB_CHIP_SIZE : resolveOption(ALIGN, 'size', options, 'align size')
+  const margin = resolveOption(ALIGN, 'margin', options)
+  if (!(typeof margin === 'number' && margin >= 0 && margin < size)) throw new InvalidArgumentError(`margin must be ≥ 0 and below size ${size}, got ${String(margin)}`)
+  resolveOption(ALIGN, 'onBadImage', options)
+  return {
+    size,
+    mode,
+    margin,
+    faces: resolveOption(ALIGN, 'faces', { faces: options.faces ?? faces }) as FaceSelection,
+    device: options.device ?? 'cpu',
+    threads: threadCount(options.threads, availableParallelism()),
+    maxPixels: resolveOption(ALIGN, 'maxPixels', options),
+    batchSize: resolveOption(ALIGN, 'batchSize', options),
+  }
 }
 
 /** The options that change a crop's pixels, for cache keys. */

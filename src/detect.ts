@@ -6,7 +6,9 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import type * as Native from '../index'
 import { binding } from './binding'
-import { checkImageBatch, integerIn, MAX_THREADS } from './check'
+import { checkImageBatch } from './check'
+import { DETECT, DETECT_BOUNDS } from './tables/detect'
+import { resolveOption } from './tables/table'
 import { decodePhoto, MAX_PHOTO_PIXELS } from './data/preprocess'
 import type { Device } from './device'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError } from './errors'
@@ -22,24 +24,7 @@ export interface DetectedFace {
   landmarks: [number, number][]
 }
 
-/**
- * The accepted range of each detection option; values outside are refused with an
- * `InvalidArgumentError` (the CLI's flags use the same bounds). Each bound keeps one
- * photo's detection within a few GB and a finite time:
- * - `minFaceSize` ≥ 12, P-Net's window: smaller faces would need the photo upscaled
- *   (by 12/minFaceSize per side: 1 px means 144× the pixels);
- * - `factor` ≤ 0.95: the pyramid has log(12/side)/log(factor) levels, which grows
- *   without bound as the factor nears 1 (0.999999 is millions of levels);
- * - thresholds ≥ 0.01: at 0 every window of every level is a candidate for R- and O-Net;
- * - `maxPixels` ≤ {@link MAX_PHOTO_PIXELS}; `threads` 1 to {@link MAX_THREADS}.
- */
-export const DETECT_BOUNDS = {
-  minFaceSize: { min: 12, max: 100_000 },
-  factor: { min: 0.1, max: 0.95 },
-  threshold: { min: 0.01, max: 1 },
-  maxPixels: { min: 1, max: 4096 * 4096 },
-  threads: { min: 1, max: MAX_THREADS },
-} as const
+export { DETECT_BOUNDS } from './tables/detect'
 
 export interface DetectOptions {
   /** Smallest face searched for, in pixels, 12 or more (P-Net's window). Default 20 (facenet-pytorch's). */
@@ -60,28 +45,15 @@ export interface DetectOptions {
 const DETECT_KEYS = ['minFaceSize', 'factor', 'thresholds', 'maxPixels'] as const
 const LOAD_KEYS = ['device', 'threads', 'weights'] as const
 
-function numberIn(name: string, value: unknown, bounds: { min: number; max: number }): number {
-  if (typeof value !== 'number' || !(value >= bounds.min && value <= bounds.max)) {
-    throw new InvalidArgumentError(`${name} must be a number from ${bounds.min} to ${bounds.max}, got ${String(value)}`)
-  }
-  return value
-}
-
-/** {@link DetectOptions} checked against {@link DETECT_BOUNDS}; undefined stays undefined (the core's default). */
-export function checkDetectOptions(options: DetectOptions, what = 'detect'): DetectOptions {
+/** {@link DetectOptions} checked, and filled in from the detect table. */
+export function checkDetectOptions(options: DetectOptions, what = 'detect'): Required<DetectOptions> {
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`${what}: options must be an object, got ${String(options)}`)
-  const out: DetectOptions = {}
-  if (options.minFaceSize !== undefined) out.minFaceSize = numberIn('minFaceSize', options.minFaceSize, DETECT_BOUNDS.minFaceSize)
-  if (options.factor !== undefined) out.factor = numberIn('factor', options.factor, DETECT_BOUNDS.factor)
-  if (options.thresholds !== undefined) {
-    const t: unknown = options.thresholds
-    if (!Array.isArray(t) || t.length !== 3) {
-      throw new InvalidArgumentError(`thresholds must be three numbers (P-, R-, O-Net) such as [0.6, 0.7, 0.7], got ${t === null ? 'null' : JSON.stringify(t) ?? String(t)}`)
-    }
-    out.thresholds = t.map((v: unknown, i) => numberIn(`thresholds[${i}]`, v, DETECT_BOUNDS.threshold)) as [number, number, number]
+  return {
+    minFaceSize: resolveOption(DETECT, 'minFaceSize', options),
+    factor: resolveOption(DETECT, 'factor', options),
+    thresholds: resolveOption(DETECT, 'thresholds', options) as [number, number, number],
+    maxPixels: resolveOption(DETECT, 'maxPixels', options),
   }
-  if (options.maxPixels !== undefined) out.maxPixels = integerIn('maxPixels', options.maxPixels, DETECT_BOUNDS.maxPixels.min, DETECT_BOUNDS.maxPixels.max)
-  return out
 }
 
 export interface DetectorLoadOptions {

@@ -240,7 +240,8 @@ export class IncompatibleModelsError extends FaceNetError {
   }
 }
 
-// These codes are raised in TS only; the native side never reports them.
+// These codes are raised in TS only; the native side never reports them. ERR_DATA it does
+// report (a packed file gone bad), with the file first in its message: see bindingError.
 type TsOnlyCode = 'ERR_DATA' | 'ERR_OUTPUT' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON' | 'ERR_INCOMPATIBLE_MODELS'
 const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
@@ -262,16 +263,25 @@ const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string
 const CODED_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/
 
 /**
- * The native binding reports errors as "ERR_CODE: message"; this turns them into the
- * matching {@link FaceNetError} subclass and passes anything else through.
+ * The code and message of an error the native binding raised, which it writes as
+ * "ERR_CODE: message" (napi's `Status` has no room for a code of our own): the one place
+ * that reads that form. Undefined for any other error.
+ */
+export function bindingError(error: unknown): { code: string; message: string } | undefined {
+  if (!(error instanceof Error) || error instanceof FaceNetError) return undefined
+  const match = CODED_MESSAGE.exec(error.message)
+  return match ? { code: match[1]!, message: match[2]! } : undefined
+}
+
+/**
+ * The native binding's error as the matching {@link FaceNetError} subclass; anything else
+ * passes through.
  */
 export function fromBindingError(error: unknown): unknown {
-  if (!(error instanceof Error) || error instanceof FaceNetError) return error
-  const match = CODED_MESSAGE.exec(error.message)
-  if (!match) return error
-  const [, code, message] = match as unknown as [string, Exclude<FaceNetErrorCode, TsOnlyCode>, string]
-  const ErrorClass = byCode[code]
-  return ErrorClass ? new ErrorClass(message, { cause: error }) : error
+  const coded = bindingError(error)
+  if (!coded) return error
+  const ErrorClass = byCode[coded.code as Exclude<FaceNetErrorCode, TsOnlyCode>]
+  return ErrorClass ? new ErrorClass(coded.message, { cause: error }) : error
 }
 
 /** Awaits a binding call and rethrows its error as a {@link FaceNetError}. */

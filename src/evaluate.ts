@@ -15,6 +15,8 @@ import { normalizesEmbeddings, type FaceNet, type ImageBatch } from './model'
 import { alignFaces, type AlignOptions } from './align'
 import type { LossPoint, PlotOptions } from './report/plots'
 import { writeReport, type ReportFiles, type ReportRow } from './report/report'
+import { EVAL } from './tables/eval'
+import { resolveOption } from './tables/table'
 
 export interface EvaluateOptions extends VerificationOptions {
   /** Also embed each image's mirror and average the two embeddings. Default `false`. */
@@ -65,11 +67,11 @@ export async function evaluate(model: FaceNet, images: ImageBatch, pairs: Pairs,
   if (!images || !Array.isArray(images.shape) || images.shape.length !== 4) {
     throw new ShapeError('images must be an ImageBatch { data, shape: [N, H, W, 3] }')
   }
-  const batchSize = options.batchSize ?? 32
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(batchSize)}`)
+  const batchSize = resolveOption(EVAL, 'batchSize', options)
+  const flip = resolveOption(EVAL, 'flip', options)
   const n = images.shape[0]
   const { embeddings } = await embedRows(model, slices(images, batchSize), n)
-  const flipped = options.flip ? (await embedRows(model, slices(await mirror(images), batchSize), n)).embeddings : undefined
+  const flipped = flip ? (await embedRows(model, slices(await mirror(images), batchSize), n)).embeddings : undefined
   const verification = evaluateVerification({ embeddings, dim: model.embeddingDim, flipped }, pairs, options)
   let used = embeddings
   if (flipped) {
@@ -83,10 +85,10 @@ export async function evaluate(model: FaceNet, images: ImageBatch, pairs: Pairs,
     result.report = await writeReport(
       options.report,
       {
-        name: options.name ?? 'model',
+        name: resolveOption(EVAL, 'name', options),
         verification,
         baselines: options.baselines,
-        details: { arch: model.arch, embeddingDim: model.embeddingDim, flip: options.flip ?? false, ...options.details },
+        details: { arch: model.arch, embeddingDim: model.embeddingDim, flip, ...options.details },
       },
       { trainingLog: options.trainingLog, plot: options.plot },
     )

@@ -93,7 +93,7 @@ async function embedAligned(model: FaceNet, paths: readonly string[], align: Emb
   const dim = model.embeddingDim
   const size = model.inputSize
   const transform = withCenterCrop(IDENTITY_TRANSFORM, checkCenterCrop(options.centerCrop ?? storedCenterCrop(model)))
-  const resolved = resolveAlign({ ...align, batchSize: options.batchSize ?? 32 }, 'largest')
+  const resolved = resolveAlign({ ...align, batchSize: options.batchSize }, 'largest')
   const largest = resolved.faces === 'largest'
   const rows: Float32Array[] = []
   const imageIndex: number[] = []

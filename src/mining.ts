@@ -1,15 +1,12 @@
 import { availableParallelism } from 'node:os'
 import { binding } from './binding'
-import { checkSeed, integerIn, nonNegative } from './check'
+import { integerIn } from './check'
 import { callBinding, InvalidArgumentError, ShapeError } from './errors'
+import { LOSS } from './tables/loss'
+import { MINING } from './tables/mining'
+import { resolveOption } from './tables/table'
+import { TRAINING } from './tables/training'
 import {
-  DISTANCES,
-  FALLBACKS,
-  MINERS,
-  MINING_MODES,
-  NEGATIVE_CHOICES,
-  oneOf,
-  REDUCERS,
   type DistanceName,
   type Fallback,
   type MinerName,
@@ -28,9 +25,8 @@ export interface MineOptions {
    * - `'batch-all'`: every valid triplet with a positive loss.
    * - `'hard'`: every valid triplet with d(a,n) < d(a,p).
    * - `'random'`: every anchor-positive pair with a random negative.
-   * - `'epoch'`: deprecated spelling of `{ miner: 'semi-hard', mining: 'epoch' }`.
    */
-  miner?: MinerName | 'epoch'
+  miner?: MinerName
   /**
    * `'online'` (default): the embeddings are one batch, compared all with all (N×N).
    * `'epoch'`: they are a whole data set, mined `chunk` anchors at a time (memory chunk × N
@@ -118,8 +114,6 @@ function checkEmbeddings(embeddings: Float32Array, count: number): number {
 /** Mining options as the binding takes them: every value checked. */
 export type CheckedMineOptions = Parameters<typeof binding.mineTriplets>[3]
 
-let warnedEpochMiner = false
-
 /**
  * Mines (anchor, positive, negative) index triplets from N embeddings (a row-major N×d
  * `Float32Array`; d is its length / N) and their N integer labels. Runs off the event loop.
@@ -131,22 +125,16 @@ export async function mineTriplets(
 ): Promise<MinedTriplets> {
   const labelArray = labels instanceof Int32Array ? labels : Int32Array.from(checkLabels(labels))
   const dim = checkEmbeddings(embeddings, labelArray.length)
-  // `miner: 'epoch'` was once how the per-epoch list was asked for; it is a mining mode.
-  const oldEpoch = options.miner === 'epoch'
-  if (oldEpoch && !warnedEpochMiner) {
-    warnedEpochMiner = true
-    process.emitWarning("mineTriplets: miner 'epoch' is deprecated; use { miner: 'semi-hard', mining: 'epoch' }", 'DeprecationWarning')
-  }
-  const mining = oldEpoch ? 'epoch' : oneOf('mining', options.mining ?? 'online', MINING_MODES)
+  const mining = resolveOption(MINING, 'mining', options)
   const checked: CheckedMineOptions = {
-    miner: oldEpoch ? 'semi-hard' : oneOf('miner', options.miner ?? 'semi-hard', MINERS),
-    margin: nonNegative('margin', options.margin ?? 0.2),
-    choice: oneOf('choice', options.choice ?? 'random', NEGATIVE_CHOICES),
-    fallback: oneOf('fallback', options.fallback ?? 'nearest-farther-else-farthest', FALLBACKS),
-    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
-    seed: checkSeed(options.seed ?? 0),
+    miner: resolveOption(MINING, 'miner', options),
+    margin: resolveOption(MINING, 'margin', options),
+    choice: resolveOption(MINING, 'choice', options) as NegativeChoice,
+    fallback: resolveOption(MINING, 'fallback', options) as Fallback,
+    distance: resolveOption(MINING, 'distance', options) as DistanceName,
+    seed: resolveOption(TRAINING, 'seed', options),
   }
-  const chunk = integerIn('chunk', options.chunk ?? 1024, 1, 1 << 20)
+  const chunk = resolveOption(MINING, 'chunk', options)
   const threads = integerIn('threads', options.threads ?? availableParallelism(), 1, 1024)
   return mineChecked(embeddings, labelArray, dim, checked, threads, mining === 'epoch' ? chunk : undefined)
 }
@@ -211,10 +199,10 @@ export async function tripletLoss(
   flat.set(positives, anchors.length)
   flat.set(negatives, 2 * anchors.length)
   const bindingOptions = {
-    margin: nonNegative('margin', options.margin ?? 0.2),
-    reducer: oneOf('reducer', options.reducer ?? 'mean', REDUCERS),
-    normalize: options.normalize ?? true,
-    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
+    margin: resolveOption(MINING, 'margin', options),
+    reducer: resolveOption(LOSS, 'reducer', options) as Reducer,
+    normalize: resolveOption(LOSS, 'normalize', options),
+    distance: resolveOption(MINING, 'distance', options) as DistanceName,
     threads: integerIn('threads', options.threads ?? availableParallelism(), 1, 1024),
   }
   const count = embeddings.length / dim

@@ -6,6 +6,7 @@ import { checkImageBatch, integerIn, threadCount } from './check'
 import { callBinding, checkKeys, DisposedError, InvalidArgumentError, ShapeError, UnknownArchError } from './errors'
 import { THRESHOLD_KEY } from './threshold'
 import { ARCHS, DEFAULT_ARCH, NORMALIZATIONS, oneOf, PRECISIONS, type Arch, type Normalization, type Precision } from './options'
+import { TRAINING } from './tables/training'
 
 export type { Arch, Normalization, Precision } from './options'
 
@@ -230,7 +231,7 @@ export class FaceNet implements Disposable {
   static async create(options: CreateOptions = {}): Promise<FaceNet> {
     checkKeys('FaceNet.create', options, ['arch', 'embeddingDim', 'device', 'seed', 'normalization', 'threads', 'tiny'])
     const embeddingDim = integerIn('embeddingDim', options.embeddingDim ?? 128, 1, 4096)
-    const seed = integerIn('seed', options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER)
+    const seed = integerIn('seed', options.seed ?? TRAINING.seed.default, 0, Number.MAX_SAFE_INTEGER)
     const threads = threadCount(options.threads, availableParallelism())
     // Checked here: a non-string would otherwise fail in napi's conversion without a code.
     for (const key of ['arch', 'device', 'normalization'] as const) {

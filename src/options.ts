@@ -72,6 +72,10 @@ export type OptimizerName = (typeof OPTIMIZERS)[number]
 export const SCHEDULES = ['constant', 'step', 'cosine'] as const
 export type ScheduleType = (typeof SCHEDULES)[number]
 
+/** How an image is resized to the network's input: keep the aspect ratio and crop the centre (`'cover'`), or stretch (`'fill'`). */
+export const FITS = ['cover', 'fill'] as const
+export type Fit = (typeof FITS)[number]
+
 /** What a training or aligning run does with an image that cannot be decoded. */
 export const ON_BAD_IMAGE = ['error', 'skip'] as const
 export type OnBadImage = (typeof ON_BAD_IMAGE)[number]

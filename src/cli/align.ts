@@ -2,57 +2,46 @@
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises'
 import { join, relative, resolve } from 'node:path'
 import { z } from 'zod'
-import { ALIGN_MODES, FACE_SELECTIONS, ON_BAD_IMAGE } from '../options'
-import { ALIGN_MAX_SIZE, alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
+import { ALIGN_MODES, type FaceSelection } from '../options'
+import { ALIGN } from '../tables/align'
+import { alignBatches, alignKey, defaultDetector, resolveAlign, saveCrop, type AlignOptions, type FaceGeometry } from '../align'
 import { MAX_THREADS } from '../check'
 import { OutputError } from '../errors'
 import { derivedNames, faceName, refuseOutputInInput } from './derived-names'
 import { listImages } from './model'
-import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
+import { deviceSchema, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
+import { flagsOf, schemaOf, setIn, type TableView } from './table-flags'
 import { readRegularFile } from '../regular-file'
 import { DataError } from '../errors'
 
-/** The alignment flags `align` shares with `embed`, `compare`, `identify` and `cluster`. */
-export const ALIGN_FLAGS: Record<string, FlagSpec> = {
-  alignSize: { kind: 'number', value: 'N', help: "side of the aligned crop in pixels (default: the model's input size with a stored alignment, else 160)" },
-  alignMode: {
-    kind: 'string',
-    value: 'MODE',
-    help: "'template' (5-point similarity onto the ArcFace template), 'margin' (facenet-pytorch's box + margin) or 'dlib' (dlib's face chip); default: the model's stored alignment, else 'template'",
-  },
-  alignMargin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, facenet-pytorch's)" },
-}
+/** The alignment flags `align` shares with `embed`, `compare`, `identify`, `cluster` and `eval`: `--align-size` and so on. */
+const SHARED: TableView = { keys: ['size', 'mode', 'margin'], prefix: 'align', defaultFirst: "the model's stored alignment" }
+export const ALIGN_FLAGS: Record<string, FlagSpec> = flagsOf(ALIGN, SHARED)
 
 /** Unset flags stay unset: the library fills them in from the model, then its defaults. */
-export const alignSchema = {
-  alignSize: positiveInt.max(4096).optional(),
-  alignMode: z.enum(ALIGN_MODES).optional(),
-  alignMargin: z.number().nonnegative().optional(),
-}
+export const alignSchema = schemaOf(ALIGN, SHARED)
 
 /** The library's align options from the shared flags: only those the user set. */
 export function alignOptionsOf(o: { alignSize?: number; alignMode?: (typeof ALIGN_MODES)[number]; alignMargin?: number; device?: string; threads?: number }): AlignOptions {
   return {
-    ...(o.alignSize !== undefined ? { size: o.alignSize } : {}),
-    ...(o.alignMode !== undefined ? { mode: o.alignMode } : {}),
-    ...(o.alignMargin !== undefined ? { margin: o.alignMargin } : {}),
+    ...setIn(ALIGN, o, SHARED),
     ...(o.device && o.device !== 'auto' ? { device: o.device as AlignOptions['device'] } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
   }
 }
 
+const ALIGN_COMMAND = ['size', 'mode', 'margin', 'faces', 'batchSize', 'onBadImage']
+
 const schema = z.strictObject({
-  size: positiveInt.max(ALIGN_MAX_SIZE).default(160),
-  mode: z.enum(ALIGN_MODES).default('template'),
-  margin: z.number().nonnegative().default(0),
-  faces: z.enum(FACE_SELECTIONS).default('largest'),
-  device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
+  ...schemaOf(ALIGN, ALIGN_COMMAND),
+  device: deviceSchema.default('auto'),
   threads: positiveInt.max(MAX_THREADS).optional(),
-  batchSize: positiveInt.default(32),
   quality: z.number().int().min(1).max(100).default(95),
-  onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
   detections: z.string().min(1).optional(),
-})
+}) as z.ZodObject<Record<string, z.ZodType>>
+
+/** The options as `align` reads them (zod's inferred type is too wide for a generated shape). */
+type AlignFlags = Pick<AlignOptions, 'size' | 'mode' | 'margin' | 'batchSize' | 'onBadImage'> & { faces: FaceSelection; device: string; threads?: number; quality: number; detections?: string }
 
 export const alignSpec: CommandSpec<typeof schema> = {
   name: 'align',
@@ -60,15 +49,12 @@ export const alignSpec: CommandSpec<typeof schema> = {
   usage: 'facenet align RAW_DIR OUT_DIR [--size 160] [--mode template|margin] [--faces largest|all]',
   positionals: { name: 'folders (RAW_DIR OUT_DIR)', min: 2, max: 2 },
   flags: {
-    size: { kind: 'number', value: 'N', help: `side of the square crops in pixels, 1 to ${ALIGN_MAX_SIZE} (default 160)` },
-    mode: { kind: 'string', value: 'MODE', help: "'template' (default): 5-point similarity onto the ArcFace template; 'margin': facenet-pytorch's box + margin" },
-    margin: { kind: 'number', value: 'PX', help: "margin of 'margin' mode in crop pixels (default 0, as facenet-pytorch)" },
-    faces: { kind: 'string', value: 'WHICH', help: "'largest' (default): one crop per photo; 'all': every face (NAME_1.jpg, NAME_2.jpg… beside NAME.jpg)" },
+    ...flagsOf(ALIGN, ALIGN_COMMAND.slice(0, 4)),
     device: { kind: 'string', value: 'DEV', help: "'auto' (default: the first CUDA GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'" },
     threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
-    batchSize: { kind: 'number', value: 'N', help: 'photos per round (default 32)' },
+    ...flagsOf(ALIGN, ['batchSize']),
     quality: { kind: 'number', value: 'Q', help: 'JPEG quality of the crops (default 95)' },
-    onBadImage: { kind: 'string', value: 'WHAT', help: "'error' (default) stops at an undecodable file; 'skip' lists it in the summary" },
+    ...flagsOf(ALIGN, ['onBadImage']),
     detections: { kind: 'string', value: 'FILE', help: 'JSON { "rel/path.jpg": [{ box, landmarks }] } of faces found elsewhere; other photos go to MTCNN' },
   },
   schema,
@@ -109,17 +95,12 @@ async function writeAtomic(path: string, data: Buffer | string): Promise<void> {
 export async function alignCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(alignSpec, argv)
   if (parsed.help) return printHelp(alignSpec)
-  const o = parsed.options
+  const o = parsed.options as unknown as AlignFlags
   const [rawDir, outDir] = parsed.positionals.map((p) => resolve(p)) as [string, string]
   refuseOutputInInput(outDir, [rawDir], 'the crops (and align-summary.json)')
   const options: AlignOptions = {
-    size: o.size,
-    mode: o.mode,
-    margin: o.margin,
-    faces: o.faces,
+    ...setIn(ALIGN, o, ALIGN_COMMAND),
     device: o.device as AlignOptions['device'],
-    batchSize: o.batchSize,
-    onBadImage: o.onBadImage,
     ...(o.threads ? { threads: o.threads } : {}),
   }
   const resolved = resolveAlign(options, o.faces)
@@ -178,7 +159,7 @@ export async function alignCommand(argv: string[]): Promise<number> {
   if (done0 > 0) process.stderr.write(`align: resuming, ${done0} of ${all.length} photos already done\n`)
   for await (const round of alignBatches(todo, options, defaultDetector(resolved), o.faces)) {
     const c = round.crops
-    const per = o.size * o.size * 3
+    const per = resolved.size * resolved.size * 3
     const firsts: { path: string; row: number }[] = []
     const writes: Promise<void>[] = []
     for (let row = 0; row < c.shape[0]; row++) {
@@ -186,10 +167,10 @@ export async function alignCommand(argv: string[]): Promise<number> {
       const k = o.faces === 'largest' ? 0 : c.faceIndex[row]!
       const path = claim(outputPath(rel, k))
       if (k === 0) firsts.push({ path, row })
-      else writes.push(saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality))
+      else writes.push(saveCrop(path, c.data.subarray(row * per, (row + 1) * per), resolved.size, o.quality))
     }
     await Promise.all(writes)
-    await Promise.all(firsts.map(({ path, row }) => saveCrop(path, c.data.subarray(row * per, (row + 1) * per), o.size, o.quality)))
+    await Promise.all(firsts.map(({ path, row }) => saveCrop(path, c.data.subarray(row * per, (row + 1) * per), resolved.size, o.quality)))
     summary.written += c.shape[0]
     for (const i of c.noFace) summary.noFace.push(relative(rawDir, todo[i]!))
     for (const b of c.bad) summary.bad.push({ file: relative(rawDir, b.file), reason: b.reason })

@@ -3,47 +3,37 @@ import { mkdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import sharp from 'sharp'
 import { z } from 'zod'
-import { DETECT_BOUNDS, FaceDetector, type DetectedFace } from '../detect'
+import { DETECT_BOUNDS, FaceDetector, type DetectedFace, type DetectOptions } from '../detect'
+import { DETECT } from '../tables/detect'
 import type { Device } from '../device'
-import { ON_BAD_IMAGE } from '../options'
+import { ON_BAD_IMAGE, type OnBadImage } from '../options'
 import { DataError } from '../errors'
-import { EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
+import { deviceSchema, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
+import { flagsOf, schemaOf, setIn } from './table-flags'
 import { drawnPaths } from './derived-names'
-
-const B = DETECT_BOUNDS
-const probability = z.number().min(B.threshold.min).max(B.threshold.max)
+import { ALIGN } from '../tables/align'
 
 const schema = z.strictObject({
   draw: z.string().min(1).optional(),
-  minFaceSize: z.number().min(B.minFaceSize.min).max(B.minFaceSize.max).default(20),
-  factor: z.number().min(B.factor.min).max(B.factor.max).default(0.709),
-  thresholds: z.array(z.string()).transform((texts, ctx) => {
-    const values = texts.flatMap((t) => t.split(',')).map(Number)
-    if (values.length !== 3 || !values.every((v) => probability.safeParse(v).success)) {
-      ctx.addIssue({ code: 'custom', message: `expected three probabilities from ${B.threshold.min} to ${B.threshold.max} such as 0.6,0.7,0.7, got ${JSON.stringify(texts.join(','))}` })
-      return z.NEVER
-    }
-    return values as [number, number, number]
-  }).optional(),
-  maxPixels: positiveInt.max(B.maxPixels.max).default(B.maxPixels.max),
-  device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
-  threads: positiveInt.max(B.threads.max).optional(),
-  onBadImage: z.enum(ON_BAD_IMAGE).default('error'),
-})
+  ...schemaOf(DETECT),
+  device: deviceSchema.default('auto'),
+  threads: positiveInt.max(DETECT_BOUNDS.threads.max).optional(),
+  onBadImage: z.enum(ON_BAD_IMAGE).default(ALIGN.onBadImage.default as OnBadImage),
+}) as z.ZodObject<Record<string, z.ZodType>>
+
+/** The options as `detect` reads them (zod's inferred type is too wide for a generated shape). */
+type DetectFlags = { draw?: string; device: string; threads?: number; onBadImage: OnBadImage } & DetectOptions
 
 export const detectSpec: CommandSpec<typeof schema> = {
   name: 'detect',
   summary: SUMMARIES.detect,
-  usage: 'facenet detect PHOTO... [--draw OUT.png] [--min-face-size 20] [--thresholds 0.6,0.7,0.7]',
+  usage: 'facenet detect PHOTO... [--draw OUT.png] [--min-face-size PX] [--thresholds P,R,O]',
   positionals: { name: 'photos', min: 1 },
   flags: {
     draw: { kind: 'string', value: 'OUT', help: 'draw boxes, landmarks and scores: a PNG file for one photo, a folder (PHOTO-NAME.png each) for several' },
-    minFaceSize: { kind: 'number', value: 'PX', help: `smallest face searched for, ${B.minFaceSize.min} (P-Net's window) or more (default 20, facenet-pytorch's)` },
-    factor: { kind: 'number', value: 'F', help: `scale step of the image pyramid, ${B.factor.min} to ${B.factor.max} (default 0.709)` },
-    thresholds: { kind: 'strings', value: 'P,R,O', help: `P-, R-, O-Net probability thresholds, each ${B.threshold.min} to ${B.threshold.max} (default 0.6,0.7,0.7)` },
-    maxPixels: { kind: 'number', value: 'N', help: `photos with more pixels are downscaled for detection; coordinates stay in the original pixels (default and most ${B.maxPixels.max}, as align)` },
+    ...flagsOf(DETECT),
     device: { kind: 'string', value: 'DEV', help: "'auto' (default: the first CUDA GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'" },
-    threads: { kind: 'number', value: 'N', help: `libtorch threads, 1 to ${B.threads.max} (default: the CPU count)` },
+    threads: { kind: 'number', value: 'N', help: `libtorch threads, 1 to ${DETECT_BOUNDS.threads.max} (default: the CPU count)` },
     onBadImage: { kind: 'string', value: 'WHAT', help: "'error' (default): report an unreadable photo, go on with the others, exit 1; 'skip': report it and exit 0" },
   },
   schema,
@@ -107,7 +97,7 @@ function format(face: DetectedFace): string {
 export async function detectCommand(argv: string[]): Promise<number> {
   const parsed = await parseCommand(detectSpec, argv)
   if (parsed.help) return printHelp(detectSpec)
-  const o = parsed.options
+  const o = parsed.options as unknown as DetectFlags
   const photos = parsed.positionals.map((p) => resolve(p))
   const draw = o.draw ? resolve(o.draw) : undefined
   // Several photos need a folder; one photo may go to a folder too, if one is there.
@@ -123,7 +113,7 @@ export async function detectCommand(argv: string[]): Promise<number> {
     for (const [i, photo] of photos.entries()) {
       let faces: DetectedFace[]
       try {
-        ;[faces] = (await detector.detectFiles([photo], { minFaceSize: o.minFaceSize, factor: o.factor, maxPixels: o.maxPixels, ...(o.thresholds ? { thresholds: o.thresholds } : {}) })) as [DetectedFace[]]
+        ;[faces] = (await detector.detectFiles([photo], setIn(DETECT, o))) as [DetectedFace[]]
       } catch (error) {
         // One unreadable photo must not cost the results of the others.
         if (!(error instanceof DataError)) throw error

@@ -14,6 +14,9 @@ import { lfwRoot } from './train'
 import { ALIGNING, aligning, aligns, alignWith } from './use'
 import { storedAlignment } from '../inference'
 import { readRegularFile } from '../regular-file'
+import { ALIGN } from '../tables/align'
+import { EVAL } from '../tables/eval'
+import { flagsOf, schemaOf, setIn } from './table-flags'
 
 const schema = z.strictObject({
   ...modelSchema,
@@ -23,7 +26,8 @@ const schema = z.strictObject({
   lfw: z.boolean().optional(),
   fold: positiveInt.optional(),
   report: z.string().min(1).optional(),
-  flip: z.boolean().default(false),
+  flip: z.boolean().optional(),
+  farTarget: schemaOf(EVAL, ['farTarget']).farTarget as z.ZodOptional<z.ZodNumber>,
   noStore: z.boolean().default(false),
   name: z.string().optional(),
 })
@@ -40,7 +44,7 @@ export const evalSpec: CommandSpec<typeof schema> = {
     lfw: { kind: 'boolean', help: "LFW View 2's pairs.txt: a clone's data/lfw, or $FACENET_LFW (the npm package does not ship LFW)" },
     fold: { kind: 'number', value: 'K', help: 'headline fold (1-based), its threshold chosen on the other folds; e.g. 10 after train --lfw' },
     report: { kind: 'string', value: 'DIR', help: 'write report.json, roc.png, distances.png, loss.png and index.html there' },
-    flip: { kind: 'boolean', help: "also embed mirrored images and average (test-time augmentation)" },
+    ...flagsOf(EVAL, ['flip', 'farTarget']),
     noStore: { kind: 'boolean', help: "don't write the threshold and center crop into the model file's metadata" },
     name: { kind: 'string', value: 'NAME', help: 'name of the model in the report' },
   },
@@ -98,13 +102,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const pairs = singleFold ? stratifiedFolds(images.pairs[0]!, pairsFile) : images.pairs
   if (singleFold) process.stderr.write(`${pairsFile} has one fold (View 1 format): evaluated as ${pairs.length} stratified folds of its pairs, each threshold chosen on the others\n`)
   if (images.noFace.length > 0) process.stderr.write(`no face found in ${images.noFace.length} image(s), used whole: ${images.noFace.slice(0, 5).join(', ')}${images.noFace.length > 5 ? ', …' : ''}\n`)
-  const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), pairs)
+  const raw = evaluateVerification(rawPixelEmbeddings(images.images.data, images.images.shape), pairs, setIn(EVAL, o, ['farTarget']))
   const log = modelFile === undefined ? undefined : await trainingLog(modelFile)
   const name = o.name ?? (modelFile === undefined ? `${model.arch} (pretrained)` : `${model.arch} (${shortPath(modelFile)})`)
   const baselines = [{ name: 'raw pixels', verification: raw }]
-  const alignMode = align ? (alignWith(model, o).mode ?? storedAlignment(model) ?? 'template') : undefined
+  const alignMode = align ? (alignWith(model, o).mode ?? storedAlignment(model) ?? ALIGN.mode.default) : undefined
   const details = { model: modelFile ?? `pretrained ${model.arch}`, pairs: pairsFile, ...(alignMode ? { align: alignMode } : { centerCrop }), ...(o.fold ? { fold: o.fold } : {}) }
-  const result = await evaluate(model, images.images, pairs, { flip: o.flip, batchSize: o.batchSize, name, baselines, details })
+  const result = await evaluate(model, images.images, pairs, { ...setIn(EVAL, o, ['flip', 'batchSize', 'farTarget']), name, baselines, details })
   const v = result.verification
   const k = o.fold !== undefined ? o.fold - 1 : undefined
   const threshold = k !== undefined ? v.foldThresholds[k]! : v.threshold
@@ -126,7 +130,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     try {
       const files = await writeReport(
         reportDir,
-        { name, verification: v, baselines, details: { arch: model.arch, embeddingDim: model.embeddingDim, flip: o.flip, ...details } },
+        { name, verification: v, baselines, details: { arch: model.arch, embeddingDim: model.embeddingDim, flip: o.flip ?? false, ...details } },
         log ? { trainingLog: log } : {},
       )
       reportHtml = files.html

@@ -26,7 +26,7 @@ export interface ModelArgs {
   device: string
   threads?: number
   centerCrop?: number
-  batchSize: number
+  batchSize?: number
 }
 
 /**

@@ -5,6 +5,9 @@ import { z } from 'zod'
 import { ARCHS, quotedList } from '../options'
 import { readRegularFile } from '../regular-file'
 import { DataError } from '../errors'
+import type { OptionAlias } from '../tables/table'
+import { EVAL } from '../tables/eval'
+import { flagsOf, schemaOf } from './table-flags'
 
 /**
  * Exit codes of the `facenet` command (also listed by `facenet --help`):
@@ -16,7 +19,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const
 
 /** One line per command, for `facenet --help` (which must not load the commands' modules). */
 export const SUMMARIES = {
-  train: 'train a FaceNet model with the triplet loss',
+  train: 'train a FaceNet model (triplet loss, or ArcFace, CosFace, softmax + centre)',
   eval: 'LFW-style verification: accuracy ± std over folds, VAL@FAR, AUC; stores the calibrated threshold with the model',
   embed: 'embed images (files, or folders searched recursively)',
   compare: 'distance between two faces, and same or different person',
@@ -48,6 +51,8 @@ export interface FlagSpec {
   /** Shown in `--help` after the flag, e.g. `DIR`. */
   value?: string
   short?: string
+  /** Older names of the flag (and config key), kept for one release. */
+  aliases?: readonly OptionAlias[]
 }
 
 export interface CommandSpec<S extends z.ZodObject> {
@@ -91,6 +96,28 @@ function describe(issue: z.core.$ZodIssue): string {
   return issue.message
 }
 
+/**
+ * `values` (a config file's or a saved recipe's keys) with old names replaced by the
+ * current ones, and the name each value was given under, for messages.
+ */
+export function canonicalKeys(flags: Record<string, FlagSpec>, values: Record<string, unknown>, source = 'the config'): { values: Record<string, unknown>; names: Record<string, string> } {
+  const out: Record<string, unknown> = { ...values }
+  const names: Record<string, string> = {}
+  for (const [key, flag] of Object.entries(flags)) {
+    for (const alias of flag.aliases ?? []) {
+      if (!Object.hasOwn(out, alias.key)) continue
+      const value = out[alias.key]
+      delete out[alias.key]
+      if (Object.hasOwn(values, key)) throw new UsageError(`${source} sets both '${key}' and its old name '${alias.key}'; keep '${key}'`)
+      // An old switch that stood for one value: true means it, false means nothing.
+      if (alias.means !== undefined && value !== true) continue
+      out[key] = alias.means ?? value
+      names[key] = alias.key
+    }
+  }
+  return { values: out, names }
+}
+
 export interface Parsed<T> {
   options: T
   positionals: string[]
@@ -98,6 +125,8 @@ export interface Parsed<T> {
   help: boolean
   /** Keys given as flags (not from the config file), for commands that care. */
   fromFlags: Set<string>
+  /** The flag each option set by a flag was given with (`--batch-identities` for an old name). */
+  flagNames: Record<string, string>
   configFile?: string
 }
 
@@ -118,6 +147,7 @@ export async function parseCommand<S extends z.ZodObject>(
       ...(flag.short ? { short: flag.short } : {}),
       ...(flag.kind === 'strings' ? { multiple: true } : {}),
     }
+    for (const alias of flag.aliases ?? []) options[kebab(alias.key)] = { type: flag.kind === 'boolean' || alias.means !== undefined ? 'boolean' : 'string' }
   }
   let parsed: ReturnType<typeof parseArgs>
   try {
@@ -130,16 +160,27 @@ export async function parseCommand<S extends z.ZodObject>(
   const help = values.help === true
   const json = values.json === true
   const flagged: Record<string, unknown> = {}
+  // The flag each option was given with (an old name included), for messages.
+  const typed: Record<string, string> = {}
   for (const [key, flag] of Object.entries(spec.flags)) {
     const text = values[kebab(key)]
     if (text !== undefined) flagged[key] = flagValue(flag.kind, text)
+    for (const alias of flag.aliases ?? []) {
+      const old = values[kebab(alias.key)]
+      if (old === undefined) continue
+      if (key in flagged) throw new UsageError(`--${kebab(key)} and its old name --${kebab(alias.key)} set the same option; give --${kebab(key)}`)
+      flagged[key] = alias.means ?? flagValue(flag.kind, old)
+      typed[key] = `--${kebab(alias.key)}`
+    }
   }
   let fromConfig: Record<string, unknown> = {}
+  let configNames: Record<string, string> = {}
   const configFile = typeof values.config === 'string' ? resolve(values.config) : undefined
-  if (configFile && !help) fromConfig = await readConfig(configFile)
-  const merged = { ...base, ...fromConfig, ...flagged }
+  if (configFile && !help) ({ values: fromConfig, names: configNames } = canonicalKeys(spec.flags, await readConfig(configFile), configFile))
+  const merged = { ...canonicalKeys(spec.flags, base).values, ...fromConfig, ...flagged }
   const positionals = parsed.positionals
-  if (help) return { options: merged as z.infer<S>, positionals, json, help, fromFlags: new Set(Object.keys(flagged)), configFile }
+  const flagNames = Object.fromEntries(Object.keys(flagged).map((key) => [key, typed[key] ?? `--${kebab(key)}`]))
+  if (help) return { options: merged as z.infer<S>, positionals, json, help, fromFlags: new Set(Object.keys(flagged)), flagNames, configFile }
   const result = spec.schema.safeParse(merged, { reportInput: true })
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
@@ -147,7 +188,7 @@ export async function parseCommand<S extends z.ZodObject>(
         return issue.keys.map((key) => `config key '${key}' in ${configFile ?? 'the config'} is not an option of 'facenet ${spec.name}'`).join('\n')
       }
       const key = String(issue.path[0] ?? '')
-      const where = key in flagged ? `--${kebab(key)}` : key in fromConfig ? `config key '${key}' in ${configFile}` : `--${kebab(key)}`
+      const where = key in flagged ? (typed[key] ?? `--${kebab(key)}`) : key in fromConfig ? `config key '${configNames[key] ?? key}' in ${configFile}` : `--${kebab(key)}`
       return `${where}: ${describe(issue)}`
     })
     throw new UsageError(lines.join('\n'))
@@ -159,7 +200,7 @@ export async function parseCommand<S extends z.ZodObject>(
     const want = p.max === p.min ? `${p.min}` : p.max === undefined ? `at least ${p.min}` : `${p.min} to ${p.max}`
     throw new UsageError(`'facenet ${spec.name}' takes ${want} ${p.name}, got ${count}`)
   }
-  return { options: result.data, positionals, json, help, fromFlags: new Set(Object.keys(flagged)), configFile }
+  return { options: result.data, positionals, json, help, fromFlags: new Set(Object.keys(flagged)), flagNames, configFile }
 }
 
 async function readConfig(file: string): Promise<Record<string, unknown>> {
@@ -212,20 +253,21 @@ export const MODEL_FLAGS: Record<string, FlagSpec> = {
   device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
   threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
   centerCrop: { kind: 'number', value: 'F', help: "central fraction kept before resizing (default: the model's, stored at training)" },
-  batchSize: { kind: 'number', value: 'N', help: 'images per forward pass (default 32)' },
+  ...flagsOf(EVAL, ['batchSize']),
 }
 
-const device = z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+/** `--device` of every command. */
+export const deviceSchema = z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
 export const positiveInt = z.number().int().positive()
 export const crop = z.number().gt(0).lte(1)
 
 export const modelSchema = {
   model: z.string().min(1).optional(),
   arch: z.enum(ARCHS).optional(),
-  device: device.default('auto'),
+  device: deviceSchema.default('auto'),
   threads: positiveInt.optional(),
   centerCrop: crop.optional(),
-  batchSize: positiveInt.default(32),
+  batchSize: schemaOf(EVAL, ['batchSize']).batchSize as z.ZodOptional<z.ZodNumber>,
 }
 
 /** `1 cluster`, `2 clusters`: a count with its noun in the right number. */

@@ -3,10 +3,11 @@ import { z } from 'zod'
 import { packImageFolder } from '../data/pack'
 import { refuseOutputInInput } from './derived-names'
 import { crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, type CommandSpec } from './options'
+import { TRAINING } from '../tables/training'
 
 const packSchema = z.strictObject({
   size: z.number().int().min(8).max(4096),
-  centerCrop: crop.default(1),
+  centerCrop: crop.default(TRAINING.centerCrop.default),
   batchSize: positiveInt.default(256),
 })
 
@@ -17,7 +18,7 @@ export const packSpec: CommandSpec<typeof packSchema> = {
   positionals: { name: 'folders (DIR OUT)', min: 2, max: 2 },
   flags: {
     size: { kind: 'number', value: 'S', help: 'side of the square rows in pixels (e.g. the model input: 64 for tiny, 160 for nn3)' },
-    centerCrop: { kind: 'number', value: 'F', help: 'central fraction kept before resizing (default 1)' },
+    centerCrop: { kind: 'number', value: 'F', help: `central fraction kept before resizing (default ${TRAINING.centerCrop.default})` },
     batchSize: { kind: 'number', value: 'N', help: 'images decoded per batch and per progress record (default 256)' },
   },
   schema: packSchema,

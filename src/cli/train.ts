@@ -6,9 +6,9 @@ import { z } from 'zod'
 import { ImageFolder } from '../data/image-folder'
 import { Rng } from '../rng'
 import { LfwPairs } from '../data/lfw-pairs'
-import { PKSampler, ShuffleSampler } from '../data/sampler'
 import type { Device } from '../device'
 import { DataError, FaceNetError, InvalidArgumentError, OutputError } from '../errors'
+import { FLOAT32_MAX } from '../check'
 import { FaceNet, PRETRAINED_MODELS, type PretrainedModel } from '../model'
 import { chooseThreshold } from '../training/threshold'
 import { binding } from '../binding'
@@ -16,15 +16,20 @@ import { acquireRunLock } from '../run-lock'
 import { checkpointStep, isCheckpoint, latestCheckpoint, partialCheckpointWriter } from '../training/checkpoints'
 import { Trainer, type TrainerOptions } from '../training/trainer'
 import { META } from './model'
-import { ARCHS, LOSSES, MINERS, MINING_MODES, OPTIMIZERS, PRECISIONS, REDUCERS } from '../options'
+import { ARCHS, DEFAULT_ARCH, type Arch, type LossType, type MiningMode, type OnBadImage } from '../options'
 import type { LossPhaseOptions } from '../training/objective'
-import { choicesHelp, crop, EXIT, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec } from './options'
+import { AUGMENT } from '../tables/augment'
+import { LOSS } from '../tables/loss'
+import { MINING } from '../tables/mining'
+import { option, optionTable, resolveOption } from '../tables/table'
+import { TRAINING } from '../tables/training'
+import { canonicalKeys, deviceSchema, EXIT, kebab, parseCommand, positiveInt, printHelp, SUMMARIES, UsageError, type CommandSpec, type FlagSpec } from './options'
+import { flagsOf, schemaOf, setIn, type CommandOption } from './table-flags'
 import { ProgressBar } from './progress'
 import { readRegularFile } from '../regular-file'
 import { distributedFromEnv } from '../training/distributed'
 import { launch, splitNproc } from './launch'
 
-const FLOAT32_MAX = 3.4028234663852886e38
 
 /** The LFW of a clone (`data/lfw`), two levels above this file in both src/ and dist/. */
 const CLONE_LFW = resolve(__dirname, '..', '..', 'data', 'lfw')
@@ -47,138 +52,111 @@ export function lfwRoot(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
- * `facenet train`'s defaults are sized for a laptop CPU, where a first run happens: the
- * `tiny` network on 32×4 batches takes a fraction of a second per step, where the paper's
- * `nn1` on 45×40 batches takes ~40 s and 2.4 GB on 2 cores. The API's defaults stay the
- * paper's; the paper's recipe from the CLI is `--arch nn1 --batch-identities 45 --batch-images 40`.
+ * `facenet train`'s own options (the data, the network, the run's budget and folder); the
+ * trainer's come from the training, mining, loss and augmentation tables. Its defaults are
+ * sized for a laptop CPU, where a first run happens: the `tiny` network on 32×4 batches
+ * takes a fraction of a second per step, where the paper's `nn1` on 45×40 batches takes
+ * ~40 s and 2.4 GB on 2 cores. The API's defaults stay the paper's; the paper's recipe from
+ * the CLI is `--arch nn1 --identities-per-batch 45 --images-per-identity 40`.
  */
-const CLI_DEFAULTS = { arch: 'tiny', batchIdentities: 32, batchImages: 4, checkpointEvery: 100 } as const
-
-/** What a run's `config.json` holds: the recipe, so `--resume` continues with the same one. */
-const recipe = {
-  data: z.string().min(1).optional(),
-  lfw: z.boolean().optional(),
-  arch: z.enum(ARCHS).default(CLI_DEFAULTS.arch),
-  embeddingDim: positiveInt.default(128),
+const TRAIN_RECIPE = optionTable({
+  data: option<string>({ kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' }),
+  lfw: option<boolean>({ kind: 'boolean', help: "train on the identities of LFW View 2 folds 1–9 (fold 10 is for eval); a clone's data/lfw, or $FACENET_LFW" }),
+  arch: option<string>({ kind: 'enum', values: ARCHS, default: DEFAULT_ARCH, value: 'ARCH', help: "network (the paper's: nn1 with --identities-per-batch 45 --images-per-identity 40)", cli: { default: 'tiny' } }),
+  embeddingDim: option<number>({ kind: 'number', schema: positiveInt, defaultText: "128, the paper's", value: 'N', help: 'embedding length' } as CommandOption<number>),
   // A flag gives "32,64,128"; config.json keeps the parsed list.
-  tinyWidths: z
-    .preprocess(
+  tinyWidths: option<number[]>({
+    kind: 'list',
+    schema: z.preprocess(
       (value) => (typeof value === 'string' ? value.split(',').map(Number) : value),
       z.array(positiveInt.max(4096)).min(2, 'expected 2 or more channel counts such as 32,64,128,256'),
-    )
-    .optional(),
-  inputSize: positiveInt.max(1024).optional(),
-  from: z.string().min(1).optional(),
-  freeze: z.preprocess((value) => (typeof value === 'string' ? value.split(',') : value), z.array(z.string().min(1)).min(1)).optional(),
-  trainLastBlocks: positiveInt.optional(),
-  holdout: z.number().int().min(0).optional(),
-  epochs: positiveInt.default(10),
-  mining: z.enum(MINING_MODES).default('online'),
-  miner: z.enum(MINERS).default('semi-hard'),
-  reducer: z.enum(REDUCERS).default('mean'),
-  optimizer: z.enum(OPTIMIZERS).default('adagrad'),
-  // Rates and coefficients meet float32 weights: beyond float32's range libtorch overflows.
-  lr: z.number().positive().max(FLOAT32_MAX).default(0.05),
-  momentum: z.number().min(0).max(FLOAT32_MAX).optional(),
-  weightDecay: z.number().min(0).max(FLOAT32_MAX).optional(),
-  loss: z.enum(LOSSES).default('triplet'),
-  // The margin of --loss: α for the triplet loss (0.2 when unset), m for ArcFace and CosFace.
-  margin: z.number().min(0).max(FLOAT32_MAX).optional(),
-  scale: z.number().positive().max(FLOAT32_MAX).optional(),
-  easyMargin: z.boolean().optional(),
-  centerWeight: z.number().min(0).max(FLOAT32_MAX).optional(),
-  tripletWeight: z.number().min(0).max(FLOAT32_MAX).optional(),
-  tripletMargin: z.number().min(0).max(FLOAT32_MAX).optional(),
-  tripletFrom: positiveInt.optional(),
-  batchSize: z.number().int().min(2).optional(),
-  batchIdentities: positiveInt.default(CLI_DEFAULTS.batchIdentities),
-  // An anchor and a positive: one image per identity holds no triplet.
-  batchImages: z.number().int().min(2).default(CLI_DEFAULTS.batchImages),
-  negatives: z.number().int().min(0).optional(),
-  tripletsPerBatch: positiveInt.optional(),
-  centerCrop: crop.default(1),
-  noAugment: z.boolean().default(false),
-  cropScale: crop.default(0.875),
-  rotation: z.number().min(0).max(45).default(0),
-  brightness: z.number().min(0).lt(1).default(0),
-  seed: z.number().int().min(0).default(0),
-  checkpointEvery: z.number().int().min(0).default(CLI_DEFAULTS.checkpointEvery),
-  keepCheckpoints: positiveInt.default(3),
-  precision: z.enum(PRECISIONS).default('fp32'),
-  skipBadImages: z.boolean().default(false),
-  // In the recipe, so that --resume goes on logging where the run logged.
-  tensorboard: z.string().min(1).optional(),
-}
+    ),
+    defaultText: '32,64,128,256',
+    value: 'W,W,…',
+    help: "arch 'tiny': channels per stage",
+  } as CommandOption<number[]>),
+  inputSize: option<number>({ kind: 'number', schema: positiveInt.max(1024), defaultText: '64', value: 'PX', help: "arch 'tiny': input side in pixels" } as CommandOption<number>),
+  from: option<string>({ kind: 'string', value: 'MODEL', help: `fine-tune MODEL (${PRETRAINED_MODELS.join(', ')}, a .safetensors or a dlib .dat): its arch, input size, preprocessing and alignment are kept` }),
+  holdout: option<number>({
+    kind: 'number',
+    schema: z.number().int().min(0),
+    defaultText: '10%, at least 2; 0 keeps none and stores no threshold',
+    value: 'N',
+    help: 'with --from: identities held out to choose the stored threshold on',
+  } as CommandOption<number>),
+  // The run's length is part of the recipe: --resume goes on to the same epoch count.
+  epochs: option<number>({ kind: 'number', schema: positiveInt, value: 'N', help: 'epochs in total, resumed ones included', cli: { default: 10 } } as CommandOption<number>),
+  noAugment: option<boolean>({ kind: 'boolean', help: 'no random crop, flip, rotation or brightness (the API\'s augment: false)' }),
+  // The margin of --loss is --margin; beside a classification loss the triplets have their own.
+  tripletMargin: option<number>({ kind: 'number', schema: z.number().min(0).max(FLOAT32_MAX), defaultText: `${MINING.margin.default}`, value: 'X', help: 'triplet margin α beside a classification --loss' } as CommandOption<number>),
+  tripletFrom: option<number>({ kind: 'number', schema: positiveInt, value: 'STEP', help: 'with a classification --loss: train with the triplet loss alone from step STEP on (a warm-up, then triplets)' } as CommandOption<number>),
+})
+
+/** What a run's `config.json` does not hold: how this invocation runs, not what it trains. */
+const TRAIN_RUN = optionTable({
+  out: option<string>({ kind: 'string', value: 'DIR', help: 'run folder: checkpoints/, train.jsonl, model.safetensors, config.json' }),
+  minutes: option<number>({ kind: 'number', schema: z.number().positive(), value: 'M', help: 'stop (with a checkpoint) after M minutes of this run' } as CommandOption<number>),
+  maxSteps: option<number>({ kind: 'number', schema: positiveInt, value: 'N', help: 'stop (with a checkpoint) at step N in total' } as CommandOption<number>),
+  resume: option<boolean | string>({ kind: 'boolean', schema: z.union([z.boolean(), z.string().min(1)]), value: '[CKPT]', help: "continue from CKPT, or from the newest checkpoint in --out; the recipe comes from --out's config.json" } as CommandOption<boolean | string>),
+  overwrite: option<boolean>({ kind: 'boolean', help: 'start afresh in an --out that already holds a run (deletes its checkpoints and log)' }),
+  device: option<string>({ kind: 'string', schema: deviceSchema, cli: { default: 'auto' }, value: 'DEV', help: "'auto', 'cpu', 'cuda' or 'cuda:N'" } as CommandOption<string>),
+  threads: option<number>({ kind: 'number', schema: positiveInt, defaultText: 'the CPU count', value: 'N', help: 'libtorch threads' } as CommandOption<number>),
+  verify: option<boolean>({ kind: 'boolean', help: 'decode every image once before training and report every bad one; stop if any (unless --on-bad-image skip)' }),
+})
+
+/** The tables `facenet train` makes its flags of, in `--help`'s order; one key, one flag. */
+const TRAIN_TABLES = [TRAIN_RECIPE, TRAINING, MINING, LOSS, AUGMENT] as const
+
+/** What a run's `config.json` holds: the recipe, so `--resume` continues with the same one. */
+const recipe = Object.assign({}, ...TRAIN_TABLES.map((table) => schemaOf(table))) as Record<string, z.ZodType>
 const RECIPE_KEYS = Object.keys(recipe)
 
-const schema = z.strictObject({
-  ...recipe,
-  out: z.string().min(1),
-  minutes: z.number().positive().optional(),
-  maxSteps: positiveInt.optional(),
-  resume: z.union([z.boolean(), z.string().min(1)]).optional(),
-  overwrite: z.boolean().default(false),
-  device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected 'auto', 'cpu', 'cuda' or 'cuda:N'").default('auto'),
-  threads: positiveInt.optional(),
-  verify: z.boolean().default(false),
-})
+const schema = z.strictObject({ ...recipe, ...schemaOf(TRAIN_RUN) }) as z.ZodObject<Record<string, z.ZodType>>
+
+/** The options as `train` reads them (zod's inferred type is too wide for a generated shape). */
+type TrainFlags = {
+  data?: string
+  lfw?: boolean
+  arch: Arch
+  embeddingDim?: number
+  tinyWidths?: number[]
+  inputSize?: number
+  from?: string
+  freeze?: string[]
+  trainLastBlocks?: number
+  holdout?: number
+  epochs: number
+  mining?: MiningMode
+  loss?: LossType
+  margin?: number
+  scale?: number
+  easyMargin?: boolean
+  centerWeight?: number
+  tripletWeight?: number
+  tripletMargin?: number
+  tripletFrom?: number
+  identitiesPerBatch: number
+  negativesPerBatch?: number
+  centerCrop?: number
+  noAugment?: boolean
+  seed?: number
+  onBadImage?: OnBadImage
+  tensorboard?: string
+  out?: string
+  minutes?: number
+  maxSteps?: number
+  resume?: boolean | string
+  overwrite?: boolean
+  device: string
+  threads?: number
+  verify?: boolean
+}
 
 export const trainSpec: CommandSpec<typeof schema> = {
   name: 'train',
   summary: SUMMARIES.train,
   usage: 'facenet train (--data DIR | --lfw) --out runs/NAME [options]',
-  flags: {
-    data: { kind: 'string', value: 'DIR', help: 'training images, one folder per identity (DIR/Name/*.jpg)' },
-    lfw: { kind: 'boolean', help: 'train on the identities of LFW View 2 folds 1–9 (fold 10 is for eval); a clone\'s data/lfw, or $FACENET_LFW' },
-    arch: { kind: 'string', value: 'ARCH', help: `${choicesHelp('network', ARCHS, CLI_DEFAULTS.arch)}; the paper's: nn1 with --batch-identities 45 --batch-images 40` },
-    embeddingDim: { kind: 'number', value: 'N', help: 'embedding length (default 128)' },
-    tinyWidths: { kind: 'string', value: 'W,W,…', help: "arch 'tiny': channels per stage (default 32,64,128,256)" },
-    inputSize: { kind: 'number', value: 'PX', help: "arch 'tiny': input side in pixels (default 64)" },
-    from: { kind: 'string', value: 'MODEL', help: `fine-tune MODEL (${PRETRAINED_MODELS.join(', ')}, a .safetensors or a dlib .dat): its arch, input size, preprocessing and alignment are kept` },
-    freeze: { kind: 'string', value: 'P,P,…', help: 'with --from: freeze the layers under these name prefixes (see facenet model summary)' },
-    trainLastBlocks: { kind: 'number', value: 'N', help: 'with --from: freeze every block but the last N' },
-    holdout: { kind: 'number', value: 'N', help: 'with --from: identities held out to choose the stored threshold on (default 10%, at least 2; 0 keeps none and stores no threshold)' },
-    epochs: { kind: 'number', value: 'N', help: 'epochs in total, resumed ones included (default 10)' },
-    minutes: { kind: 'number', value: 'M', help: 'stop (with a checkpoint) after M minutes of this run' },
-    maxSteps: { kind: 'number', value: 'N', help: 'stop (with a checkpoint) at step N in total' },
-    mining: { kind: 'string', value: 'MODE', help: `${choicesHelp('triplets from', MINING_MODES, 'online')}; online: mined in each P×K batch, epoch: the notebook's per-epoch list` },
-    miner: { kind: 'string', value: 'NAME', help: choicesHelp('online miner', MINERS, 'semi-hard') },
-    reducer: { kind: 'string', value: 'NAME', help: `${choicesHelp('loss over the triplets', REDUCERS, 'mean')}; mean-active: over those with a positive loss` },
-    optimizer: { kind: 'string', value: 'NAME', help: `${choicesHelp('optimizer', OPTIMIZERS, 'adagrad')}; adagrad is the paper's` },
-    lr: { kind: 'number', value: 'X', help: 'learning rate (default 0.05)' },
-    momentum: { kind: 'number', value: 'X', help: 'SGD momentum (default 0)' },
-    weightDecay: { kind: 'number', value: 'X', help: 'weight decay (default 0)' },
-    loss: { kind: 'string', value: 'NAME', help: `${choicesHelp('loss', LOSSES, 'triplet')}; the others train a class-weight matrix over the identities (kept out of model.safetensors)` },
-    margin: { kind: 'number', value: 'X', help: 'margin of --loss: triplet α (default 0.2), ArcFace m in radians (0.5), CosFace m (0.4)' },
-    scale: { kind: 'number', value: 'S', help: 'ArcFace/CosFace logit scale s (default 64)' },
-    easyMargin: { kind: 'boolean', help: "ArcFace: the margin only where cos θ > 0 (default: insightface's cos θ − m·sin m past π − m)" },
-    centerWeight: { kind: 'number', value: 'X', help: 'softmax-center: weight λ of the centre loss (default 0.01)' },
-    tripletWeight: { kind: 'number', value: 'W', help: 'with a classification --loss: add W × the triplet loss (P×K batches then; default 0)' },
-    tripletMargin: { kind: 'number', value: 'X', help: 'triplet margin α beside a classification --loss (default 0.2)' },
-    tripletFrom: { kind: 'number', value: 'STEP', help: 'with a classification --loss: train with the triplet loss alone from step STEP on (a warm-up, then triplets)' },
-    batchSize: { kind: 'number', value: 'N', help: 'images per batch of a classification --loss without triplets (default 128)' },
-    batchIdentities: { kind: 'number', value: 'P', help: `identities per batch (default ${CLI_DEFAULTS.batchIdentities})` },
-    batchImages: { kind: 'number', value: 'K', help: `images per identity in a batch (default ${CLI_DEFAULTS.batchImages})` },
-    negatives: { kind: 'number', value: 'N', help: 'single-image identities added per batch as negatives (default K)' },
-    tripletsPerBatch: { kind: 'number', value: 'N', help: "triplets per step with --mining epoch (default 32)" },
-    centerCrop: { kind: 'number', value: 'F', help: 'central fraction of each image kept before resizing (default 1); stored with the model' },
-    noAugment: { kind: 'boolean', help: 'no random crop and flip of training images' },
-    cropScale: { kind: 'number', value: 'F', help: 'random crop side drawn from [F, 1] of the image (default 0.875; 1: no cropping)' },
-    rotation: { kind: 'number', value: 'DEG', help: 'random rotation within ±DEG degrees (default 0: off)' },
-    brightness: { kind: 'number', value: 'X', help: 'random brightness factor within 1 ± X (default 0: off)' },
-    seed: { kind: 'number', value: 'N', help: 'seed of weights, sampling, augmentation and mining (default 0)' },
-    checkpointEvery: { kind: 'number', value: 'N', help: `checkpoint every N steps and at the end of the run (default ${CLI_DEFAULTS.checkpointEvery}; 0: at the end of every epoch)` },
-    keepCheckpoints: { kind: 'number', value: 'N', help: 'checkpoints kept (default 3)' },
-    out: { kind: 'string', value: 'DIR', help: 'run folder: checkpoints/, train.jsonl, model.safetensors, config.json' },
-    tensorboard: { kind: 'string', value: 'DIR', help: 'also log to TensorBoard (tensorboard --logdir DIR): losses, triplets, lr, img/s, histograms, the config' },
-    resume: { kind: 'boolean', value: '[CKPT]', help: "continue from CKPT, or from the newest checkpoint in --out; the recipe comes from --out's config.json" },
-    overwrite: { kind: 'boolean', help: "start afresh in an --out that already holds a run (deletes its checkpoints and log)" },
-    device: { kind: 'string', value: 'DEV', help: "'auto' (default), 'cpu', 'cuda' or 'cuda:N'" },
-    threads: { kind: 'number', value: 'N', help: 'libtorch threads (default: the CPU count)' },
-    precision: { kind: 'string', value: 'P', help: `${choicesHelp('arithmetic', PRECISIONS, 'fp32')}; bf16: bfloat16 autocast of the forward pass, for CUDA` },
-    skipBadImages: { kind: 'boolean', help: 'leave out images that cannot be decoded (each reported), instead of stopping the run' },
-    verify: { kind: 'boolean', help: 'decode every image once before training and report every bad one; stop if any (unless --skip-bad-images)' },
-  },
+  flags: Object.assign({}, ...[TRAIN_RECIPE, TRAIN_RUN, ...TRAIN_TABLES.slice(1)].map((table) => flagsOf(table))) as Record<string, FlagSpec>,
   schema,
   notes: [
     'Ctrl-C (SIGINT), SIGTERM and SIGHUP stop after the step in flight, write a checkpoint and',
@@ -186,6 +164,7 @@ export const trainSpec: CommandSpec<typeof schema> = {
     "'facenet train --out DIR --resume' continues from there. A second signal quits at once, with the same exit code; the last complete checkpoint stays.",
     'One run at a time per --out: a second one exits with 2, naming the process that holds the folder.',
     '--nproc N trains data-parallel on N local processes (CPU, Gloo); RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun\'s variables) make this process one rank of a run across machines.',
+    'Old flag names (--batch-identities, --batch-images, --negatives, --rotation, --skip-bad-images) still work in this release.',
   ],
 }
 
@@ -252,28 +231,27 @@ async function holdsRun(out: string, checkpointDir: string): Promise<boolean> {
   return false
 }
 
-/** Trainer and sampler option names → the flags that set them, so messages name what the user typed. */
-const FLAG_OF: Record<string, string> = {
-  identitiesPerBatch: '--batch-identities',
-  imagesPerIdentity: '--batch-images',
-  negativesPerBatch: '--negatives',
-  tripletsPerBatch: '--triplets-per-batch',
-  weightDecay: '--weight-decay',
-  keepCheckpoints: '--keep-checkpoints',
-  checkpointEvery: '--checkpoint-every',
-  centerCrop: '--center-crop',
-  lr: '--lr',
-  margin: '--margin',
-  momentum: '--momentum',
-  seed: '--seed',
-  P: '--batch-identities',
-  K: '--batch-images',
+/**
+ * The options whose names the trainer's and samplers' messages use, and which flags set
+ * them; a camelCase name is always an option's, a one-word one only where listed (`margin`,
+ * not `loss` or `mining`, which are words in the messages too).
+ */
+const NAMED_IN_MESSAGES: Record<string, string> = {
+  ...Object.fromEntries(TRAIN_TABLES.flatMap((table) => Object.keys(flagsOf(table))).filter((key) => /[A-Z]/.test(key)).map((key) => [key, key])),
+  lr: 'lr',
+  margin: 'margin',
+  momentum: 'momentum',
+  seed: 'seed',
+  P: 'identitiesPerBatch',
+  K: 'imagesPerIdentity',
+  negatives: 'negativesPerBatch',
 }
 
-function withFlags(message: string): string {
-  const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+/** A trainer's message with option names replaced by the flags the user gave them as. */
+function withFlags(message: string, flagNames: Record<string, string>): string {
+  const flagOf = (key: string) => flagNames[key] ?? `--${kebab(key)}`
   return message.replace(/\bloss(?:\[\d+\])?\.([A-Za-z]+)|\b[A-Za-z]+\b/g, (word, lossField?: string) =>
-    lossField ? `--${kebab(lossField)}` : Object.hasOwn(FLAG_OF, word) ? FLAG_OF[word]! : word,
+    lossField ? flagOf(lossField) : Object.hasOwn(NAMED_IN_MESSAGES, word) ? flagOf(NAMED_IN_MESSAGES[word]!) : word,
   )
 }
 
@@ -281,9 +259,10 @@ function withFlags(message: string): string {
  * The Trainer's `loss` from the flags, and the triplet margin α. Flags that shape another
  * loss than the one chosen are refused rather than ignored.
  */
-function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | LossPhaseOptions[]; tripletMargin: number } {
+function lossOptions(o: TrainFlags): { loss: LossPhaseOptions | LossPhaseOptions[]; tripletMargin: number | undefined } {
+  const type = o.loss ?? (LOSS.loss.default as LossType)
   const only = (flag: string, value: unknown, types: readonly string[]) => {
-    if (value !== undefined && !types.includes(o.loss)) throw new UsageError(`${flag} applies to --loss ${types.join(' or ')}, not '${o.loss}'`)
+    if (value !== undefined && !types.includes(type)) throw new UsageError(`${flag} applies to --loss ${types.join(' or ')}, not '${type}'`)
   }
   only('--scale', o.scale, ['arcface', 'cosface'])
   only('--easy-margin', o.easyMargin, ['arcface'])
@@ -292,19 +271,18 @@ function lossOptions(o: z.infer<typeof schema>): { loss: LossPhaseOptions | Loss
   only('--triplet-weight', o.tripletWeight, classifying)
   only('--triplet-margin', o.tripletMargin, classifying)
   only('--triplet-from', o.tripletFrom, classifying)
-  if (o.loss === 'triplet') return { loss: { type: 'triplet' }, tripletMargin: o.margin ?? 0.2 }
-  if (o.loss === 'softmax-center' && o.margin !== undefined) throw new UsageError("--margin applies to --loss triplet, arcface or cosface, not 'softmax-center'")
-  const tripletWeight = o.tripletWeight ?? 0
+  // The triplet loss's margin is the trainer's α; unset, the trainer's default.
+  if (type === 'triplet') return { loss: { type: 'triplet' }, tripletMargin: o.margin }
+  if (type === 'softmax-center' && o.margin !== undefined) throw new UsageError("--margin applies to --loss triplet, arcface or cosface, not 'softmax-center'")
   const first = {
-    type: o.loss,
+    type,
     ...(o.margin !== undefined ? { margin: o.margin } : {}),
     ...(o.scale !== undefined ? { scale: o.scale } : {}),
     ...(o.easyMargin !== undefined ? { easyMargin: o.easyMargin } : {}),
     ...(o.centerWeight !== undefined ? { centerWeight: o.centerWeight } : {}),
-    ...(tripletWeight > 0 ? { tripletWeight } : {}),
+    ...(o.tripletWeight !== undefined && o.tripletWeight > 0 ? { tripletWeight: o.tripletWeight } : {}),
   } as LossPhaseOptions
-  const tripletMargin = o.tripletMargin ?? 0.2
-  return { loss: o.tripletFrom !== undefined ? [first, { type: 'triplet', fromStep: o.tripletFrom }] : first, tripletMargin }
+  return { loss: o.tripletFrom !== undefined ? [first, { type: 'triplet', fromStep: o.tripletFrom }] : first, tripletMargin: o.tripletMargin }
 }
 
 /** The model `--from` names: a pretrained one by name, else a weights file (safetensors or dlib .dat). */
@@ -344,24 +322,29 @@ export async function train(rawArgv: string[]): Promise<number> {
   const resuming = argv.includes('--resume')
   const peeked = peekOut(argv)
   if (resuming && peeked) {
-    const saved = await readJson(join(resolve(peeked), 'config.json'))
-    if (saved) base = Object.fromEntries(Object.entries(saved).filter(([k]) => RECIPE_KEYS.includes(k)))
+    const configFile = join(resolve(peeked), 'config.json')
+    const saved = await readJson(configFile)
+    // A run saved before a flag's rename keeps its old keys; they mean the same options.
+    if (saved) base = Object.fromEntries(Object.entries(canonicalKeys(trainSpec.flags, saved, configFile).values).filter(([k]) => RECIPE_KEYS.includes(k)))
   }
   const parsed = await parseCommand(trainSpec, argv, base)
   if (parsed.help) return printHelp(trainSpec)
-  const o = parsed.options
+  const o = parsed.options as TrainFlags
+  const flag = (key: keyof TrainFlags) => parsed.flagNames[key] ?? `--${kebab(key)}`
   if (resumePath !== undefined) o.resume = resumePath
+  if (o.out === undefined) throw new UsageError('--out: is required')
   if ((o.data === undefined) === (o.lfw !== true)) throw new UsageError('give exactly one of --data DIR and --lfw')
   if ((o.tinyWidths !== undefined || o.inputSize !== undefined) && o.arch !== 'tiny') throw new UsageError(`--tiny-widths and --input-size shape --arch tiny, not '${o.arch}'`)
+  const seed = resolveOption(TRAINING, 'seed', o)
   if (o.from !== undefined) {
-    const shaping = (['arch', 'embeddingDim', 'tinyWidths', 'inputSize'] as const).filter((k) => argv.some((a) => a === `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`))
-    if (shaping.length > 0) throw new UsageError(`--from keeps the source model's shape; drop ${shaping.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`)
+    const shaping = (['arch', 'embeddingDim', 'tinyWidths', 'inputSize'] as const).filter((k) => parsed.fromFlags.has(k))
+    if (shaping.length > 0) throw new UsageError(`--from keeps the source model's shape; drop ${shaping.map(flag).join(', ')}`)
   } else if (o.freeze !== undefined || o.trainLastBlocks !== undefined || o.holdout !== undefined) {
     throw new UsageError('--freeze, --train-last-blocks and --holdout shape a fine-tune: give --from MODEL')
   }
   const { loss, tripletMargin } = lossOptions(o)
-  if (o.batchIdentities === 1 && o.negatives === 0) {
-    throw new UsageError('--batch-identities 1 with --negatives 0 makes batches of one identity, which hold no triplets; raise either')
+  if (o.identitiesPerBatch === 1 && o.negativesPerBatch === 0) {
+    throw new UsageError(`${flag('identitiesPerBatch')} 1 with ${flag('negativesPerBatch')} 0 makes batches of one identity, which hold no triplets; raise either`)
   }
   const out = resolve(o.out)
   const outInfo = await stat(out).catch(() => undefined)
@@ -389,7 +372,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const ui: { progress?: ProgressBar } = {}
   // Every rank of a data-parallel run says the same; rank 0 speaks for them.
   const say = (line: string) => (!leader ? undefined : parsed.json || !ui.progress ? process.stderr.write(`${line}\n`) : ui.progress.log(line))
-  const skip = o.skipBadImages
+  const skip = o.onBadImage === 'skip'
   const open = async (root: string) => {
     const found: string[] = []
     const folder = await ImageFolder.open(root, {
@@ -399,7 +382,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     })
     if (found.length > 0 && !skip) {
       for (const line of found) process.stderr.write(`bad image: ${line}\n`)
-      throw new DataError(root, `${found.length} bad image(s) or folder(s), listed above; fix or remove them, or pass --skip-bad-images`)
+      throw new DataError(root, `${found.length} bad image(s) or folder(s), listed above; fix or remove them, or pass --on-bad-image skip`)
     }
     for (const line of found) say(`skipped: ${line}`)
     if (o.verify) say(`verified ${folder.length} images of ${folder.identities.length} identities${found.length ? `, ${found.length} left out` : ''}`)
@@ -423,7 +406,7 @@ export async function train(rawArgv: string[]): Promise<number> {
     const count = o.holdout ?? Math.max(2, Math.round(multi.length / 10))
     if (count > 0) {
       if (count >= multi.length) throw new UsageError(`--holdout ${count}: the data has ${multi.length} identities with 2 or more images; hold out fewer (or --holdout 0)`)
-      const rng = new Rng(o.seed, 0x401d)
+      const rng = new Rng(seed, 0x401d)
       const order = [...multi]
       for (let i = order.length - 1; i > 0; i--) {
         const j = rng.int(i + 1)
@@ -435,6 +418,8 @@ export async function train(rawArgv: string[]): Promise<number> {
     }
   }
 
+  // What the user set (and the CLI's own defaults): on --resume the trainer fills in the
+  // rest as it did, and options that shape another loss stay unset.
   const saved = Object.fromEntries(RECIPE_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]]))
   if (saved.data !== undefined) saved.data = resolve(String(saved.data))
   if (saved.tensorboard !== undefined) saved.tensorboard = resolve(String(saved.tensorboard))
@@ -456,54 +441,31 @@ export async function train(rawArgv: string[]): Promise<number> {
 
   using model = o.from !== undefined ? await loadSource(o.from, o.device as Device, o.threads) : await FaceNet.create({
     arch: o.arch,
-    embeddingDim: o.embeddingDim,
-    seed: o.seed,
+    ...(o.embeddingDim !== undefined ? { embeddingDim: o.embeddingDim } : {}),
+    seed,
     device: o.device as Device,
     ...(o.arch === 'tiny' && (o.tinyWidths || o.inputSize) ? { tiny: { ...(o.tinyWidths ? { widths: o.tinyWidths } : {}), ...(o.inputSize ? { inputSize: o.inputSize } : {}) } } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
   })
+  // Only what the user set (or the CLI sizes for a laptop): the trainer fills in the rest.
   const trainerOptions: TrainerOptions = {
-    optimizer: o.optimizer,
-    lr: o.lr,
-    margin: tripletMargin,
+    ...setIn(TRAINING, o),
+    ...setIn(MINING, o),
+    ...setIn(LOSS, o, ['reducer']),
     loss,
-    ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
-    mining: o.mining,
-    miner: o.miner,
-    reducer: o.reducer,
-    precision: o.precision,
-    identitiesPerBatch: o.batchIdentities,
-    imagesPerIdentity: o.batchImages,
-    centerCrop: o.centerCrop,
-    augment: o.noAugment ? false : { cropScale: o.cropScale, maxRotation: o.rotation, brightness: o.brightness },
-    seed: o.seed,
+    ...(tripletMargin !== undefined ? { margin: tripletMargin } : {}),
+    augment: o.noAugment ? false : setIn(AUGMENT, o),
     checkpointDir,
-    checkpointEvery: o.checkpointEvery,
-    keepCheckpoints: o.keepCheckpoints,
     logFile,
-    ...(o.tensorboard !== undefined ? { tensorboard: o.tensorboard } : {}),
-    onBadImage: skip ? 'skip' : 'error',
-    ...(o.momentum !== undefined ? { momentum: o.momentum } : {}),
-    ...(o.weightDecay !== undefined ? { weightDecay: o.weightDecay } : {}),
-    ...(o.negatives !== undefined ? { negativesPerBatch: o.negatives } : {}),
-    ...(o.tripletsPerBatch !== undefined ? { tripletsPerBatch: o.tripletsPerBatch } : {}),
-    ...(o.freeze !== undefined ? { freeze: o.freeze } : {}),
-    ...(o.trainLastBlocks !== undefined ? { trainLastBlocks: o.trainLastBlocks } : {}),
     ...(distributed ? { distributed } : {}),
   }
   let trainer: Trainer
   let stepsPerEpoch: number | undefined
   try {
     trainer = new Trainer(model, trainerOptions)
-    const first = trainer.options.loss[0]!
-    stepsPerEpoch =
-      o.mining !== 'online'
-        ? undefined
-        : first.tripletWeight > 0
-          ? new PKSampler(folder, { P: o.batchIdentities, K: o.batchImages, negatives: trainer.options.negativesPerBatch, seed: o.seed }).batchesPerEpoch
-          : new ShuffleSampler(folder, { batchSize: trainer.options.batchSize, seed: o.seed }).batchesPerEpoch
+    stepsPerEpoch = trainer.stepsPerEpoch(folder)
   } catch (error) {
-    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
+    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message, parsed.flagNames))
     throw error
   }
   const startStep = resume ? (checkpointStep(resume) ?? 0) : 0
@@ -511,7 +473,7 @@ export async function train(rawArgv: string[]): Promise<number> {
   const progress = new ProgressBar({ epochs: o.epochs, stepsPerEpoch, maxSteps: o.maxSteps, maxSeconds, startStep })
   ui.progress = progress
   say(
-    `training ${o.arch} with the ${o.loss} loss${o.tripletWeight ? ` + ${o.tripletWeight} × triplet` : ''}${o.tripletFrom !== undefined ? `, triplet alone from step ${o.tripletFrom}` : ''} on ${folder.length} images of ${folder.identities.length} identities` +
+    `training ${o.arch} with the ${o.loss ?? LOSS.loss.default} loss${o.tripletWeight ? ` + ${o.tripletWeight} × triplet` : ''}${o.tripletFrom !== undefined ? `, triplet alone from step ${o.tripletFrom}` : ''} on ${folder.length} images of ${folder.identities.length} identities` +
       (resume ? `, resuming from ${resume}` : '') +
       ` → ${out}`,
   )
@@ -548,9 +510,9 @@ export async function train(rawArgv: string[]): Promise<number> {
     })
   } catch (error) {
     // Options the trainer refuses only once it sees the data, e.g. one identity per batch.
-    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message))
+    if (error instanceof InvalidArgumentError) throw new UsageError(withFlags(error.message, parsed.flagNames))
     if (error instanceof DataError && !skip && / saved in /.test(error.message)) {
-      error.message += `; continue with: facenet train --out ${o.out} --resume (add --skip-bad-images to leave bad images out)`
+      error.message += `; continue with: facenet train --out ${o.out} --resume (add --on-bad-image skip to leave bad images out)`
     }
     throw error
   } finally {
@@ -567,11 +529,11 @@ export async function train(rawArgv: string[]): Promise<number> {
   let saveError: FaceNetError | undefined
   // A fine-tune keeps the source's metadata (its alignment) with its weights, but not its
   // threshold nor its embedding space, which training moved: `save` sees to both.
-  const metadata: Record<string, string> = { [META.centerCrop]: String(o.centerCrop), steps: String(result.steps) }
+  const metadata: Record<string, string> = { [META.centerCrop]: String(trainer.options.centerCrop), steps: String(result.steps) }
   if (o.from !== undefined) {
     metadata.fineTunedFrom = o.from
     if (heldOut) {
-      const chosen = await chooseThreshold(model, heldOut, { seed: o.seed, centerCrop: o.centerCrop })
+      const chosen = await chooseThreshold(model, heldOut, { seed, centerCrop: trainer.options.centerCrop })
       Object.assign(metadata, { [META.threshold]: String(chosen.threshold), [META.thresholdMetric]: chosen.metric, [META.thresholdFrom]: `${chosen.pairs} held-out pairs of ${heldOut.identities.length} identities (accuracy ${(100 * chosen.accuracy).toFixed(2)}%)` })
       say(`threshold ${chosen.threshold.toFixed(4)} chosen on ${chosen.pairs} pairs of ${heldOut.identities.length} held-out identities (accuracy ${(100 * chosen.accuracy).toFixed(2)}%)`)
     }

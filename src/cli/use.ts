@@ -31,7 +31,7 @@ export const ALIGNING: Record<string, FlagSpec> = {
   ...ALIGN_FLAGS,
 }
 export const aligning = { align: z.boolean().optional(), noAlign: z.boolean().default(false), ...alignSchema }
-type AlignArgs = z.infer<z.ZodObject<typeof aligning>> & { device: string; threads?: number; batchSize: number }
+type AlignArgs = z.infer<z.ZodObject<typeof aligning>> & { device: string; threads?: number; batchSize?: number }
 
 /** Whether to detect and align: as the flags say, else as the model stores. */
 export function aligns(model: FaceNet, o: AlignArgs): boolean {

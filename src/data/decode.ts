@@ -3,6 +3,7 @@ import { ImageList } from './image-list'
 import { BatchLoader, type Batch } from './loader'
 import { checkCenterCrop, type InputSize } from './preprocess'
 import { SequentialSampler } from './sampler'
+import { EVAL } from '../tables/eval'
 
 export interface DecodeOptions {
   /**
@@ -19,7 +20,7 @@ export function decodedBatches(paths: readonly string[], size: InputSize, option
   const source = new ImageList(paths)
   return new BatchLoader(source, {
     size,
-    sampler: new SequentialSampler(source, options.batchSize ?? 32),
+    sampler: new SequentialSampler(source, options.batchSize ?? EVAL.batchSize.default),
     centerCrop: checkCenterCrop(options.centerCrop),
   })
 }

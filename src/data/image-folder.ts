@@ -5,6 +5,7 @@ import type { CropResult, FolderAlignOptions } from './align-cache'
 import { decodeCheck } from './preprocess'
 import { badData, countLabels, defaultWarn, type ImageInput, type ImageSource, type OnBadImage, type SkippedImage } from './source'
 import { notRegularProblem } from '../regular-file'
+import { TRAINING } from '../tables/training'
 
 export interface ImageFolderItem {
   /** Absolute path of the image file. */
@@ -106,7 +107,7 @@ export class ImageFolder implements ImageSource {
     if (!Number.isInteger(minImages) || minImages < 1) {
       throw new InvalidArgumentError(`minImagesPerIdentity must be an integer ≥ 1, got ${String(minImages)}`)
     }
-    const onBad = options.onBadImage ?? 'error'
+    const onBad = options.onBadImage ?? TRAINING.onBadImage.default
     if (onBad !== 'error' && onBad !== 'skip') {
       throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(onBad)}`)
     }

@@ -3,6 +3,7 @@ import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
 import { DataError, InvalidArgumentError, quoted } from '../errors'
 import { badData, defaultWarn, type OnBadImage, type SkippedImage } from './source'
 import { readRegularFile } from '../regular-file'
+import { TRAINING } from '../tables/training'
 
 export interface LfwPair {
   /** Absolute paths of the two images, inside the data root. */
@@ -140,7 +141,7 @@ export class LfwPairs {
 
     const skipped: SkippedImage[] = []
     if (options.checkImages ?? true) {
-      const mode = options.onBadImage ?? 'error'
+      const mode = options.onBadImage ?? TRAINING.onBadImage.default
       if (mode !== 'error' && mode !== 'skip') throw new InvalidArgumentError(`onBadImage must be 'error' or 'skip', got ${String(mode)}`)
       const unique = [...new Set(out.flatMap((fold) => fold.pairs.flatMap((p) => [p.a, p.b])))]
       const missing = new Set<string>()

@@ -3,10 +3,11 @@ import sharp from 'sharp'
 import { checkSeed } from '../check'
 import { DataError, InvalidArgumentError } from '../errors'
 import { ON_BAD_IMAGE, quotedList } from '../options'
-import { checkAugment, checkCenterCrop, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
+import { checkAugment, checkCenterCrop, checkFit, checkSize, drawTransform, IDENTITY_TRANSFORM, preprocessImage, withCenterCrop, type AugmentOptions, type Fit, type InputSize } from './preprocess'
 import { Rng } from './rng'
 import type { SampledBatch } from './sampler'
 import { badData, defaultWarn, type ImageSource, type OnBadImage, type SkippedImage } from './source'
+import { TRAINING } from '../tables/training'
 
 // libuv reads UV_THREADPOOL_SIZE once, when its pool first starts. Decoding runs on that
 // pool (sharp and fs both), and its default of 4 threads leaves cores idle on larger
@@ -106,17 +107,16 @@ export class BatchLoader implements AsyncIterable<Batch> {
     if (!options.sampler || typeof options.sampler.epochBatches !== 'function') {
       throw new InvalidArgumentError('options.sampler must be a PKSampler or SequentialSampler')
     }
-    const prefetch = options.prefetch ?? 2
+    const prefetch = options.prefetch ?? TRAINING.prefetch.default
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new InvalidArgumentError(`prefetch must be an integer ≥ 1, got ${String(prefetch)}`)
     const concurrency = options.concurrency ?? Number(process.env.UV_THREADPOOL_SIZE ?? 4)
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new InvalidArgumentError(`concurrency must be an integer ≥ 1, got ${String(concurrency)}`)
-    const mode = options.onBadImage ?? 'error'
+    const mode = options.onBadImage ?? TRAINING.onBadImage.default
     if (!ON_BAD_IMAGE.includes(mode)) throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${String(mode)}`)
     this.#augment = options.augment ? checkAugment(options.augment) : undefined
     checkCenterCrop(options.centerCrop)
-    const fit = options.fit ?? 'cover'
-    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
-    checkSeed(options.seed ?? 0)
+    checkFit(options.fit)
+    checkSeed(options.seed ?? TRAINING.seed.default)
     this.#options = { ...options, prefetch, concurrency, onBadImage: mode }
     this.#semaphore = new Semaphore(concurrency)
     sharp.concurrency(1)
@@ -142,9 +142,9 @@ export class BatchLoader implements AsyncIterable<Batch> {
     const { height, width } = this.size
     const plane = height * width * 3
     const n = sampled.indices.length
-    const rng = this.#augment ? new Rng(this.#options.seed ?? 0, sampled.epoch, sampled.batch) : undefined
+    const rng = this.#augment ? new Rng(this.#options.seed ?? TRAINING.seed.default, sampled.epoch, sampled.batch) : undefined
     // Drawn up front in image order, so the transforms do not depend on decode timing.
-    const crop = this.#options.centerCrop ?? 1
+    const crop = this.#options.centerCrop ?? TRAINING.centerCrop.default
     const transforms = Array.from({ length: n }, () => withCenterCrop(rng ? drawTransform(rng, this.#augment!) : IDENTITY_TRANSFORM, crop))
     const pixels = new Uint8Array(n * plane)
     const ok = new Uint8Array(n)

@@ -2,7 +2,7 @@ import { open, readFile, stat, type FileHandle } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import sharp from 'sharp'
 import type { BindingNpyImages } from '../../index'
-import { DataError, fromBindingError, InvalidArgumentError } from '../errors'
+import { DataError, bindingError, fromBindingError, InvalidArgumentError } from '../errors'
 import { countLabels, type ImageInput, type ImageSource } from './source'
 import { notRegularProblem } from '../regular-file'
 
@@ -267,10 +267,11 @@ export function mappedImages(source: ImageSource): BindingNpyImages | undefined 
   return source instanceof NpyDataset ? MAPPED.get(source) : undefined
 }
 
-/** The core's DataError ("ERR_DATA: FILE: reason") as a {@link DataError} naming `file`. */
+/** The core's DataError (its message starts with the file) as a {@link DataError} naming `file`. */
 export function fromCoreDataError(error: unknown, file: string): unknown {
-  const message = error instanceof Error ? /^ERR_DATA: (.*)$/s.exec(error.message)?.[1] : undefined
-  if (message === undefined) return fromBindingError(error)
+  const coded = bindingError(error)
+  if (coded?.code !== 'ERR_DATA') return fromBindingError(error)
+  const { message } = coded
   return new DataError(file, message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message, { cause: error })
 }
 

@@ -3,8 +3,9 @@ import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { BatchLoader, prefetched, type Batch, type LoaderOptions } from './loader'
 import { fromCoreDataError, mappedImages, type NpyDataset } from './npy'
-import { checkAugment, checkCenterCrop, checkSize } from './preprocess'
+import { checkAugment, checkCenterCrop, checkFit, checkSize } from './preprocess'
 import type { ImageSource } from './source'
+import { TRAINING } from '../tables/training'
 
 /** A gathered batch's tensor and how it becomes network input, by batch. */
 const GATHERED = new WeakMap<Batch, { images: BindingImageBatch; transform: BindingBatchTransform }>()
@@ -29,11 +30,10 @@ export class PackedBatchLoader implements AsyncIterable<Batch> {
     if (!options.sampler || typeof options.sampler.epochBatches !== 'function') {
       throw new InvalidArgumentError('options.sampler must be a PKSampler or SequentialSampler')
     }
-    const prefetch = options.prefetch ?? 2
+    const prefetch = options.prefetch ?? TRAINING.prefetch.default
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new InvalidArgumentError(`prefetch must be an integer ≥ 1, got ${String(prefetch)}`)
-    const seed = checkSeed(options.seed ?? 0)
-    const fit = options.fit ?? 'cover'
-    if (fit !== 'cover' && fit !== 'fill') throw new InvalidArgumentError(`fit must be 'cover' or 'fill', got ${String(fit)}`)
+    const seed = checkSeed(options.seed ?? TRAINING.seed.default)
+    const fit = checkFit(options.fit)
     this.#options = { ...options, prefetch, seed }
     this.#transform = {
       augment: options.augment ? checkAugment(options.augment) : undefined,

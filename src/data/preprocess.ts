@@ -3,6 +3,9 @@ import { DataError, InvalidArgumentError } from '../errors'
 import type { Rng } from './rng'
 import type { ImageInput } from './source'
 import { readRegularFile, regularFileSize } from '../regular-file'
+import { AUGMENT } from '../tables/augment'
+import { FITS, quotedList, type Fit } from '../options'
+import { resolveOption } from '../tables/table'
 
 /** The network's input size, e.g. a model's `info.inputSize`. */
 export interface InputSize {
@@ -10,11 +13,14 @@ export interface InputSize {
   width: number
 }
 
-/**
- * How images are resized to the input size. `'cover'` (default) keeps the aspect ratio
- * and crops the centre; `'fill'` stretches.
- */
-export type Fit = 'cover' | 'fill'
+export type { Fit } from '../options'
+
+/** A loader's `fit`: one of {@link FITS}, `'cover'` (keep the aspect ratio, crop the centre) when unset. */
+export function checkFit(fit: unknown): Fit {
+  const value = fit ?? FITS[0]
+  if (!(FITS as readonly unknown[]).includes(value)) throw new InvalidArgumentError(`fit must be ${quotedList(FITS)}, got ${String(value)}`)
+  return value as Fit
+}
 
 /** Random augmentation, drawn per image from the loader's seed. */
 export interface AugmentOptions {
@@ -48,11 +54,8 @@ export interface Transform {
 export const IDENTITY_TRANSFORM: Transform = { scale: 1, x: 0.5, y: 0.5, flip: false, rotation: 0, brightness: 1 }
 
 export function checkAugment(options: AugmentOptions): Required<AugmentOptions> {
-  const a = { cropScale: 0.875, flip: true, maxRotation: 0, brightness: 0, ...options }
-  if (!(a.cropScale > 0 && a.cropScale <= 1)) throw new InvalidArgumentError(`augment.cropScale must be in (0, 1], got ${a.cropScale}`)
-  if (!(a.maxRotation >= 0 && a.maxRotation <= 45)) throw new InvalidArgumentError(`augment.maxRotation must be 0..45 degrees, got ${a.maxRotation}`)
-  if (!(a.brightness >= 0 && a.brightness < 1)) throw new InvalidArgumentError(`augment.brightness must be in [0, 1), got ${a.brightness}`)
-  return a
+  const value = <K extends keyof typeof AUGMENT>(key: K) => resolveOption(AUGMENT, key, options, `augment.${key}`)
+  return { cropScale: value('cropScale'), flip: value('flip'), maxRotation: value('maxRotation'), brightness: value('brightness') }
 }
 
 export function checkSize(size: InputSize): InputSize {
@@ -143,7 +146,7 @@ export async function preprocessImage(
   input: ImageInput,
   size: InputSize,
   transform: Transform = IDENTITY_TRANSFORM,
-  fit: Fit = 'cover',
+  fit: Fit = FITS[0],
 ): Promise<Buffer> {
   try {
     let img = open(input)

@@ -1,6 +1,7 @@
 import { checkSeed } from '../check'
 import { InvalidArgumentError } from '../errors'
 import { Rng } from './rng'
+import { TRAINING } from '../tables/training'
 
 export interface PKSamplerOptions {
   /** Identities per batch. Default `45`: with K = 40 about the paper's 1,800 faces. */
@@ -169,7 +170,7 @@ export class PKSampler extends EpochSampler<SamplerState> {
     this.P = checkCount('P', options.P ?? 45, 1)
     this.K = checkCount('K', options.K ?? 40, 2)
     this.negatives = checkCount('negatives', options.negatives ?? this.K, 0)
-    this.seed = checkSeed(options.seed ?? 0)
+    this.seed = checkSeed(options.seed ?? TRAINING.seed.default)
     this.#labels = all
     const byLabel = new Map<number, number[]>()
     all.forEach((label, i) => {
@@ -276,8 +277,8 @@ export class ShuffleSampler extends EpochSampler<ShuffleSamplerState> {
   constructor(labels: Int32Array | { labels: Int32Array }, options: ShuffleSamplerOptions = {}) {
     super()
     this.#labels = labels instanceof Int32Array ? labels : labels.labels
-    this.batchSize = checkCount('batchSize', options.batchSize ?? 128, 2)
-    this.seed = checkSeed(options.seed ?? 0)
+    this.batchSize = checkCount('batchSize', options.batchSize ?? TRAINING.batchSize.default, 2)
+    this.seed = checkSeed(options.seed ?? TRAINING.seed.default)
     if (this.#labels.length < 2) throw new InvalidArgumentError(`ShuffleSampler needs at least 2 images, got ${this.#labels.length}`)
     this.batchesPerEpoch = Math.ceil(this.#labels.length / this.batchSize)
     this.shard = checkShard(options.shard)

@@ -2,6 +2,7 @@ import { InvalidArgumentError, ShapeError } from '../errors'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
 
 import type { ClusteringMethod } from '../options'
+import { EVAL } from '../tables/eval'
 
 export type { ClusteringMethod }
 
@@ -213,7 +214,7 @@ export function evaluateClustering(
 ): ClusteringResult {
   const rows = checkEmbeddings(input)
   if (labels.length !== rows) throw new ShapeError(`${labels.length} labels for ${rows} embeddings`)
-  const metric = checkMetric(options.metric ?? 'l2')
+  const metric = checkMetric(options.metric ?? (EVAL.metric.default as Metric))
   const { threshold } = options
   if (!Number.isFinite(threshold)) throw new InvalidArgumentError(`threshold must be a finite number, got ${String(threshold)}`)
   const method = options.method ?? 'average-linkage'

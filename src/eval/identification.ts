@@ -1,6 +1,8 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
 import { Rng } from '../rng'
+import { TRAINING } from '../tables/training'
+import { EVAL } from '../tables/eval'
 
 export interface IdentificationOptions {
   /** Default `'l2'`. */
@@ -132,7 +134,7 @@ export function evaluateIdentification(
 ): IdentificationResult {
   const rows = checkEmbeddings(input)
   if (labels.length !== rows) throw new ShapeError(`${labels.length} labels for ${rows} embeddings`)
-  const metric = checkMetric(options.metric ?? 'l2')
+  const metric = checkMetric(options.metric ?? (EVAL.metric.default as Metric))
   const topK = options.topK ?? [1, 5]
   if (topK.length === 0 || topK.some((k) => !Number.isInteger(k) || k < 1)) {
     throw new InvalidArgumentError(`topK must list positive integers, got ${JSON.stringify(topK)}`)
@@ -142,7 +144,7 @@ export function evaluateIdentification(
     throw new InvalidArgumentError(`index must be 'exact' or 'usearch', got ${JSON.stringify(indexKind)}`)
   }
   const galleryPerIdentity = options.galleryPerIdentity ?? 1
-  const { gallery, probes } = splitGalleryProbe(labels, galleryPerIdentity, options.seed ?? 0)
+  const { gallery, probes } = splitGalleryProbe(labels, galleryPerIdentity, options.seed ?? TRAINING.seed.default)
   if (probes.length === 0) throw new InvalidArgumentError('no identity has more images than galleryPerIdentity, so there are no probes')
   const data = resolveEmbeddings(input)
   const maxK = Math.max(...topK)

@@ -1,4 +1,6 @@
 import { InvalidArgumentError, ShapeError } from '../errors'
+import { EVAL } from '../tables/eval'
+import { resolveOption } from '../tables/table'
 import { checkEmbeddings, checkMetric, distance, resolveEmbeddings, type Embeddings, type Metric } from './embeddings'
 import { equalErrorRate, rocCurve, trapezoid, type Roc } from './roc'
 
@@ -259,9 +261,8 @@ export function evaluateVerification(
   pairs?: Pairs,
   options: VerificationOptions = {},
 ): VerificationResult {
-  const folds = options.folds ?? 10
-  const farTarget = options.farTarget ?? 1e-3
-  if (!(farTarget > 0 && farTarget < 1)) throw new InvalidArgumentError(`farTarget must be in (0, 1), got ${String(farTarget)}`)
+  const folds = resolveOption(EVAL, 'folds', options)
+  const farTarget = resolveOption(EVAL, 'farTarget', options)
   const grid = options.thresholds ?? 'exact'
   if (grid !== 'exact' && grid !== 'lfw') {
     if (!Array.isArray(grid) || grid.length === 0 || grid.some((t, i) => !Number.isFinite(t) || (i > 0 && t < grid[i - 1]!))) {
@@ -285,7 +286,7 @@ export function evaluateVerification(
       throw new ShapeError(`the folds hold a different number of pairs than the ${distances.length} distances`)
     }
   } else {
-    metric = checkMetric(options.metric ?? 'l2')
+    metric = checkMetric(resolveOption(EVAL, 'metric', options))
     if (!pairs) throw new InvalidArgumentError('pairs are required with embeddings')
     const rows = checkEmbeddings(input)
     const data = resolveEmbeddings(input)

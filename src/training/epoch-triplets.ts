@@ -74,7 +74,7 @@ export async function epochTriplets(
     kept ? kept.reduce((sub, item, j) => (sub.set(embeddings.subarray(item * dim, (item + 1) * dim), j * dim), sub), new Float32Array(kept.length * dim)) : embeddings,
     kept ? kept.map((i) => data.labels[i]!) : data.labels,
     dim,
-    { miner: 'semi-hard', margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed + epoch },
+    { miner: o.miner, margin: o.margin, choice: o.choice, fallback: o.fallback, distance: o.distance, seed: o.seed + epoch },
     availableParallelism(),
     EPOCH_CHUNK,
   )

@@ -3,9 +3,10 @@
  * matrix (ArcFace, CosFace, softmax + centre loss), a weighted sum of the two, and the steps
  * where that changes. The options are checked here and handed to the core as phases.
  */
-import { nonNegative } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import { LOSSES, oneOf, type LossType } from '../options'
+import { LOSS, MARGIN_OF_LOSS } from '../tables/loss'
+import { resolveOption } from '../tables/table'
 
 export type { LossType } from '../options'
 
@@ -61,10 +62,6 @@ export interface ResolvedLossPhase {
   tripletWeight: number
 }
 
-const ARCFACE_MARGIN = 0.5
-const COSFACE_MARGIN = 0.4
-const SCALE = 64
-const CENTER_WEIGHT = 0.01
 
 const KEYS: Record<LossType, readonly string[]> = {
   triplet: ['type', 'fromStep'],
@@ -84,22 +81,22 @@ function resolvePhase(phase: LossPhaseOptions, where: string, fromStep: number):
   const type = oneOf(`${where}.type`, phase.type, LOSSES)
   checkKeys(where, phase, KEYS[type])
   const o = phase as { margin?: number; scale?: number; easyMargin?: boolean; centerWeight?: number; tripletWeight?: number }
-  const tripletWeight = type === 'triplet' ? 1 : nonNegative(`${where}.tripletWeight`, o.tripletWeight ?? 0)
+  const tripletWeight = type === 'triplet' ? 1 : resolveOption(LOSS, 'tripletWeight', o, `${where}.tripletWeight`)
   const margin =
     type === 'arcface'
-      ? inRange(`${where}.margin`, o.margin ?? ARCFACE_MARGIN, 0, Math.PI / 2, true)
+      ? inRange(`${where}.margin`, o.margin ?? MARGIN_OF_LOSS.arcface, 0, Math.PI / 2, true)
       : type === 'cosface'
-        ? inRange(`${where}.margin`, o.margin ?? COSFACE_MARGIN, 0, 1, false)
+        ? inRange(`${where}.margin`, o.margin ?? MARGIN_OF_LOSS.cosface, 0, 1, false)
         : 0
-  const scale = type === 'arcface' || type === 'cosface' ? inRange(`${where}.scale`, o.scale ?? SCALE, Number.MIN_VALUE, 1e4, false) : 0
-  const centerWeight = type === 'softmax-center' ? nonNegative(`${where}.centerWeight`, o.centerWeight ?? CENTER_WEIGHT) : 0
+  const scale = type === 'arcface' || type === 'cosface' ? inRange(`${where}.scale`, resolveOption(LOSS, 'scale', o), Number.MIN_VALUE, 1e4, false) : 0
+  const centerWeight = type === 'softmax-center' ? resolveOption(LOSS, 'centerWeight', o, `${where}.centerWeight`) : 0
   if (o.easyMargin !== undefined && typeof o.easyMargin !== 'boolean') throw new InvalidArgumentError(`${where}.easyMargin must be a boolean, got ${String(o.easyMargin)}`)
-  return { fromStep, type, margin, scale, easyMargin: o.easyMargin ?? false, centerWeight, tripletWeight }
+  return { fromStep, type, margin, scale, easyMargin: resolveOption(LOSS, 'easyMargin', o), centerWeight, tripletWeight }
 }
 
 /** The `loss` option as phases; the default is the triplet loss from step 0. */
 export function resolveLoss(loss: LossOptions | readonly LossPhaseOptions[] | undefined): ResolvedLossPhase[] {
-  if (loss === undefined) return [resolvePhase({ type: 'triplet' }, 'loss', 0)]
+  if (loss === undefined) return [resolvePhase({ type: LOSS.loss.default as LossType }, 'loss', 0)]
   if (!Array.isArray(loss)) {
     const single = loss as LossPhaseOptions
     if (single.fromStep !== undefined && single.fromStep !== 0) throw new InvalidArgumentError(`loss.fromStep must be 0 for a single loss, got ${String(single.fromStep)}`)

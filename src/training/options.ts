@@ -5,23 +5,18 @@
 import type { AugmentOptions } from '../data/preprocess'
 import type { FaceNet } from '../model'
 import type { OnBadImage } from '../data/source'
-import { checkSeed, float32, nonNegative, positiveInteger } from '../check'
+import { float32 } from '../check'
 import { checkKeys, InvalidArgumentError } from '../errors'
 import type { CheckedMineOptions } from '../mining'
 import type { BindingTrainOptions } from '../../index'
 import type { DistributedOptions, ResolvedDistributed } from './distributed'
 import { bindingPhases, classifies, resolveLoss, type LossOptions, type LossPhaseOptions, type ResolvedLossPhase } from './objective'
+import { LOSS } from '../tables/loss'
+import { MINING } from '../tables/mining'
+import { resolveOption } from '../tables/table'
+import { defaultEps, prefixList, TRAINING } from '../tables/training'
 import {
-  DISTANCES,
-  FALLBACKS,
-  MINERS,
-  MINING_MODES,
-  NEGATIVE_CHOICES,
-  oneOf,
-  OPTIMIZERS,
-  PRECISIONS,
   quotedList,
-  REDUCERS,
   SCHEDULES,
   type DistanceName,
   type Fallback,
@@ -223,65 +218,55 @@ export type ResolvedOptions = Required<
 
 export function resolveOptions(options: TrainerOptions): ResolvedOptions {
   checkKeys('Trainer', options, TRAINER_KEYS)
-  const optimizer = oneOf('optimizer', options.optimizer ?? 'adagrad', OPTIMIZERS)
-  const mining = oneOf('mining', options.mining ?? 'online', MINING_MODES)
-  const imagesPerIdentity = options.imagesPerIdentity ?? 40
-  // One image per identity gives no anchor-positive pair, so no triplet ever.
-  if (!Number.isInteger(imagesPerIdentity) || imagesPerIdentity < 2) {
-    throw new InvalidArgumentError(`imagesPerIdentity must be an integer ≥ 2 (an anchor and a positive), got ${String(imagesPerIdentity)}`)
-  }
+  const training = <K extends keyof typeof TRAINING & keyof TrainerOptions>(key: K) => resolveOption(TRAINING, key, options)
+  const mining = <K extends keyof typeof MINING & keyof TrainerOptions>(key: K) => resolveOption(MINING, key, options)
+  const optimizer = training('optimizer') as OptimizerName
+  const miningMode = mining('mining') as MiningMode
+  const imagesPerIdentity = training('imagesPerIdentity')
   const loss = resolveLoss(options.loss)
-  if (mining === 'epoch' && classifies(loss)) {
+  // The per-epoch list is semi-hard mining, as in mineTriplets: another miner is refused, not ignored.
+  if (miningMode === 'epoch' && options.miner !== undefined && options.miner !== MINING.miner.default) {
+    throw new InvalidArgumentError(`mining 'epoch' supports only the semi-hard miner, got miner '${String(options.miner)}'; use mining 'online' for it`)
+  }
+  if (miningMode === 'epoch' && classifies(loss)) {
     throw new InvalidArgumentError(`mining 'epoch' trains with the triplet loss only; the classification losses (loss type '${loss.find((p) => p.type !== 'triplet')!.type}') need mining 'online'`)
   }
-  const resolved: ResolvedOptions = {
+  return {
     loss,
-    batchSize: atLeastTwo('batchSize', options.batchSize ?? 128),
+    batchSize: training('batchSize'),
     optimizer,
-    lr: float32('lr', options.lr ?? 0.05),
-    momentum: float32('momentum', options.momentum ?? 0),
-    nesterov: options.nesterov ?? false,
-    weightDecay: float32('weightDecay', nonNegative('weightDecay', options.weightDecay ?? 0)),
-    betas: options.betas ?? [0.9, 0.999],
-    eps: float32('eps', options.eps ?? (optimizer === 'adagrad' ? 1e-10 : 1e-8)),
-    schedule: options.schedule ?? { type: 'constant' },
-    warmupSteps: options.warmupSteps ?? 0,
-    // 0 disables clipping; a negative value would silently disable it too, so refuse it.
-    maxGradNorm: float32('maxGradNorm', nonNegative('maxGradNorm', options.maxGradNorm ?? 0)),
-    mining,
-    miner: oneOf('miner', options.miner ?? 'semi-hard', MINERS),
-    margin: float32('margin', nonNegative('margin', options.margin ?? 0.2)),
-    choice: oneOf('choice', options.choice ?? 'random', NEGATIVE_CHOICES),
-    fallback: oneOf('fallback', options.fallback ?? 'nearest-farther-else-farthest', FALLBACKS),
-    distance: oneOf('distance', options.distance ?? 'squared-l2', DISTANCES),
-    reducer: oneOf('reducer', options.reducer ?? 'mean', REDUCERS),
-    identitiesPerBatch: positiveInteger('identitiesPerBatch', options.identitiesPerBatch ?? 45),
+    lr: training('lr'),
+    momentum: training('momentum'),
+    nesterov: training('nesterov'),
+    weightDecay: training('weightDecay'),
+    betas: training('betas'),
+    eps: training('eps') ?? defaultEps(optimizer),
+    schedule: training('schedule') as Schedule,
+    warmupSteps: training('warmupSteps'),
+    maxGradNorm: training('maxGradNorm'),
+    mining: miningMode,
+    miner: mining('miner') as MinerName,
+    margin: mining('margin'),
+    choice: mining('choice') as NegativeChoice,
+    fallback: mining('fallback') as Fallback,
+    distance: mining('distance') as DistanceName,
+    reducer: resolveOption(LOSS, 'reducer', options) as Reducer,
+    identitiesPerBatch: training('identitiesPerBatch'),
     imagesPerIdentity,
-    negativesPerBatch: options.negativesPerBatch ?? imagesPerIdentity,
-    tripletsPerBatch: positiveInteger('tripletsPerBatch', options.tripletsPerBatch ?? 32),
-    augment: options.augment ?? {},
-    centerCrop: options.centerCrop ?? 1,
-    seed: checkSeed(options.seed ?? 0),
-    checkpointEvery: options.checkpointEvery ?? 0,
-    keepCheckpoints: positiveInteger('keepCheckpoints', options.keepCheckpoints ?? 3),
-    prefetch: positiveInteger('prefetch', options.prefetch ?? 2),
-    precision: oneOf('precision', options.precision ?? 'fp32', PRECISIONS),
-    freeze: prefixList('freeze', options.freeze ?? []),
-    trainLastBlocks: options.trainLastBlocks === undefined ? 0 : positiveInteger('trainLastBlocks', options.trainLastBlocks),
-    lrGroups: lrGroupList(options.lrGroups ?? []),
+    negativesPerBatch: training('negativesPerBatch') ?? imagesPerIdentity,
+    tripletsPerBatch: training('tripletsPerBatch'),
+    augment: training('augment') as AugmentOptions | false,
+    centerCrop: training('centerCrop'),
+    seed: training('seed'),
+    checkpointEvery: training('checkpointEvery'),
+    keepCheckpoints: training('keepCheckpoints'),
+    prefetch: training('prefetch'),
+    precision: training('precision') as Precision,
+    freeze: [...training('freeze')],
+    // 0: every block trains.
+    trainLastBlocks: training('trainLastBlocks') ?? 0,
+    lrGroups: lrGroupList(training('lrGroups')),
   }
-  if (!Number.isInteger(resolved.checkpointEvery) || resolved.checkpointEvery < 0) {
-    throw new InvalidArgumentError(`checkpointEvery must be an integer ≥ 0, got ${String(resolved.checkpointEvery)}`)
-  }
-  return resolved
-}
-
-/** Layer-name prefixes: non-empty strings. */
-function prefixList(name: string, value: unknown): string[] {
-  if (!Array.isArray(value) || value.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new InvalidArgumentError(`${name} must be an array of layer-name prefixes (non-empty strings), got ${JSON.stringify(value)}`)
-  }
-  return [...(value as string[])]
 }
 
 function lrGroupList(value: unknown): LrGroup[] {
@@ -293,12 +278,6 @@ function lrGroupList(value: unknown): LrGroup[] {
     if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) throw new InvalidArgumentError(`lrGroups[${i}].lr must be a positive number, got ${String(lr)}`)
     return { prefixes: prefixList(`lrGroups[${i}].prefixes`, prefixes), lr: float32(`lrGroups[${i}].lr`, lr) }
   })
-}
-
-/** A batch size: a step needs 2 images or more. */
-function atLeastTwo(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 2) throw new InvalidArgumentError(`${name} must be an integer ≥ 2, got ${String(value)}`)
-  return value
 }
 
 /** The cosine schedule's length defaults to the steps `fit` will run. */

@@ -9,6 +9,7 @@ import { DataError } from '../errors'
 import { evaluateVerification, type IndexPair } from '../eval/verification'
 import type { FaceNet } from '../model'
 import { Rng } from '../rng'
+import { TRAINING } from '../tables/training'
 
 export interface HeldOutThreshold {
   /** Squared-L2 distance below which two faces are the same person (best accuracy on the pairs). */
@@ -48,14 +49,14 @@ export function heldOutPairs(folder: ImageFolder, seed: number, perIdentity = 20
 
 /** The best-accuracy threshold of `model` on pairs of `folder`'s identities (none of them trained on). */
 export async function chooseThreshold(model: FaceNet, folder: ImageFolder, options: { seed?: number; centerCrop?: number } = {}): Promise<HeldOutThreshold> {
-  const pairs = heldOutPairs(folder, options.seed ?? 0)
+  const pairs = heldOutPairs(folder, options.seed ?? TRAINING.seed.default)
   if (!pairs.some((p) => p.same)) {
     throw new DataError(folder.root, 'its held-out identities have no identity with 2 or more images: no same-person pair to choose a threshold on')
   }
   const images = await decodeImages(
     folder.items.map((item) => item.crop ?? item.path),
     model.inputSize,
-    { centerCrop: options.centerCrop ?? 1 },
+    { centerCrop: options.centerCrop ?? TRAINING.centerCrop.default },
   )
   const { embeddings } = await embedRows(model, slices(images, 32), folder.length)
   const result = evaluateVerification({ embeddings, dim: model.embeddingDim }, pairs, { folds: Math.min(10, Math.floor(pairs.length / 2)) })

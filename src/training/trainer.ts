@@ -12,7 +12,6 @@ import { evaluateVerification, type IndexPair, type VerificationResult } from '.
 import type { MiningStats } from '../mining'
 import type { FaceNet } from '../model'
 import { declareEmbeddingSpace, modelBinding } from '../model'
-import { ON_BAD_IMAGE, quotedList } from '../options'
 import { checkpointName, checkState, pruneCheckpoints, readCheckpointHeader, type CheckpointState } from './checkpoints'
 import { epochTriplets, type TripletListSampler } from './epoch-triplets'
 import { openLog, trimLog } from './log'
@@ -21,6 +20,8 @@ import { bindingTrainOptions, resolveOptions, type HarmonicOptions, type Resolve
 import { TrainingBoard } from './board'
 import { resolveDistributed, type ResolvedDistributed } from './distributed'
 import { evenSample, type ProjectorSample } from './tensorboard'
+import { resolveOption } from '../tables/table'
+import { TRAINING } from '../tables/training'
 
 export type { HarmonicOptions, LrGroup, OptimizerName, Schedule, TrainerOptions } from './options'
 
@@ -156,6 +157,51 @@ function checkHarmonic(model: FaceNet, harmonic: HarmonicOptions, o: ResolvedOpt
 const COLLAPSE_DISTANCE = 1e-3
 const COLLAPSE_PATIENCE = 20
 
+type StepStats = Awaited<ReturnType<ReturnType<typeof modelBinding>['trainStep']>>
+
+/** A step's report from the core's statistics, the batch it trained on and its timing. */
+function stepResultOf(stats: StepStats, at: { step: number; epoch: number; batch: number; images: number }, dataWaitMs: number, stepMs: number): StepResult {
+  return {
+    step: at.step,
+    epoch: at.epoch,
+    batch: at.batch,
+    loss: stats.loss,
+    tripletLoss: stats.tripletLoss,
+    classLoss: stats.classLoss,
+    lr: stats.lr,
+    gradNorm: stats.gradNorm,
+    images: at.images,
+    triplets: stats.mining.triplets,
+    activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
+    activeFraction: stats.mining.activeFraction,
+    meanAp: stats.mining.meanAp,
+    meanAn: stats.mining.meanAn,
+    noSemiHardFraction: stats.mining.noSemiHardFraction,
+    meanPairwiseDistance: stats.meanPairwiseDistance,
+    imagesPerSecond: (at.images * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
+    dataWaitMs,
+    stepMs,
+    communicationMs: stats.communicationMs,
+  }
+}
+
+/**
+ * Watches for the collapse the paper warns of (f(x) = const): embeddings that all but
+ * coincide, or a triplet phase whose updates leave no active triplet, for
+ * {@link COLLAPSE_PATIENCE} steps running; says so once per such stretch.
+ */
+class CollapseWatch {
+  #steps = 0
+
+  /** The warning for this step, when it completes a stretch of collapsed steps. */
+  observe(step: number, stats: StepStats, tripletPhase: boolean): string | undefined {
+    const collapsed = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (tripletPhase && stats.updated && stats.mining.activeFraction === 0)
+    this.#steps = collapsed ? this.#steps + 1 : 0
+    if (this.#steps !== COLLAPSE_PATIENCE) return undefined
+    return `possible collapse at step ${step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`
+  }
+}
+
 /**
  * The steps a fresh `fit` of `epochs` epochs runs, the cosine schedule's default length.
  * An epoch is its sampler's batches, cut short where the loss schedule switches to the other
@@ -179,7 +225,8 @@ function plannedSteps(epochs: number, o: ResolvedOptions, samplerAt: (step: numb
 }
 
 /**
- * Trains a {@link FaceNet} with the triplet loss. Steps run on the model's own thread, so
+ * Trains a {@link FaceNet} with the triplet loss, a classification loss (ArcFace, CosFace,
+ * softmax + centre) or a schedule of them. Steps run on the model's own thread, so
  * the event loop stays free; data is decoded in parallel ahead of the step that needs it.
  *
  * ```ts
@@ -203,10 +250,7 @@ export class Trainer {
   constructor(model: FaceNet, options: TrainerOptions = {}) {
     this.model = model
     this.options = resolveOptions(options)
-    this.#onBadImage = options.onBadImage ?? 'error'
-    if (!ON_BAD_IMAGE.includes(this.#onBadImage)) {
-      throw new InvalidArgumentError(`onBadImage must be ${quotedList(ON_BAD_IMAGE)}, got ${JSON.stringify(this.#onBadImage)}`)
-    }
+    this.#onBadImage = resolveOption(TRAINING, 'onBadImage', options) as OnBadImage
     if (options.harmonic !== undefined) this.#v1 = checkHarmonic(model, options.harmonic, this.options)
     this.#checkpointDir = options.checkpointDir ? resolve(options.checkpointDir) : undefined
     this.#logFile = options.logFile ? resolve(options.logFile) : undefined
@@ -235,6 +279,33 @@ export class Trainer {
   /** This rank's place in a data-parallel run, when the trainer was given `distributed`. */
   get distributed(): Readonly<ResolvedDistributed> | undefined {
     return this.#distributed
+  }
+
+  /**
+   * The batches of one epoch of `data` as {@link fit} runs it from step 0 (P×K batches for
+   * the triplet loss, shuffled ones for a classification loss alone); `undefined` with
+   * `mining: 'epoch'`, whose epochs are as long as the triplet list each one mines.
+   */
+  stepsPerEpoch(data: ImageSource): number | undefined {
+    return this.#samplers(data)(0)?.batchesPerEpoch
+  }
+
+  /**
+   * The sampler of each step: triplet phases train on P×K batches, classification-only ones
+   * on shuffled batches of every image; both are built once, and each epoch draws from the
+   * one its first step needs. None with epoch mining.
+   */
+  #samplers(data: ImageSource): (step: number) => PKSampler | ShuffleSampler | undefined {
+    const o = this.options
+    // Each rank of a data-parallel run keeps its share of the one global batch.
+    const dist = this.#distributed
+    const shard = dist ? { shard: { rank: dist.rank, worldSize: dist.worldSize } } : {}
+    const pk =
+      o.mining === 'online' && o.loss.some(usesTriplets)
+        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed, ...shard })
+        : undefined
+    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed, ...shard }) : undefined
+    return (step) => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
   }
 
   /** Steps completed so far (restored ones included). */
@@ -299,16 +370,8 @@ export class Trainer {
     const warn = options.onWarning ?? ((message: string) => console.warn(`facenet-torch: ${message}`))
     const size = this.model.inputSize
 
-    // Triplet phases train on P×K batches, classification-only ones on shuffled batches of
-    // every image; both are built once, and each epoch draws from the one its first step needs.
+    const samplerAt = this.#samplers(data)
     const dist = this.#distributed
-    const shard = dist ? { shard: { rank: dist.rank, worldSize: dist.worldSize } } : {}
-    const pk =
-      o.mining === 'online' && o.loss.some(usesTriplets)
-        ? new PKSampler(data, { P: o.identitiesPerBatch, K: o.imagesPerIdentity, negatives: o.negativesPerBatch, seed: o.seed, ...shard })
-        : undefined
-    const shuffled = o.loss.some((p) => !usesTriplets(p)) ? new ShuffleSampler(data, { batchSize: o.batchSize, seed: o.seed, ...shard }) : undefined
-    const samplerAt = (step: number): PKSampler | ShuffleSampler | undefined => (o.mining === 'online' ? (usesTriplets(phaseAt(o.loss, step)) ? pk : shuffled) : undefined)
     const classes = classifies(o.loss) ? classIndex(data.labels) : undefined
     let startEpoch = 0
     let startBatch = 0
@@ -325,23 +388,10 @@ export class Trainer {
     } else if (!this.#configured) {
       await this.#configure(options.maxSteps ?? plannedSteps(epochs, o, samplerAt), classes?.size ?? 0)
     }
-    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
-    let board: TrainingBoard | undefined
-    try {
-      board = this.#tensorboard ? await TrainingBoard.open(this.#tensorboard, this.#step + 1, warn) : undefined
-    } catch (error) {
-      log?.close()
-      throw error
-    }
-    board?.config(this.#step, {
-      model: { arch: this.model.arch, embeddingDim: this.model.embeddingDim, inputSize: this.model.inputSize, device: this.model.device },
-      data: { images: data.labels.length, identities: new Set(data.labels).size },
-      fit: { epochs, maxSteps: options.maxSteps, maxSeconds: options.maxSeconds, resume: options.resume, validationPairs: options.validation !== undefined },
-      trainer: o,
-    })
+    const { log, board } = await this.#openRecords(data, options, epochs, warn)
     let lastValidation: VerificationResult | undefined
     let stopped: FitResult['stopped'] = 'completed'
-    let collapsedSteps = 0
+    const collapse = new CollapseWatch()
     let checkpointedStep = options.resume ? this.#step : -1
     const started = Date.now()
     let sampler = samplerAt(this.#step)
@@ -377,20 +427,9 @@ export class Trainer {
         const epochStarted = Date.now()
         let epochLoss = 0
         let epochSteps = 0
-        let triplets: Int32Array[] | undefined
-        let batchSource: PKSampler | ShuffleSampler | TripletListSampler
         const firstBatch = epoch === startEpoch ? startBatch : 0
         sampler = samplerAt(this.#step)
-        if (sampler) {
-          sampler.seek(epoch, firstBatch)
-          batchSource = sampler
-        } else {
-          const list = await epochTriplets(this.model, data, o, this.#onBadImage, epoch, warn)
-          list.start = firstBatch
-          triplets = list.batches.map((b) => b.triplets)
-          batchSource = list
-        }
-        const epochLength = sampler ? sampler.batchesPerEpoch : (batchSource as TripletListSampler).batches.length
+        const { batchSource, triplets, epochLength } = await this.#epochSource(sampler, data, epoch, firstBatch, warn)
         const loader = batchLoader(data, {
           size,
           device: this.model.device,
@@ -450,37 +489,12 @@ export class Trainer {
           const stepMs = performance.now() - stepStarted
           this.#step += 1
           position = { epoch, batch: batch.batch + 1 }
-          const result: StepResult = {
-            step: this.#step,
-            epoch,
-            batch: batch.batch,
-            loss: stats.loss,
-            tripletLoss: stats.tripletLoss,
-            classLoss: stats.classLoss,
-            lr: stats.lr,
-            gradNorm: stats.gradNorm,
-            images: batch.shape[0],
-            triplets: stats.mining.triplets,
-            activeTriplets: Math.round(stats.mining.activeFraction * stats.mining.triplets),
-            activeFraction: stats.mining.activeFraction,
-            meanAp: stats.mining.meanAp,
-            meanAn: stats.mining.meanAn,
-            noSemiHardFraction: stats.mining.noSemiHardFraction,
-            meanPairwiseDistance: stats.meanPairwiseDistance,
-            imagesPerSecond: (batch.shape[0] * 1000) / Math.max(1e-3, stepMs + dataWaitMs),
-            dataWaitMs,
-            stepMs,
-            communicationMs: stats.communicationMs,
-          }
+          const result = stepResultOf(stats, { step: this.#step, epoch, batch: batch.batch, images: batch.shape[0] }, dataWaitMs, stepMs)
           epochLoss += stats.loss
           epochSteps += 1
           const tripletPhase = usesTriplets(phaseAt(o.loss, this.#step - 1))
-          collapsedSteps = stats.meanPairwiseDistance < COLLAPSE_DISTANCE || (tripletPhase && stats.updated && stats.mining.activeFraction === 0) ? collapsedSteps + 1 : 0
-          if (collapsedSteps === COLLAPSE_PATIENCE) {
-            warn(
-              `possible collapse at step ${this.#step}: mean pairwise distance ${stats.meanPairwiseDistance.toExponential(2)}, active triplets ${(100 * stats.mining.activeFraction).toFixed(1)}% for ${COLLAPSE_PATIENCE} steps`,
-            )
-          }
+          const collapsed = collapse.observe(this.#step, stats, tripletPhase)
+          if (collapsed) warn(collapsed)
           log?.write(JSON.stringify({ type: 'step', ...result }) + '\n')
           const phase = phaseAt(o.loss, this.#step - 1)
           board?.step({
@@ -513,9 +527,7 @@ export class Trainer {
         }
         const every = options.validation?.every ?? 1
         if (options.validation && (epoch + 1) % every === 0) {
-          const embedded = await this.#embedValidation(options.validation)
-          lastValidation = embedded.result
-          if (board) await board.validation(this.#step, lastValidation, this.#projectorSample(options.validation, embedded.embeddings))
+          lastValidation = await this.#validateEpoch(options.validation, board)
           epochResult.validation = {
             accuracy: lastValidation.accuracy.mean,
             accuracyStd: lastValidation.accuracy.std,
@@ -542,6 +554,46 @@ export class Trainer {
       board?.close()
     }
     return { steps: this.#step, epochs, stopped, lastCheckpoint, lastValidation }
+  }
+
+  /** The run's JSONL log and TensorBoard writer (each where asked for), the board given the run's config. */
+  async #openRecords(data: ImageSource, options: FitOptions, epochs: number, warn: (message: string) => void) {
+    const log = this.#logFile ? await openLog(this.#logFile, warn) : undefined
+    let board: TrainingBoard | undefined
+    try {
+      board = this.#tensorboard ? await TrainingBoard.open(this.#tensorboard, this.#step + 1, warn) : undefined
+    } catch (error) {
+      log?.close()
+      throw error
+    }
+    board?.config(this.#step, {
+      model: { arch: this.model.arch, embeddingDim: this.model.embeddingDim, inputSize: this.model.inputSize, device: this.model.device },
+      data: { images: data.labels.length, identities: new Set(data.labels).size },
+      fit: { epochs, maxSteps: options.maxSteps, maxSeconds: options.maxSeconds, resume: options.resume, validationPairs: options.validation !== undefined },
+      trainer: this.options,
+    })
+    return { log, board }
+  }
+
+  /**
+   * Where an epoch's batches come from, from `firstBatch` on: its sampler (online mining), or
+   * the triplet list epoch mining builds over the whole data first (with each batch's triplets).
+   */
+  async #epochSource(sampler: PKSampler | ShuffleSampler | undefined, data: ImageSource, epoch: number, firstBatch: number, warn: (message: string) => void) {
+    if (sampler) {
+      sampler.seek(epoch, firstBatch)
+      return { batchSource: sampler as PKSampler | ShuffleSampler | TripletListSampler, triplets: undefined, epochLength: sampler.batchesPerEpoch }
+    }
+    const list = await epochTriplets(this.model, data, this.options, this.#onBadImage, epoch, warn)
+    list.start = firstBatch
+    return { batchSource: list, triplets: list.batches.map((b) => b.triplets), epochLength: list.batches.length }
+  }
+
+  /** An epoch's validation: verification now, and on the board its figures, ROC and projector sample. */
+  async #validateEpoch(validation: Validation, board: TrainingBoard | undefined): Promise<VerificationResult> {
+    const embedded = await this.#embedValidation(validation)
+    if (board) await board.validation(this.#step, embedded.result, this.#projectorSample(validation, embedded.embeddings))
+    return embedded.result
   }
 
   /** Verification on `validation`'s pairs with the model as it is now. */

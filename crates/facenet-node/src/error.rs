@@ -1,5 +1,6 @@
 //! Core errors → JavaScript errors. The reason carries the stable code as a prefix
-//! ("ERR_SHAPE: ..."), which the TS layer turns into a typed `FaceNetError` subclass.
+//! ("ERR_SHAPE: ..."), which the TS layer (errors.ts's `bindingError`, its one reader)
+//! turns into a typed `FaceNetError` subclass.
 
 use napi::{Error, Status};
 

@@ -88,7 +88,8 @@ fn parse_options(options: &BindingCreateOptions) -> Result<(ModelConfig, usize)>
     let config = ModelConfig {
         arch: options.arch.into(),
         embedding_dim: i64::from(options.embedding_dim),
-        // Checked non-negative by the TS layer, the one place seeds are checked.
+        // Checked non-negative by the TS layer (check.ts's checkSeed) before it gets here;
+        // the packed loader's seed, a double, is checked again in packed.rs.
         seed: options.seed as u64,
         device: facenet::parse_device(&options.device).map_err(to_js)?,
         normalization: options.normalization.into(),

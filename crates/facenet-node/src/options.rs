@@ -3,6 +3,7 @@
 //! writes the same lists for the public API, and `__test__/options.spec.ts` holds the two
 //! equal. Where the core has a matching enum, `From` converts without a `match` on text.
 
+use facenet::augment::Fit;
 use facenet::distance::Distance;
 use facenet::loss::Reducer;
 use facenet::mining::{Choice, Fallback};
@@ -118,6 +119,25 @@ pub enum BindingPrecision {
     Fp32,
     #[napi(value = "bf16")]
     Bf16,
+}
+
+/// How a gathered batch is fitted to the network's input, as sharp's `fit`.
+#[napi(string_enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingFit {
+    #[napi(value = "cover")]
+    Cover,
+    #[napi(value = "fill")]
+    Fill,
+}
+
+impl From<BindingFit> for Fit {
+    fn from(fit: BindingFit) -> Self {
+        match fit {
+            BindingFit::Cover => Fit::Cover,
+            BindingFit::Fill => Fit::Fill,
+        }
+    }
 }
 
 impl From<BindingPrecision> for Precision {

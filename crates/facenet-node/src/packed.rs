@@ -4,6 +4,7 @@
 //! cross into JavaScript.
 
 use crate::error::{coded, invalid, to_js};
+use crate::options::BindingFit;
 use crate::worker::{Deferred, Worker, MAX_THREADS};
 use crate::BindingModel;
 use facenet::augment::{self, AugmentOptions, Fit};
@@ -210,8 +211,7 @@ pub struct BindingAugmentOptions {
 pub struct BindingBatchTransform {
     pub augment: Option<BindingAugmentOptions>,
     pub center_crop: f64,
-    /// cover | fill
-    pub fit: String,
+    pub fit: BindingFit,
     pub seed: f64,
     pub epoch: u32,
     pub batch: u32,
@@ -244,12 +244,7 @@ fn parse_transform(o: &BindingBatchTransform) -> Result<(Option<AugmentOptions>,
             o.seed
         )));
     }
-    Ok((
-        augment,
-        o.center_crop,
-        Fit::from_name(&o.fit).map_err(to_js)?,
-        o.seed as u64,
-    ))
+    Ok((augment, o.center_crop, Fit::from(o.fit), o.seed as u64))
 }
 
 #[napi]

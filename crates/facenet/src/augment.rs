@@ -70,18 +70,6 @@ pub enum Fit {
     Fill,
 }
 
-impl Fit {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "cover" => Ok(Fit::Cover),
-            "fill" => Ok(Fit::Fill),
-            other => Err(Error::invalid(format!(
-                "fit must be 'cover' or 'fill', got '{other}'"
-            ))),
-        }
-    }
-}
-
 /// One image's augmentation (the TS `Transform`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transform {
@@ -130,7 +118,7 @@ impl Transform {
     }
 }
 
-/// sfc32 seeded through splitmix32: bit for bit the TS `Rng` (src/data/rng.ts).
+/// sfc32 seeded through splitmix32: bit for bit the TS `Rng` (src/rng.ts).
 pub struct Rng {
     a: u32,
     b: u32,
@@ -401,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_rng_is_the_ts_rng() {
-        // Values printed by src/data/rng.ts for the same seeds.
+        // Values printed by src/rng.ts for the same seeds.
         let mut rng = Rng::new(&[7, 3, 11]);
         assert_eq!(
             [rng.next_u32(), rng.next_u32(), rng.next_u32()],

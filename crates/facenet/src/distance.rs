@@ -14,25 +14,6 @@ pub enum Distance {
     Cosine,
 }
 
-impl Distance {
-    pub fn name(self) -> &'static str {
-        match self {
-            Distance::SquaredL2 => "squared-l2",
-            Distance::Cosine => "cosine",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "squared-l2" => Ok(Distance::SquaredL2),
-            "cosine" => Ok(Distance::Cosine),
-            other => Err(Error::invalid(format!(
-                "unknown distance '{other}'; expected 'squared-l2' or 'cosine'"
-            ))),
-        }
-    }
-}
-
 pub(crate) fn check_embeddings(embeddings: &Tensor) -> Result<(i64, i64)> {
     match (embeddings.size().as_slice(), embeddings.kind()) {
         (&[n, d], Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) => Ok((n, d)),
@@ -164,10 +145,6 @@ mod tests {
         assert_eq!(
             pairwise_distance(&e, Distance::Cosine).unwrap_err().code(),
             "ERR_SHAPE"
-        );
-        assert_eq!(
-            Distance::from_name("l1").unwrap_err().code(),
-            "ERR_INVALID_ARGUMENT"
         );
     }
 }

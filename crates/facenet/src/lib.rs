@@ -20,6 +20,7 @@ pub mod optim;
 pub mod packed;
 pub mod precision;
 pub mod preprocess;
+pub(crate) mod rng;
 pub mod torch_file;
 pub mod train;
 pub mod weights;

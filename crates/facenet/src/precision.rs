@@ -18,25 +18,6 @@ pub enum Precision {
     Bf16,
 }
 
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "fp32" | "float32" => Ok(Precision::Fp32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(Error::invalid(format!(
-                "unknown precision '{name}'; expected 'fp32' or 'bf16'"
-            ))),
-        }
-    }
-}
-
 extern "C" {
     fn facenet_autocast_enter_bf16(
         device: c_int,
@@ -107,16 +88,6 @@ pub fn autocast_state(device: Device) -> Result<(bool, i8)> {
 mod tests {
     use super::*;
     use tch::{Kind, Tensor};
-
-    #[test]
-    fn names_round_trip_and_unknown_names_are_rejected() {
-        for p in [Precision::Fp32, Precision::Bf16] {
-            assert_eq!(Precision::from_name(p.name()).unwrap(), p);
-        }
-        let err = Precision::from_name("fp8").unwrap_err();
-        assert_eq!(err.code(), "ERR_INVALID_ARGUMENT");
-        assert!(err.to_string().contains("'fp8'"), "{err}");
-    }
 
     #[test]
     fn bf16_runs_matrix_products_in_bf16_and_restores_the_previous_state() {

@@ -12,11 +12,12 @@ use crate::freeze::{self, Freeze, LrGroup};
 use crate::loss::margin::{check_labels, margin_loss_in_range};
 use crate::loss::objective::{ClassHead, LossSchedule};
 use crate::loss::{triplet_loss_with_count, TripletLoss};
-use crate::mining::{mine, Miner, MiningStats, SplitMix64, Triplets};
+use crate::mining::{mine, Miner, MiningStats, Triplets};
 use crate::model::{check_image_batch, FaceNet};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{with_precision, Precision};
 use crate::preprocess::to_network_input;
+use crate::rng::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone)]

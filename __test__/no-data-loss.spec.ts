@@ -1,5 +1,5 @@
 /**
- * Reliability III (issue 27), classes 1 and 2: no crash on a second signal, a shrinking
+ * No crash and no data loss (titles 1 and 2): no crash on a second signal, a shrinking
  * pack or a bad thread count; nothing the user had is destroyed by pack, a refused train,
  * or derived files written into (or over) their input. Runs the real `facenet` command as
  * a subprocess on a tiny model and a few LFW images, and the library in-process.

@@ -443,7 +443,7 @@ test('zero, negative and absurd option values: InvalidArgumentError (or the spec
     [{ lr: 0 }, /lr must be a positive number, got 0/],
     [{ lr: -1 }, /got -1/],
     [{ lr: Number.NaN }, /got NaN/],
-    [{ lr: Number.POSITIVE_INFINITY }, /got inf/],
+    [{ lr: Number.POSITIVE_INFINITY }, /got Infinity/],
     [{ eps: -1 }, /eps must be a positive number, got -1/],
     [{ warmupSteps: -1 }, /warmupSteps must be non-negative, got -1/],
     [{ maxGradNorm: -1 }, /maxGradNorm must be a finite number ≥ 0, got -1/],

@@ -1,5 +1,5 @@
 /**
- * Reliability III (issue 27), classes 3–8 and two of class 9: special files at every path a
+ * Special files and bounds (titles 3–9): special files at every path a
  * reader takes, bounded detection options, the detector API's argument checks, partial
  * results, detection geometry, bf16 unit vectors, long names in messages and a full disk.
  * Runs the `facenet` command as a subprocess and the library in-process, on LFW crops.

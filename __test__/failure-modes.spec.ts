@@ -1,6 +1,6 @@
 /**
- * Reliability II (issue 16): the ten classes of failure a hostile new user found, each
- * with the issue's example and at least one case of our own. Runs the real `facenet`
+ * Failure modes: the ten classes of failure a hostile new user found (numbered 1–10 in
+ * the titles), each with its example and at least one case of our own. Runs the real `facenet`
  * command as a subprocess (node + tsx on src/cli/index.ts) on a tiny model and 20 LFW
  * images, and the library in-process.
  */
@@ -191,7 +191,7 @@ test.serial('3: a JPEG truncated mid-run stops with a DataError naming it after 
   const run = await first.done
   t.is(run.code, 1, run.stderr)
   t.true(run.stderr.includes(victim), run.stderr)
-  t.regex(run.stderr, /training stopped at step \d+, saved in .*step-\d+\.ckpt; continue with: facenet train .*--resume.*--skip-bad-images.*\[ERR_DATA\]/)
+  t.regex(run.stderr, /training stopped at step \d+, saved in .*step-\d+\.ckpt; continue with: facenet train .*--resume.*--on-bad-image skip.*\[ERR_DATA\]/)
   noStack(t, run)
   const last = (await stepsOf(out)).at(-1)!
   t.is(stepOfName((await checkpoints(out)).at(-1)!), last, 'no step was lost')
@@ -211,7 +211,7 @@ test.serial('3: --verify reports every bad file (a truncated JPEG, text named .j
   const stopped = await cli(...trainArgs(data, out, '--verify', '--max-steps', '2'))
   t.is(stopped.code, 1)
   t.true(stopped.stderr.includes(truncated) && stopped.stderr.includes(text), stopped.stderr)
-  t.regex(stopped.stderr, /2 bad image\(s\).*--skip-bad-images \[ERR_DATA\]/)
+  t.regex(stopped.stderr, /2 bad image\(s\).*--on-bad-image skip \[ERR_DATA\]/)
   t.false(await exists(join(out, 'train.jsonl')), 'nothing trained')
   t.deepEqual(await checkpoints(out), [])
   const trained = await cli(...trainArgs(data, out, '--verify', '--skip-bad-images', '--max-steps', '2'))
@@ -585,9 +585,9 @@ test.serial('8: --overwrite removes exactly the previous run (checkpoints, log, 
 test.serial('9: --batch-images 1, --lr 1e308 and one identity per batch without negatives are usage errors naming the flag; resuming at an epoch boundary prints no empty epoch', async (t) => {
   const out = join(dir, 'flags')
   const cases: [string[], RegExp][] = [
-    [['--batch-images', '1'], /--batch-images: Too small: expected number to be >=2/],
-    [['--lr', '1e308'], /--lr: Too big: expected number to be <=3\.40282/],
-    [['--weight-decay', '1e300'], /--weight-decay: Too big/],
+    [['--batch-images', '1'], /--batch-images: must be an integer ≥ 2 \(an anchor and a positive\), got 1/],
+    [['--lr', '1e308'], /--lr: must be at most 3\.40e\+38/],
+    [['--weight-decay', '1e300'], /--weight-decay: must be at most/],
     [['--batch-identities', '1'], /--batch-identities 1 .*makes batches of one identity/],
   ]
   for (const [flags, message] of cases) {
