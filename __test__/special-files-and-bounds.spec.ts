@@ -230,7 +230,7 @@ test('7: detect and align default to the same pixel limit', async (t) => {
   const { ALIGN_MAX_PIXELS } = await import('../src')
   t.is(ALIGN_MAX_PIXELS, MAX_PHOTO_PIXELS)
   const help = await cli('detect', '--help')
-  t.regex(help.stdout, new RegExp(`default and most ${MAX_PHOTO_PIXELS}`))
+  t.regex(help.stdout, new RegExp(`--max-pixels N .*the most, and the limit align uses too \\(default ${MAX_PHOTO_PIXELS}\\)`))
 })
 
 // ---- 9 (two items). long names in messages; a full disk ----
