@@ -106,7 +106,8 @@ test('facenet identify --gallery-model v1 --model v2: searched when v2 was train
   const embedded = await startCli(['embed', '--model', join(dir, 'v2.safetensors'), '--no-align', '--device', 'cpu', '--threads', '1', probe]).done
   t.is(embedded.code, 0, embedded.stderr)
   const body = JSON.parse(embedded.stdout) as { dim: number; embeddingSpace: string; embeddings: number[][] }
-  t.is(body.embeddingSpace, await FaceNet.load(join(dir, 'v1.safetensors'), { device: 'cpu' }).then((m) => m.embeddingSpace()))
+  using v1Loaded = await FaceNet.load(join(dir, 'v1.safetensors'), { device: 'cpu', threads: 1 })
+  t.is(body.embeddingSpace, await v1Loaded.embeddingSpace())
 
   const refused = await startCli(['identify', ...common, '--model', join(dir, 'other.safetensors')]).done
   t.not(refused.code, 0)
