@@ -64,6 +64,10 @@ test('identification: separable identities give top-1 = 1; random ones are near 
   const approx = evaluateIdentification({ embeddings: clean.embeddings, dim: 32 }, clean.labels, { index: 'usearch' })
   t.is(approx.index, 'usearch')
   t.is(approx.topK['1'], 1)
+  for (let run = 0; run < 20; run++) {
+    const again = evaluateIdentification({ embeddings: clean.embeddings, dim: 32 }, clean.labels, { index: 'usearch' })
+    t.deepEqual(again.topK, approx.topK, `usearch run ${run} repeats the first`)
+  }
 
   const noisy = blobs(40, 5, 32, 50, 2)
   const chance = evaluateIdentification({ embeddings: noisy.embeddings, dim: 32 }, noisy.labels, { metric: 'cosine', topK: [1, 5, 40] })
