@@ -28,6 +28,7 @@ import {
   type ImageSource,
 } from '../src'
 import { MAX_IMAGE_PIXELS, preprocessImage } from '../src/data/preprocess'
+import { binding } from '../src/binding'
 import { modelBinding } from '../src/model'
 
 const ROOT = resolve(__dirname, '..')
@@ -395,8 +396,27 @@ test('NaN or Inf pixels: embed and trainStep reject with InvalidArgumentError na
   })
   const batch = new Float32Array(4 * 64 * 64 * 3).map((_, i) => i % 255)
   batch[100] = Number.NaN
-  await t.throwsAsync(native.trainStep(batch, Int32Array.from([0, 0, 1, 1]), 4, 64, 64), { message: /^ERR_INVALID_ARGUMENT: pixel 100 \(image 0\) is NaN/ })
+  await t.throwsAsync(native.trainStep(batch, Int32Array.from([0, 0, 1, 1]), 4, 64, 64), { code: 'ERR_INVALID_ARGUMENT', message: /^pixel 100 \(image 0\) is NaN/ })
   t.deepEqual(await model.embed(clean), before, 'a refused step changed the weights')
+})
+
+test('the binding reports its errors with the code as a property, not in the message; the API turns them into FaceNetErrors keeping the cause', async (t) => {
+  const missing = join(tmpdir(), 'facenet-no-such-file.npy')
+  const sync = t.throws(() => binding.openNpyImages(missing))
+  t.is((sync as Error & { code?: string }).code, 'ERR_DATA')
+  t.false(sync!.message.startsWith('ERR_'), sync!.message)
+  t.true(sync!.message.includes(missing), sync!.message)
+  const model = await FaceNet.create({ arch: 'tiny', embeddingDim: 8 })
+  const native = modelBinding(model)
+  const rejected = await t.throwsAsync(native.embed(new Float32Array(5), 1, 64, 64))
+  t.is((rejected as Error & { code?: string }).code, 'ERR_SHAPE')
+  t.false(rejected!.message.startsWith('ERR_'), rejected!.message)
+  model.dispose()
+  const garbage = join(tmp, 'garbage-for-codes.safetensors')
+  await writeFile(garbage, Buffer.from('not a safetensors file at all'))
+  const api = await t.throwsAsync(FaceNet.load(garbage), { instanceOf: WeightsError, code: 'ERR_WEIGHTS' })
+  t.is((api!.cause as Error & { code?: string }).code, 'ERR_WEIGHTS', 'the native error is kept as the cause')
+  t.false(api!.message.startsWith('ERR_'), api!.message)
 })
 
 // ── option values ────────────────────────────────────────────────────────────

@@ -241,7 +241,7 @@ export class IncompatibleModelsError extends FaceNetError {
 }
 
 // These codes are raised in TS only; the native side never reports them. ERR_DATA it does
-// report (a packed file gone bad), with the file first in its message: see bindingError.
+// report (a packed file gone bad), with the file first in its message: see fromCoreDataError.
 type TsOnlyCode = 'ERR_DATA' | 'ERR_OUTPUT' | 'ERR_LIBTORCH' | 'ERR_LIBTORCH_SETUP' | 'ERR_NATIVE_ADDON' | 'ERR_INCOMPATIBLE_MODELS'
 const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string, options?: ErrorOptions) => FaceNetError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
@@ -260,17 +260,17 @@ const byCode: Record<Exclude<FaceNetErrorCode, TsOnlyCode>, new (message: string
   ERR_DIST_COLLECTIVE: distributed('ERR_DIST_COLLECTIVE'),
 }
 
-const CODED_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/
-
 /**
- * The code and message of an error the native binding raised, which it writes as
- * "ERR_CODE: message" (napi's `Status` has no room for a code of our own): the one place
- * that reads that form. Undefined for any other error.
+ * The code and message of an error the native binding raised: a plain `Error` whose `code`
+ * is one of the core's `ERR_*` codes (the binding sets it as napi's custom status). The one
+ * place that recognizes them; undefined for any other error.
  */
 export function bindingError(error: unknown): { code: string; message: string } | undefined {
   if (!(error instanceof Error) || error instanceof FaceNetError) return undefined
-  const match = CODED_MESSAGE.exec(error.message)
-  return match ? { code: match[1]!, message: match[2]! } : undefined
+  const code = (error as { code?: unknown }).code
+  // Node's own errors have ERR_* codes too (ERR_INVALID_ARG_TYPE): only the core's count.
+  const native = typeof code === 'string' && (code in byCode || code === 'ERR_DATA')
+  return native ? { code, message: error.message } : undefined
 }
 
 /**

@@ -2,12 +2,13 @@
 //! uint8 batch out. Each call copies its pixels into tensors once and runs on a thread of
 //! its own (see `mining::spawn`), so neither the JS thread nor libuv's pool waits on it.
 
+use crate::error::Result;
 use crate::error::{invalid, to_js};
 use crate::mining::spawn;
 use crate::options::BindingAlignMode;
 use facenet::align::{align, AlignMode, AlignOptions, FaceRef};
 use napi::bindgen_prelude::{Float32Array, Object, Uint32Array, Uint8Array};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use tch::Tensor;
 

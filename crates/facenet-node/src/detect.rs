@@ -1,11 +1,12 @@
 //! `BindingDetector`: an MTCNN on its own worker thread (see `worker.rs`).
 
 use crate::error::{self, to_js};
+use crate::error::{OrNapiCode, Result};
 use crate::pixels::Pixels;
-use crate::worker::{thread_count, Deferred, Worker, MAX_THREADS};
+use crate::worker::{reject, thread_count, Deferred, Worker, MAX_THREADS};
 use facenet::detect::{DetectOptions, Mtcnn};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use std::sync::Arc;
 use tch::Kind;
@@ -44,7 +45,8 @@ pub fn load_detector(
         None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
     };
     let worker = Arc::new(Worker::spawn("facenet-mtcnn", threads)?);
-    let (deferred, promise): (Deferred<BindingDetector>, Object) = env.create_deferred()?;
+    let (deferred, promise): (Deferred<BindingDetector>, Object) =
+        env.create_deferred().or_code()?;
     let handle = Arc::clone(&worker);
     worker.run(
         deferred,
@@ -89,7 +91,8 @@ impl BindingDetector {
         width: u32,
         options: Option<BindingDetectOptions>,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<BindingDetections>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<BindingDetections>, Object) =
+            env.create_deferred().or_code()?;
         match parse_options(options)
             .and_then(|o| Ok((o, Pixels::new(pixels, count, height, width)?)))
         {
@@ -132,7 +135,7 @@ impl BindingDetector {
                     })
                 },
             ),
-            Err(error) => deferred.reject(error),
+            Err(error) => reject(deferred, error),
         }
         Ok(promise)
     }

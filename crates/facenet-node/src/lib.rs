@@ -16,17 +16,18 @@ mod pixels;
 mod train;
 mod worker;
 
+use crate::error::{OrNapiCode, Result};
 use error::{invalid, to_js};
 use facenet::model::TinyConfig;
 use facenet::{FaceNet, ModelConfig};
 use napi::bindgen_prelude::{Either, Float32Array, Object, Uint8Array};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use options::{BindingArch, BindingNormalization, BindingPrecision};
 use pixels::Pixels;
 use std::collections::HashMap;
 use std::sync::Arc;
-use worker::{Deferred, Worker};
+use worker::{reject, Deferred, Worker};
 
 #[napi(object)]
 pub struct BindingCreateOptions {
@@ -135,7 +136,7 @@ where
     B: FnOnce() -> facenet::Result<(FaceNet, HashMap<String, String>)> + Send + 'static,
 {
     let worker = Arc::new(Worker::spawn(thread_name, threads)?);
-    let (deferred, promise): (Deferred<BindingModel>, Object) = env.create_deferred()?;
+    let (deferred, promise): (Deferred<BindingModel>, Object) = env.create_deferred().or_code()?;
     let handle = Arc::clone(&worker);
     worker.run(
         deferred,
@@ -227,7 +228,8 @@ impl BindingModel {
     /// Parameter count, multiply-adds per image and the layer table.
     #[napi(ts_return_type = "Promise<BindingSummary>")]
     pub fn summary<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<BindingSummary>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<BindingSummary>, Object) =
+            env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             |state| {
@@ -248,7 +250,7 @@ impl BindingModel {
         path: String,
         metadata: Option<HashMap<String, String>>,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             move |state| {
@@ -265,7 +267,7 @@ impl BindingModel {
     /// SHA-256 (hex) of the weights, running statistics included; metadata left out.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn weights_digest<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             |state| {
@@ -301,7 +303,8 @@ impl BindingModel {
         width: u32,
         precision: Option<BindingPrecision>,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<Float32Array>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<Float32Array>, Object) =
+            env.create_deferred().or_code()?;
         let precision = precision.map_or_else(Default::default, Into::into);
         match Pixels::new(pixels, count, height, width) {
             Ok(pixels) => self.worker.run(
@@ -318,7 +321,7 @@ impl BindingModel {
                 },
                 |_env, values| Ok(Float32Array::new(values)),
             ),
-            Err(error) => deferred.reject(error),
+            Err(error) => reject(deferred, error),
         }
         Ok(promise)
     }

@@ -3,15 +3,16 @@
 //! own, so neither the JS thread nor libuv's pool waits on it.
 
 use crate::error::{coded, from_panic, to_js};
+use crate::error::{OrNapiCode, Result};
 use crate::options::{
     BindingDistance, BindingFallback, BindingMiner, BindingNegativeChoice, BindingReducer,
 };
 use crate::worker::thread_count;
-use crate::worker::Deferred;
+use crate::worker::{reject, resolve, Deferred};
 use facenet::loss::{triplet_loss_with_count, TripletLoss};
 use facenet::mining::{mine, mine_epoch_with, Miner, MiningStats, Triplets};
 use napi::bindgen_prelude::{Float32Array, Int32Array, Object};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::{Kind, Tensor};
@@ -61,7 +62,7 @@ pub struct BindingLoss {
     pub gradient: Float32Array,
 }
 
-fn torch(e: tch::TchError) -> napi::Error {
+fn torch(e: tch::TchError) -> crate::error::Error {
     to_js(e.into())
 }
 
@@ -143,16 +144,16 @@ where
     C: FnOnce(T) -> Result<V> + Send + 'static,
 {
     let threads = thread_count(f64::from(threads))?;
-    let (deferred, promise): (Deferred<V>, Object) = env.create_deferred()?;
+    let (deferred, promise): (Deferred<V>, Object) = env.create_deferred().or_code()?;
     std::thread::Builder::new()
         .name("facenet-call".to_owned())
         .spawn(move || {
             // Bounded by thread_count, so the cast cannot wrap.
             tch::set_num_threads(threads as i32);
             match catch_unwind(AssertUnwindSafe(work)) {
-                Ok(Ok(value)) => deferred.resolve(Box::new(move |_env| convert(value))),
-                Ok(Err(error)) => deferred.reject(error),
-                Err(payload) => deferred.reject(from_panic(payload)),
+                Ok(Ok(value)) => resolve(deferred, value, move |_env, value| convert(value)),
+                Ok(Err(error)) => reject(deferred, error),
+                Err(payload) => reject(deferred, from_panic(payload)),
             }
         })
         .map_err(|e| coded("ERR_TORCH", format!("could not start a thread: {e}")))?;

@@ -4,13 +4,14 @@
 //! cross into JavaScript.
 
 use crate::error::{coded, invalid, to_js};
+use crate::error::{OrNapiCode, Result};
 use crate::options::BindingFit;
-use crate::worker::{Deferred, Worker, MAX_THREADS};
+use crate::worker::{reject, Deferred, Worker, MAX_THREADS};
 use crate::BindingModel;
 use facenet::augment::{self, AugmentOptions, Fit};
 use facenet::packed::{Layout, NpyImages};
 use napi::bindgen_prelude::{Int32Array, Object, Uint8Array};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex};
 use tch::Tensor;
@@ -68,7 +69,8 @@ impl BindingNpyImages {
         pinned: bool,
         augment: Option<BindingGatherAugment>,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<BindingImageBatch>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<BindingImageBatch>, Object) =
+            env.create_deferred().or_code()?;
         let images = Arc::clone(&self.images);
         let rows = rows_of(&indices);
         let augment = augment
@@ -112,7 +114,8 @@ impl BindingNpyImages {
     /// image by image (the sharp loader, embedding a dataset), not for training batches.
     #[napi(ts_return_type = "Promise<Uint8Array>")]
     pub fn read<'env>(&self, env: &'env Env, indices: Int32Array) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<Uint8Array>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<Uint8Array>, Object) =
+            env.create_deferred().or_code()?;
         let images = Arc::clone(&self.images);
         let rows = rows_of(&indices);
         self.worker.run(
@@ -261,7 +264,7 @@ impl BindingModel {
         triplets: Option<Int32Array>,
     ) -> Result<Object<'env>> {
         let (deferred, promise): (Deferred<crate::train::BindingStepStats>, Object) =
-            env.create_deferred()?;
+            env.create_deferred().or_code()?;
         let prepared = (|| -> Result<_> {
             let (augment, center_crop, fit, seed) = parse_transform(&transform)?;
             let count = batch.shape.first().copied().unwrap_or(0) as usize;
@@ -316,7 +319,7 @@ impl BindingModel {
                 },
                 |_env, stats| Ok(stats),
             ),
-            Err(error) => deferred.reject(error),
+            Err(error) => reject(deferred, error),
         }
         Ok(promise)
     }

@@ -10,9 +10,9 @@
 //! writing to, transferring or resizing the buffer meanwhile; the TS layer documents that
 //! the caller must leave it alone until the promise settles, as for `fs.write`.
 
+use crate::error::Result;
 use crate::error::{self, to_js};
 use napi::bindgen_prelude::{Either, Float32Array, Uint8Array};
-use napi::Result;
 use tch::{Device, Kind, Tensor};
 
 /// A pixel batch whose length matches its shape, held for the worker.

@@ -2,6 +2,7 @@
 //! weights, and each step's batch crosses the boundary once, as one pixel buffer.
 
 use crate::error::{coded, invalid, to_js};
+use crate::error::{OrNapiCode, Result};
 use crate::mining::{
     parse_miner, stats_to_js, triplets_from, BindingMineOptions, BindingMiningStats,
 };
@@ -9,7 +10,7 @@ use crate::options::{
     BindingLossKind, BindingOptimizer, BindingPrecision, BindingReducer, BindingSchedule,
 };
 use crate::pixels::Pixels;
-use crate::worker::{Deferred, Worker};
+use crate::worker::{reject, Deferred, Worker};
 use crate::BindingModel;
 use facenet::distributed::{ProcessGroup, Rendezvous};
 use facenet::freeze::{Freeze, LrGroup};
@@ -21,7 +22,7 @@ use facenet::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use facenet::train::{StepStats, TrainConfig, TrainState};
 use facenet::FaceNet;
 use napi::bindgen_prelude::{Either, Float32Array, Int32Array, Object, Uint8Array};
-use napi::{Env, Result};
+use napi::Env;
 use napi_derive::napi;
 use tch::Tensor;
 
@@ -284,7 +285,7 @@ impl BindingModel {
             .as_ref()
             .map(parse_distributed)
             .transpose()?;
-        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             move |state| {
@@ -320,7 +321,8 @@ impl BindingModel {
         width: u32,
         triplets: Option<Int32Array>,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<BindingStepStats>, Object) =
+            env.create_deferred().or_code()?;
         let prepared = (|| -> Result<(Pixels, Tensor, Option<Triplets>)> {
             let images = Pixels::new(pixels, count, height, width)?;
             if labels.len() != count as usize {
@@ -357,7 +359,8 @@ impl BindingModel {
         width: u32,
         v1: Float32Array,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<BindingStepStats>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<BindingStepStats>, Object) =
+            env.create_deferred().or_code()?;
         let prepared = (|| -> Result<(Pixels, Tensor, Tensor)> {
             let images = Pixels::new(pixels, count, height, width)?;
             if labels.len() != count as usize
@@ -393,7 +396,7 @@ impl BindingModel {
     /// is asked to. Without a group, `value` itself.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn max_across_ranks<'env>(&self, env: &'env Env, value: u32) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<u32>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<u32>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             move |worker| {
@@ -421,7 +424,7 @@ impl BindingModel {
         path: String,
         state: String,
     ) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<()>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             move |worker| {
@@ -439,7 +442,7 @@ impl BindingModel {
     /// trainer's JSON state saved with it.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn load_checkpoint<'env>(&self, env: &'env Env, path: String) -> Result<Object<'env>> {
-        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred()?;
+        let (deferred, promise): (Deferred<String>, Object) = env.create_deferred().or_code()?;
         self.worker.run(
             deferred,
             move |worker| {
@@ -488,11 +491,11 @@ fn run_step<X, F>(
             },
             |_env, stats| Ok(stats),
         ),
-        Err(error) => deferred.reject(error),
+        Err(error) => reject(deferred, error),
     }
 }
 
-pub(crate) fn not_configured() -> napi::Error {
+pub(crate) fn not_configured() -> crate::error::Error {
     coded(
         "ERR_INVALID_ARGUMENT",
         "training is not configured; call configureTraining() first",

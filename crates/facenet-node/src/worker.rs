@@ -2,10 +2,10 @@
 //! `Sync`) and runs every long operation, so neither the JS thread nor libuv's small pool
 //! (which sharp and fs need) is ever blocked by a forward or backward pass.
 
-use crate::error::{coded, disposed, from_panic, invalid};
+use crate::error::{coded, disposed, from_panic, invalid, rejection, Error, Result};
 use facenet::FaceNet;
 use napi::bindgen_prelude::ToNapiValue;
-use napi::{Env, JsDeferred, Result};
+use napi::{Env, JsDeferred};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -38,7 +38,24 @@ pub fn thread_count(value: f64) -> Result<usize> {
 type Job = Box<dyn FnOnce(&mut WorkerState) + Send>;
 
 /// A promise settled from the worker thread.
-pub type Deferred<T> = JsDeferred<T, Box<dyn FnOnce(Env) -> Result<T> + Send>>;
+pub type Deferred<T> = JsDeferred<T, Box<dyn FnOnce(Env) -> napi::Result<T> + Send>>;
+
+/// Rejects `deferred` with `error`, its `code` intact (see [`rejection`]).
+pub fn reject<V: ToNapiValue + 'static>(deferred: Deferred<V>, error: Error) {
+    deferred.resolve(Box::new(move |env| Err(rejection(env, error))))
+}
+
+/// Settles `deferred` on the JS thread with `to_js(value)`, or rejects with its error.
+pub fn resolve<T, V, C>(deferred: Deferred<V>, value: T, to_js: C)
+where
+    T: Send + 'static,
+    V: ToNapiValue + 'static,
+    C: FnOnce(Env, T) -> Result<V> + Send + 'static,
+{
+    deferred.resolve(Box::new(move |env| {
+        to_js(env, value).map_err(|error| rejection(env, error))
+    }))
+}
 
 pub struct Worker {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -98,13 +115,13 @@ impl Worker {
         let worker = std::sync::Arc::clone(self);
         let job: Job = Box::new(move |state| {
             if worker.is_disposed() {
-                deferred.reject(disposed());
+                reject(deferred, disposed());
                 return;
             }
             match catch_unwind(AssertUnwindSafe(|| work(state))) {
-                Ok(Ok(value)) => deferred.resolve(Box::new(move |env| to_js(env, value))),
-                Ok(Err(error)) => deferred.reject(error),
-                Err(payload) => deferred.reject(from_panic(payload)),
+                Ok(Ok(value)) => resolve(deferred, value, to_js),
+                Ok(Err(error)) => reject(deferred, error),
+                Err(payload) => reject(deferred, from_panic(payload)),
             }
         });
         let unsent = match self.sender.lock() {
