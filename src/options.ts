@@ -43,7 +43,10 @@ import { InvalidArgumentError, quoted } from './errors'
  */
 export const ARCHS = BINDING_ARCH
 export type Arch = (typeof ARCHS)[number]
-/** The architecture `FaceNet.create` and `facenet train` build when none is named: the notebook's NN1. */
+/**
+ * The architecture `FaceNet.create` builds when none is named: the notebook's NN1. (`facenet train`
+ * builds `'tiny'` unless `--arch` says otherwise: its defaults are sized for a first run on a CPU.)
+ */
 export const DEFAULT_ARCH: Arch = 'nn1'
 
 /** How pixel values are scaled before the network; saved with the model. */
