@@ -59,6 +59,15 @@ test('the options reference (docs/options.md) is generated from the tables, is u
   t.true(readFileSync(join(ROOT, 'README.md'), 'utf8').includes('](docs/options.md)'), 'the README links the reference')
 })
 
+test("every entry of every option table is named in its group's row of the README's options table", (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8').split('\n')
+  for (const [group, table] of Object.entries(TABLES)) {
+    const row = readme.find((line) => line.startsWith(`| ${group} (`))
+    t.truthy(row, `the README's options table has a ${group} row`)
+    for (const field of Object.keys(table)) t.true(row?.includes(`\`${field}\``) ?? false, `${group}.${field} in the README's ${group} row`)
+  }
+})
+
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? sources(join(dir, d.name)) : d.name.endsWith('.ts') ? [join(dir, d.name)] : []))
 }

@@ -1,7 +1,10 @@
-import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { binding } from '../src/binding'
+import * as generated from '../src/binding-enums'
 import {
   ALIGN_MODES,
   ARCHS,
@@ -18,8 +21,10 @@ import {
   FITS,
 } from '../src/options'
 
-// Each `#[napi(string_enum)]` of the binding beside the TS list it must equal.
-const PAIRS: [string, readonly string[]][] = [
+const ROOT = join(__dirname, '..')
+
+// Each public list of src/options.ts that crosses the boundary, beside the binding enum it is.
+const PUBLIC: [string, readonly string[]][] = [
   ['BindingArch', ARCHS],
   ['BindingNormalization', NORMALIZATIONS],
   ['BindingPrecision', PRECISIONS],
@@ -35,20 +40,24 @@ const PAIRS: [string, readonly string[]][] = [
   ['BindingFit', FITS],
 ]
 
-test('every option list of the TS API equals the string enum the binding declares', (t) => {
-  const exported = binding as unknown as Record<string, Record<string, string> | undefined>
-  for (const [name, list] of PAIRS) {
-    const native = exported[name]
-    t.truthy(native, `${name} is exported by the addon`)
-    t.deepEqual(Object.values(native ?? {}), [...list], name)
-  }
+/** `BindingNegativeChoice` → `BINDING_NEGATIVE_CHOICE`, the generated list's name. */
+const constantName = (typeName: string) => typeName.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()
+const GENERATED = generated as Record<string, readonly string[]>
+
+test('src/binding-enums.ts is what scripts/binding-enums.mjs generates from the committed index.d.ts', (t) => {
+  const out = join(mkdtempSync(join(tmpdir(), 'facenet-enums-')), 'binding-enums.ts')
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'binding-enums.mjs'), out])
+  t.is(readFileSync(join(ROOT, 'src', 'binding-enums.ts'), 'utf8'), readFileSync(out, 'utf8'), 'src/binding-enums.ts is stale: run node scripts/binding-enums.mjs')
 })
 
-test('index.d.ts types each string enum as the union of its literals', (t) => {
-  const dts = readFileSync(join(__dirname, '..', 'index.d.ts'), 'utf8')
-  for (const [name, list] of PAIRS) {
-    t.true(dts.includes(`export type ${name} = ${list.map((v) => `'${v}'`).join(' | ')}`), name)
-  }
+test("the built addon's string enums are the generated lists (index.d.ts matches the addon), and each public list is its enum's", (t) => {
+  // The addon's only object-valued exports are its string enums ({ SemiHard: 'semi-hard', … }).
+  const native = Object.entries(binding as unknown as Record<string, unknown>).filter(
+    (entry): entry is [string, Record<string, string>] => typeof entry[1] === 'object' && entry[1] !== null,
+  )
+  t.deepEqual(native.map(([name]) => constantName(name)).sort(), Object.keys(GENERATED).sort(), 'one generated list per addon enum')
+  for (const [name, values] of native) t.deepEqual(GENERATED[constantName(name)], Object.values(values), name)
+  for (const [name, list] of PUBLIC) t.is(GENERATED[constantName(name)], list, `${name}'s public list is the generated one`)
 })
 
 test("detect and align default to --device auto like every other command; counts read '1 cluster', '2 clusters'", async (t) => {

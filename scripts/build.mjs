@@ -1,5 +1,6 @@
 // `npm install` (through "prepare") and `npm run build`: provision libtorch, build the
-// native addon in release mode with napi-rs, then compile the TypeScript API.
+// native addon in release mode with napi-rs, regenerate the binding's enum lists from its
+// index.d.ts, then compile the TypeScript API.
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
@@ -33,4 +34,6 @@ run(process.execPath, [
   // const enum would not).
   '--no-const-enum',
 ])
+// src/binding-enums.ts, the option lists of src/options.ts, from the index.d.ts just written.
+run(process.execPath, [join(root, 'scripts', 'binding-enums.mjs')])
 run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'])

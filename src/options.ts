@@ -1,9 +1,29 @@
 /**
  * Every option with a closed set of values, written once. The public types, the checks at
- * the API's boundary, the CLI's zod enums and its help text all derive from these lists;
- * the binding declares the same sets as `#[napi(string_enum)]` enums, and
- * `__test__/options.spec.ts` holds the two sides equal.
+ * the API's boundary, the CLI's zod enums and its help text all derive from these lists.
+ *
+ * The lists that cross into the binding are its `#[napi(string_enum)]` enums
+ * (`crates/facenet-node/src/options.rs`): napi writes each into `index.d.ts` as a union, and
+ * `scripts/binding-enums.mjs` (run by every build) turns those unions into
+ * `./binding-enums`, which this module re-exports under the public names. To add a value,
+ * add it to the Rust enum and rebuild. The lists the binding never sees (mining modes, bad-image
+ * policy, face selection, clustering, metrics) are written here.
  */
+import {
+  BINDING_ALIGN_MODE,
+  BINDING_ARCH,
+  BINDING_DISTANCE,
+  BINDING_FALLBACK,
+  BINDING_FIT,
+  BINDING_LOSS_KIND,
+  BINDING_MINER,
+  BINDING_NEGATIVE_CHOICE,
+  BINDING_NORMALIZATION,
+  BINDING_OPTIMIZER,
+  BINDING_PRECISION,
+  BINDING_REDUCER,
+  BINDING_SCHEDULE,
+} from './binding-enums'
 import { InvalidArgumentError, quoted } from './errors'
 
 /**
@@ -21,17 +41,20 @@ import { InvalidArgumentError, quoted } from './errors'
  *   embeddings are dlib's raw descriptors (not unit length); `FaceNet.pretrained()` loads the
  *   shipped weights.
  */
-export const ARCHS = ['tiny', 'nn1', 'nn1-paper', 'nn2', 'nn3', 'nn4', 'nns1', 'nns2', 'inception-resnet-v1', 'iresnet18', 'iresnet34', 'iresnet50', 'dlib-resnet-v1'] as const
+export const ARCHS = BINDING_ARCH
 export type Arch = (typeof ARCHS)[number]
-/** The architecture `FaceNet.create` and `facenet train` build when none is named: the notebook's NN1. */
+/**
+ * The architecture `FaceNet.create` builds when none is named: the notebook's NN1. (`facenet train`
+ * builds `'tiny'` unless `--arch` says otherwise: its defaults are sized for a first run on a CPU.)
+ */
 export const DEFAULT_ARCH: Arch = 'nn1'
 
 /** How pixel values are scaled before the network; saved with the model. */
-export const NORMALIZATIONS = ['fixed', 'prewhiten', 'dlib'] as const
+export const NORMALIZATIONS = BINDING_NORMALIZATION
 export type Normalization = (typeof NORMALIZATIONS)[number]
 
 /** Arithmetic of the forward pass: float32, or bfloat16 autocast. */
-export const PRECISIONS = ['fp32', 'bf16'] as const
+export const PRECISIONS = BINDING_PRECISION
 export type Precision = (typeof PRECISIONS)[number]
 
 /** Where triplets come from: each P×K batch (`'online'`, the paper) or a per-epoch list over the whole set (`'epoch'`, the notebook). */
@@ -39,41 +62,42 @@ export const MINING_MODES = ['online', 'epoch'] as const
 export type MiningMode = (typeof MINING_MODES)[number]
 
 /** Triplet miners; see {@link MineOptions.miner}. */
-export const MINERS = ['semi-hard', 'batch-hard', 'batch-all', 'hard', 'random'] as const
+export const MINERS = BINDING_MINER
 export type MinerName = (typeof MINERS)[number]
 
 /** Semi-hard mining: which of several qualifying negatives to take. */
-export const NEGATIVE_CHOICES = ['random', 'hardest'] as const
+export const NEGATIVE_CHOICES = BINDING_NEGATIVE_CHOICE
 export type NegativeChoice = (typeof NEGATIVE_CHOICES)[number]
 
 /** Semi-hard mining: what a pair without a semi-hard negative gets. */
-export const FALLBACKS = ['nearest-farther-else-farthest', 'hardest', 'skip'] as const
+export const FALLBACKS = BINDING_FALLBACK
 export type Fallback = (typeof FALLBACKS)[number]
 
 /** How embeddings are compared. */
-export const DISTANCES = ['squared-l2', 'cosine'] as const
+export const DISTANCES = BINDING_DISTANCE
 export type DistanceName = (typeof DISTANCES)[number]
 
 /** How the per-triplet losses become one: over all triplets, or over those with a positive loss. */
-export const REDUCERS = ['mean', 'mean-active'] as const
+export const REDUCERS = BINDING_REDUCER
 export type Reducer = (typeof REDUCERS)[number]
 
 /**
  * What training minimizes (the `type` of a {@link LossOptions}): the paper's triplet loss, or a
  * classification loss over a class-weight matrix (ArcFace, CosFace, softmax + centre loss).
  */
-export const LOSSES = ['triplet', 'arcface', 'cosface', 'softmax-center'] as const
+export const LOSSES = BINDING_LOSS_KIND
 export type LossType = (typeof LOSSES)[number]
 
-export const OPTIMIZERS = ['sgd', 'adagrad', 'adam', 'adamw'] as const
+/** The optimizers the Trainer steps with (`--optimizer`). */
+export const OPTIMIZERS = BINDING_OPTIMIZER
 export type OptimizerName = (typeof OPTIMIZERS)[number]
 
 /** Learning-rate schedules (the `type` of a {@link Schedule}). */
-export const SCHEDULES = ['constant', 'step', 'cosine'] as const
+export const SCHEDULES = BINDING_SCHEDULE
 export type ScheduleType = (typeof SCHEDULES)[number]
 
 /** How an image is resized to the network's input: keep the aspect ratio and crop the centre (`'cover'`), or stretch (`'fill'`). */
-export const FITS = ['cover', 'fill'] as const
+export const FITS = BINDING_FIT
 export type Fit = (typeof FITS)[number]
 
 /** What a training or aligning run does with an image that cannot be decoded. */
@@ -81,7 +105,7 @@ export const ON_BAD_IMAGE = ['error', 'skip'] as const
 export type OnBadImage = (typeof ON_BAD_IMAGE)[number]
 
 /** How a face crop is placed: the 5-point similarity warp, a box with a margin, or dlib's face chip. */
-export const ALIGN_MODES = ['template', 'margin', 'dlib'] as const
+export const ALIGN_MODES = BINDING_ALIGN_MODE
 export type AlignMode = (typeof ALIGN_MODES)[number]
 
 /** Which faces of a photo alignment keeps. */
