@@ -38,7 +38,7 @@ export async function optionsReference(): Promise<string> {
     'mining (Trainer, mineTriplets)': (await import('../src/tables/mining')).MINING,
     'loss (Trainer.loss, tripletLoss)': (await import('../src/tables/loss')).LOSS,
     'augmentation (Trainer.augment, loaders)': (await import('../src/tables/augment')).AUGMENT,
-    'detect (FaceDetector.detect, detectFiles)': (await import('../src/tables/detect')).DETECT,
+    'detect (FaceDetector.detect and .detectFiles, detectFaces)': (await import('../src/tables/detect')).DETECT,
     'align (alignFaces, embedFiles.align)': (await import('../src/tables/align')).ALIGN,
     'eval (evaluate, evaluateVerification)': (await import('../src/tables/eval')).EVAL,
   }

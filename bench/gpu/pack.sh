@@ -2,8 +2,8 @@
 # Packs what the GPU machine lacks into one file, runs/gpu-bundle.tar.xz (ignored by git):
 # the built addon, index.js, dist/, sharp and its runtime deps, this machine's Node binary,
 # and the benches compiled to JS (imports of ../src rewritten to ../dist), because the
-# device has neither Node nor node_modules (no tsx). Run from the repo root after
-# `node scripts/build.mjs`; then, on the device, with carry ["runs/gpu-bundle.tar.xz"]:
+# GPU machine has neither Node nor node_modules (no tsx). Run from the repo root after
+# `node scripts/build.mjs`; then copy runs/gpu-bundle.tar.xz to the GPU machine's checkout and run there:
 #   bash bench/gpu/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,5 +31,5 @@ tar -C "$stage" -cf - . | xz -T0 -6 > runs/gpu-bundle.tar.xz
 rm -rf "$stage"
 size=$(stat -c %s runs/gpu-bundle.tar.xz)
 echo "runs/gpu-bundle.tar.xz: $((size / 1048576)) MiB"
-# The device tool carries at most 64 MiB of ignored paths.
-[ "$size" -lt $((60 * 1048576)) ] || { echo "pack: bundle too large to carry" >&2; exit 1; }
+# Kept under 64 MiB, so that it fits the upload limits of remote GPU runners.
+[ "$size" -lt $((60 * 1048576)) ] || { echo "pack: bundle too large (over 60 MiB)" >&2; exit 1; }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# GPU checks and benchmarks on the lent machine (H200, torch 2.11 CUDA 13 for its python3,
-# no Node): unpacks runs/gpu-bundle.tar.xz (made here by bench/gpu/pack.sh), links the
+# GPU checks and benchmarks on a GPU machine that has torch 2.11 (CUDA 13) for its python3
+# but no Node and no network: unpacks runs/gpu-bundle.tar.xz (made here by bench/gpu/pack.sh), links the
 # addon against the torch/lib of that python3 through FACENET_TORCH_HOME, then runs, each
 # writing into $OUT as it goes (so a run cut short still returns what it did):
 #   1. bench/cuda-check: Trainer on CUDA in fp32 and bf16, CPU/CUDA agreement, resume, NaN guard;
 #   2. bench/train-step in fp32 and bf16 beside the PyTorch twin on the same GPU;
 #   3. bench/inference in fp32 and bf16 beside the PyTorch twin;
-# with per-process peak GPU memory (nvidia-smi samples). At most 7 files land in $OUT (the
-# device tool returns 8).
+# with per-process peak GPU memory (nvidia-smi samples). At most 7 files land in $OUT, so a
+# runner that copies back only a few files still returns all of them.
 #
 #   bash bench/gpu/run.sh [--check]      (--check: unpack, link and report devices only)
 #
@@ -28,7 +28,7 @@ STAGES=",${STAGES:-check,train,infer},"
 mkdir -p "$OUT"
 log() { echo "[run.sh $(date +%T)] $*" | tee -a "$OUT/run.log"; }
 
-[ -f "$BUNDLE" ] || { echo "run.sh: $BUNDLE missing; run bench/gpu/pack.sh and carry it" >&2; exit 1; }
+[ -f "$BUNDLE" ] || { echo "run.sh: $BUNDLE missing; run bench/gpu/pack.sh and copy it to this machine" >&2; exit 1; }
 stage=$(mktemp -d)
 xz -dc "$BUNDLE" | tar -C "$stage" -xf -
 # The device's copy of the tree is disposable: install the bundle over it.

@@ -1,7 +1,9 @@
-//! The closed option sets as string enums: napi refuses any other value on the way in,
-//! and the generated `index.d.ts` types each as a union of its literals. `src/options.ts`
-//! writes the same lists for the public API, and `__test__/options.spec.ts` holds the two
-//! equal. Where the core has a matching enum, `From` converts without a `match` on text.
+//! The closed option sets as string enums: napi refuses any other value on the way in, and
+//! the generated `index.d.ts` types each as a union of its literals. These enums are the one
+//! source of those lists: `scripts/binding-enums.mjs` (run by `scripts/build.mjs` after
+//! `napi build`) turns the unions into `src/binding-enums.ts`, which `src/options.ts`
+//! re-exports under the public names (`ARCHS`, `MINERS`, …). To add a value, add it here and
+//! rebuild. Where the core has a matching enum, `From` converts without a `match` on text.
 
 use facenet::augment::Fit;
 use facenet::distance::Distance;
