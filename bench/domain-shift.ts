@@ -81,6 +81,11 @@ const RECIPES: Record<string, Recipe> = {
     data: 'shifted',
     options: { ...BASE, lr: 1e-4, trainLastBlocks: 2 },
   },
+  'shifted-last4': {
+    about: 'shifted only; units.11–13 + fc train; lr 3e-4',
+    data: 'shifted',
+    options: { ...BASE, lr: 3e-4, trainLastBlocks: 4 },
+  },
   'mixed-last2': {
     about: 'clean + shifted; units.13 + fc train; lr 1e-4',
     data: 'mixed',
