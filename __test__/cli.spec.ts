@@ -3,15 +3,14 @@
  * on tiny models and a few LFW images.
  */
 import test from 'ava'
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { FaceNet } from '../src'
 import { parseNpy } from '../src/data/npy'
-import { startCli, type CliRun } from './helpers'
+import { copyLfwPhotos, startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
-const LFW = join(ROOT, 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 const PER_IDENTITY = 6
 
@@ -32,10 +31,9 @@ test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'facenet-cli-'))
   data = join(dir, 'faces')
   const numbers: Record<string, number[]> = {}
+  const copied = await copyLfwPhotos(data, IDENTITIES, PER_IDENTITY)
   for (const id of IDENTITIES) {
-    await mkdir(join(data, id), { recursive: true })
-    const files = (await readdir(join(LFW, id))).filter((f) => f.endsWith('.jpg')).sort().slice(0, PER_IDENTITY)
-    for (const f of files) await copyFile(join(LFW, id, f), join(data, id, f))
+    const files = copied[id]!
     numbers[id] = files.map((f) => Number(/_(\d+)\.jpg$/.exec(f)![1]))
     images.push(...files.map((f) => join(data, id, f)))
   }

@@ -4,15 +4,14 @@
  * The tiny arch, a few LFW images, one thread per rank.
  */
 import test from 'ava'
-import { copyFile, mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { distributedFromEnv, FaceNet, InvalidArgumentError, PKSampler, ShuffleSampler, Trainer } from '../src'
 import { checkpointName } from '../src/training/checkpoints'
-import { startCli, type CliRun } from './helpers'
+import { copyLfwPhotos, startCli, type CliRun } from './helpers'
 
-const LFW = join(resolve(__dirname, '..'), 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair', 'Donald_Rumsfeld']
 const PER_IDENTITY = 5
 // 4 identities × 3 images per batch: 2 identities on each of 2 ranks.
@@ -24,11 +23,7 @@ let data = ''
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'facenet-dist-'))
   data = join(dir, 'faces')
-  for (const id of IDENTITIES) {
-    await mkdir(join(data, id), { recursive: true })
-    const files = (await readdir(join(LFW, id))).filter((f) => f.endsWith('.jpg')).sort().slice(0, PER_IDENTITY)
-    for (const f of files) await copyFile(join(LFW, id, f), join(data, id, f))
-  }
+  await copyLfwPhotos(data, IDENTITIES, PER_IDENTITY)
 })
 
 async function freePort(): Promise<number> {

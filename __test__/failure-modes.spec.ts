@@ -13,10 +13,9 @@ import { join, resolve } from 'node:path'
 import { BusyError, DataError, embedFiles, FaceNet, InvalidArgumentError, NpyDataset, Trainer, WeightsError } from '../src'
 import { npyBytes } from '../src/cli/use'
 import { createModel, makeSource, trainerOptions } from '../scripts/reliability-train'
-import { startCli, type CliRun } from './helpers'
+import { copyLfwPhotos, startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
-const LFW = join(ROOT, 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 const PER_IDENTITY = 4
 const AS_ROOT = process.getuid?.() === 0
@@ -35,11 +34,7 @@ const trainArgs = (data: string, out: string, ...more: string[]) => ['train', '-
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'facenet-rel2-'))
   faces = join(dir, 'faces')
-  for (const id of IDENTITIES) {
-    await mkdir(join(faces, id), { recursive: true })
-    const files = (await readdir(join(LFW, id))).filter((f) => f.endsWith('.jpg')).sort().slice(0, PER_IDENTITY)
-    for (const f of files) await copyFile(join(LFW, id, f), join(faces, id, f))
-  }
+  await copyLfwPhotos(faces, IDENTITIES, PER_IDENTITY)
   const model = await FaceNet.create({ arch: 'tiny', embeddingDim: 8, device: 'cpu', threads: 1 })
   await model.save(join(dir, 'finite.safetensors'))
   model.dispose()

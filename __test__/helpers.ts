@@ -1,6 +1,25 @@
 /** Deterministic test data and a CLI runner shared by the specs (no Math.random, so failures reproduce). */
 import { spawn } from 'node:child_process'
+import { copyFile, mkdir, readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+
+/** The shipped LFW photos (data/lfw), one folder per identity. */
+export const LFW = join(resolve(__dirname, '..'), 'data', 'lfw')
+
+/**
+ * Copies the first `perIdentity` photos (by name) of each of `identities` from the shipped
+ * LFW into `dest`/Name/, an ImageFolder; resolves to the file names copied per identity.
+ */
+export async function copyLfwPhotos(dest: string, identities: readonly string[], perIdentity: number): Promise<Record<string, string[]>> {
+  const copied: Record<string, string[]> = {}
+  for (const id of identities) {
+    await mkdir(join(dest, id), { recursive: true })
+    const files = (await readdir(join(LFW, id))).filter((f) => f.endsWith('.jpg')).sort().slice(0, perIdentity)
+    for (const f of files) await copyFile(join(LFW, id, f), join(dest, id, f))
+    copied[id] = files
+  }
+  return copied
+}
 
 /** How a `facenet` subprocess ended, with all it printed. */
 export interface CliRun {

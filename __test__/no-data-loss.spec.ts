@@ -12,10 +12,9 @@ import { join, resolve } from 'node:path'
 import { DataError, FaceDetector, FaceNet, InvalidArgumentError, NpyDataset, OutputError, packImageFolder, PKSampler, Trainer } from '../src'
 import { PackedBatchLoader } from '../src/data/packed-loader'
 import { latestCheckpoint } from '../src/training/checkpoints'
-import { startCli, type CliRun } from './helpers'
+import { copyLfwPhotos, startCli, type CliRun } from './helpers'
 
 const ROOT = resolve(__dirname, '..')
-const LFW = join(ROOT, 'data', 'lfw')
 const IDENTITIES = ['Colin_Powell', 'George_W_Bush', 'Gerhard_Schroeder', 'Jean_Chretien', 'Tony_Blair']
 const PER_IDENTITY = 4
 const CPU = ['--device', 'cpu', '--threads', '1']
@@ -29,11 +28,7 @@ let faces = ''
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'facenet-rel3-'))
   faces = join(dir, 'faces')
-  for (const id of IDENTITIES) {
-    await mkdir(join(faces, id), { recursive: true })
-    const files = (await readdir(join(LFW, id))).filter((f) => f.endsWith('.jpg')).sort().slice(0, PER_IDENTITY)
-    for (const f of files) await copyFile(join(LFW, id, f), join(faces, id, f))
-  }
+  await copyLfwPhotos(faces, IDENTITIES, PER_IDENTITY)
 })
 
 test.after.always(async () => {
