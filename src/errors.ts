@@ -269,7 +269,7 @@ export function bindingError(error: unknown): { code: string; message: string } 
   if (!(error instanceof Error) || error instanceof FaceNetError) return undefined
   const code = (error as { code?: unknown }).code
   // Node's own errors have ERR_* codes too (ERR_INVALID_ARG_TYPE): only the core's count.
-  const native = typeof code === 'string' && (code in byCode || code === 'ERR_DATA')
+  const native = typeof code === 'string' && (Object.hasOwn(byCode, code) || code === 'ERR_DATA')
   return native ? { code, message: error.message } : undefined
 }
 

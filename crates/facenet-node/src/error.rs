@@ -67,7 +67,7 @@ pub trait OrNapiCode<T> {
 
 impl<T> OrNapiCode<T> for napi::Result<T> {
     fn or_code(self) -> Result<T> {
-        self.map_err(|e| Error::new(Code::Napi(e.status), e.reason.clone()))
+        self.map_err(|e| Error::new(Code::Napi(e.status), e.reason))
     }
 }
 
